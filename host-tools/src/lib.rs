@@ -1,0 +1,1 @@
+//! pqcc host tools: the library behind the `pqcc` binary.

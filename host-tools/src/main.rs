@@ -1,0 +1,2 @@
+//! The `pqcc` command.
+fn main() {}
