@@ -18,14 +18,13 @@
 //! overlaps) and a tensor that ends without FINAL (truncation).
 
 use crate::{
-    Error,
+    Error, PROTOCOL_VERSION,
     aead::{Aes256GcmProvider, NONCE_LEN, RustCryptoAesGcm, TAG_LEN},
     handshake::{Role, SessionKeys},
     hash,
     replay::{MAX_SEQ, ReplayWindow},
     secret::Secret,
     wire::{FLAG_FINAL, FrameHeader, MAX_RANK, MAX_TENSOR_NAME_LEN, TensorMetadata},
-    PROTOCOL_VERSION,
 };
 
 /// Largest ciphertext one frame may carry (16 MiB).
@@ -275,8 +274,7 @@ pub struct Opened<'f> {
 }
 
 /// The receiving half of a channel, with a replay window of `64 * W` frames.
-pub struct Opener<A: Aes256GcmProvider = RustCryptoAesGcm, const W: usize = DEFAULT_WINDOW_WORDS>
-{
+pub struct Opener<A: Aes256GcmProvider = RustCryptoAesGcm, const W: usize = DEFAULT_WINDOW_WORDS> {
     k: DirectionKey<A>,
     window: ReplayWindow<W>,
 }
@@ -350,7 +348,11 @@ impl<A: Aes256GcmProvider, const W: usize> Opener<A, W> {
     }
 
     /// Opens `frame` (`header ‖ ciphertext ‖ tag`) in place.
-    pub fn open_in_place<'f>(&mut self, now: u64, frame: &'f mut [u8]) -> Result<Opened<'f>, Error> {
+    pub fn open_in_place<'f>(
+        &mut self,
+        now: u64,
+        frame: &'f mut [u8],
+    ) -> Result<Opened<'f>, Error> {
         let p = self.check(now, frame)?;
         let (head, rest) = frame.split_at_mut(p.header_len);
         let (ct, tag) = rest.split_at_mut(p.ciphertext_len);

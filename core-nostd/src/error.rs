@@ -86,10 +86,17 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            Malformed | Truncated | TrailingBytes | Oversize | NonCanonical
-            | UnknownVersion(_) | InvalidKey | UnexpectedMessage => ErrorKind::MalformedInput,
-            Decrypt | BadSignature | Replay { .. } | TooOld { .. } | EpochMismatch { .. }
-            | ChunkOutOfOrder | TensorTruncated | TooManyStreams | Rejected(_) => ErrorKind::PeerMisbehaviour,
+            Malformed | Truncated | TrailingBytes | Oversize | NonCanonical | UnknownVersion(_)
+            | InvalidKey | UnexpectedMessage => ErrorKind::MalformedInput,
+            Decrypt
+            | BadSignature
+            | Replay { .. }
+            | TooOld { .. }
+            | EpochMismatch { .. }
+            | ChunkOutOfOrder
+            | TensorTruncated
+            | TooManyStreams
+            | Rejected(_) => ErrorKind::PeerMisbehaviour,
             KeyExpired | FrameLimit => ErrorKind::PolicyRefusal,
             BufferTooSmall | InvalidState | InvalidArgument | Rng => ErrorKind::Misuse,
         }

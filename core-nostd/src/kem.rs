@@ -4,11 +4,7 @@
 //! `ML-KEM.KeyGen_internal`) and zeroize on drop. Encapsulation keys are checked
 //! on import (FIPS 203 §7.2 modulus check) so a malformed key from a peer is an error.
 
-use ml_kem::{
-    B32, Decapsulate, EncapsulationKey768, KeyExport, Seed,
-    array::Array,
-    kem::{Decapsulator as _, Key},
-};
+use ml_kem::{B32, Decapsulate, EncapsulationKey768, KeyExport, Seed, array::Array, kem::Key};
 use rand_core::CryptoRng;
 
 use crate::{Error, secret::Secret};
@@ -137,6 +133,9 @@ mod tests {
         let mut ekb = dk.encapsulation_key_bytes();
         ekb[0] = 0xff;
         ekb[1] |= 0x0f;
-        assert_eq!(EncapsulationKey::from_bytes(&ekb).unwrap_err(), Error::InvalidKey);
+        assert_eq!(
+            EncapsulationKey::from_bytes(&ekb).unwrap_err(),
+            Error::InvalidKey
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     channel::{Limits, Session},
     handshake::{Initiator, Responder},
     sign::SigningKey,
-    wire::{ACCEPT_MAX_LEN, CHALLENGE_MAX_LEN, Bytes, Evidence, Grant, Platform},
+    wire::{ACCEPT_MAX_LEN, Bytes, CHALLENGE_MAX_LEN, Evidence, Grant, Platform},
 };
 
 /// Runs a full handshake in memory and returns `(initiator, responder)` sessions.

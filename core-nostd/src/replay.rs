@@ -87,7 +87,7 @@ impl<const WORDS: usize> ReplayWindow<WORDS> {
                 while s <= seq {
                     let (w, m) = Self::slot(s);
                     // Clear a whole word at once when aligned and fully covered.
-                    if s % 64 == 0 && seq - s >= 63 {
+                    if s.is_multiple_of(64) && seq - s >= 63 {
                         self.bits[w] = 0;
                         s += 64;
                     } else {
@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(w.mark(MAX_SEQ), Err(Error::Replay { seq: MAX_SEQ }));
         assert_eq!(w.check(MAX_SEQ - 1), Ok(()));
         w.mark(MAX_SEQ - 255).unwrap();
-        assert_eq!(w.check(MAX_SEQ - 256), Err(Error::TooOld { seq: MAX_SEQ - 256 }));
+        assert_eq!(
+            w.check(MAX_SEQ - 256),
+            Err(Error::TooOld { seq: MAX_SEQ - 256 })
+        );
         assert_eq!(w.mark(u64::MAX), Err(Error::TooOld { seq: u64::MAX }));
         let mut z = ReplayWindow::<1>::new();
         z.mark(0).unwrap();

@@ -57,7 +57,10 @@ mod tests {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             let b = s.as_bytes();
             let end = self.1 + b.len();
-            self.0.get_mut(self.1..end).ok_or(fmt::Error)?.copy_from_slice(b);
+            self.0
+                .get_mut(self.1..end)
+                .ok_or(fmt::Error)?
+                .copy_from_slice(b);
             self.1 = end;
             Ok(())
         }

@@ -46,7 +46,11 @@ impl TryRng for InsecureTestRng {
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
         self.counter = self.counter.wrapping_add(1);
         hash::shake256(
-            &[b"pqcc/insecure-test-rng", &self.seed, &self.counter.to_be_bytes()],
+            &[
+                b"pqcc/insecure-test-rng",
+                &self.seed,
+                &self.counter.to_be_bytes(),
+            ],
             dst,
         );
         Ok(())
@@ -75,8 +79,7 @@ pub fn sign_verify<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static st
 pub fn handshake_and_channel<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static str> {
     let broker = SigningKey::from_seed(&Secret::new([0x07; 32]));
     let (mut guest, mut host): (Session<RustCryptoAesGcm, 1>, Session<RustCryptoAesGcm, 1>) =
-        establish_channel(&broker, &[], Limits::default(), 1_000, rng)
-            .map_err(|_| "handshake")?;
+        establish_channel(&broker, &[], Limits::default(), 1_000, rng).map_err(|_| "handshake")?;
     if guest.session_id() != host.session_id() {
         return Err("handshake: session ids differ");
     }

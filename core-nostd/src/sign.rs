@@ -203,14 +203,28 @@ mod tests {
     fn sign_verify_and_context_separation() {
         let sk = SigningKey::from_seed(&Secret::new([1u8; 32]));
         let vk = VerifyingKey::from_bytes(sk.public_key()).unwrap();
-        let sig = sk.sign_with_rnd(b"pqcc/v1/test", b"hello", &[0; 32]).unwrap();
+        let sig = sk
+            .sign_with_rnd(b"pqcc/v1/test", b"hello", &[0; 32])
+            .unwrap();
         vk.verify(b"pqcc/v1/test", b"hello", &sig).unwrap();
-        assert_eq!(vk.verify(b"pqcc/v1/other", b"hello", &sig), Err(Error::BadSignature));
-        assert_eq!(vk.verify(b"pqcc/v1/test", b"hellp", &sig), Err(Error::BadSignature));
-        assert_eq!(vk.verify(b"pqcc/v1/test", b"hello", &sig[1..]), Err(Error::BadSignature));
+        assert_eq!(
+            vk.verify(b"pqcc/v1/other", b"hello", &sig),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            vk.verify(b"pqcc/v1/test", b"hellp", &sig),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            vk.verify(b"pqcc/v1/test", b"hello", &sig[1..]),
+            Err(Error::BadSignature)
+        );
         let mut bad = sig;
         bad[100] ^= 1;
-        assert_eq!(vk.verify(b"pqcc/v1/test", b"hello", &bad), Err(Error::BadSignature));
+        assert_eq!(
+            vk.verify(b"pqcc/v1/test", b"hello", &bad),
+            Err(Error::BadSignature)
+        );
         assert_eq!(sk.signer_id(), vk.signer_id());
         assert!(sk.sign_with_rnd(&[0u8; 256], b"x", &[0; 32]).is_err());
     }
