@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, docs, unit and integration tests (with the
+# official ACVP and Wycheproof vectors from ../shared/data), the no_std/no-alloc link
+# proof, and pqcc-core's self-tests on a Cortex-M4 under QEMU.
+# Installs what it needs (rustup components and targets, Debian packages) idempotently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+need_apt() {
+    # need_apt COMMAND PACKAGE: install PACKAGE when COMMAND is missing.
+    if ! command -v "$1" >/dev/null 2>&1; then
+        step "installing $2"
+        if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >/dev/null
+    fi
+}
+
+if [ ! -d ../shared/data ]; then
+    echo "error: ../shared/data (the outside test vectors) is missing beside the repository" >&2
+    exit 1
+fi
+
+step "toolchain"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo --version
+
+PACKAGES=(pqcc-core pqcc-init pqcc-tools pqcc-tests)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings (per package)"
+for p in "${PACKAGES[@]}"; do
+    cargo clippy -q -p "$p" --all-targets -- -D warnings
+done
+
+step "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools
+
+step "cargo test (workspace)"
+mkdir -p target
+if ! cargo test --workspace -- --nocapture >target/test.log 2>&1; then
+    tail -n 120 target/test.log >&2
+    echo "cargo test failed; the whole log is target/test.log" >&2
+    exit 1
+fi
+# What ran: per-binary results, vector counts, simulation figures.
+grep -E "^test result|vectors|simulation|^  " target/test.log | grep -v "^   Compiling" || true
+
+if [ -x .ci/nostd.sh ]; then
+    step "no_std / no-alloc proof and Cortex-M4 self-tests"
+    .ci/nostd.sh
+fi
+
+step "all tests passed"
