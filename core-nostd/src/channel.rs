@@ -264,6 +264,51 @@ pub struct PendingFrame {
     pub ciphertext_len: usize,
 }
 
+/// A sealed frame seen from outside: the parsed header, the ciphertext and the tag,
+/// borrowed from the frame bytes. This is all a host that relays frames to another
+/// opener (a GPU, another process) ever sees; nothing here is authenticated until the
+/// tag is checked.
+#[derive(Debug, Clone)]
+pub struct EncryptedFrame<'f> {
+    /// The header (strictly decoded and self-consistent, not yet authenticated).
+    pub header: FrameHeader<'f>,
+    /// The exact header bytes, which are the AAD.
+    pub aad: &'f [u8],
+    /// The ciphertext (`header.chunk_len` bytes).
+    pub ciphertext: &'f [u8],
+    /// The GCM tag.
+    pub tag: [u8; TAG_LEN],
+}
+
+impl<'f> EncryptedFrame<'f> {
+    /// Splits `frame` into header, ciphertext and tag; refuses a body whose length is
+    /// not `chunk_len + 16`.
+    pub fn parse(frame: &'f [u8]) -> Result<Self, Error> {
+        let (header, hlen) = FrameHeader::decode(frame)?;
+        let (aad, body) = frame.split_at(hlen);
+        let ct_len = usize::try_from(header.chunk_len).map_err(|_| Error::Oversize)?;
+        if header.chunk_len > MAX_CHUNK_LEN {
+            return Err(Error::Oversize);
+        }
+        match body.len().checked_sub(TAG_LEN) {
+            None => Err(Error::Truncated),
+            Some(n) if n < ct_len => Err(Error::Truncated),
+            Some(n) if n > ct_len => Err(Error::TrailingBytes),
+            Some(_) => {
+                let (ciphertext, tag) = body.split_at(ct_len);
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag);
+                Ok(Self {
+                    header,
+                    aad,
+                    ciphertext,
+                    tag: t,
+                })
+            }
+        }
+    }
+}
+
 /// An opened frame: its header and the plaintext (decrypted in place in the frame).
 #[derive(Debug)]
 pub struct Opened<'f> {
@@ -312,31 +357,20 @@ impl<A: Aes256GcmProvider, const W: usize> Opener<A, W> {
 
     /// Every check that can be made before decryption. Does not change any state.
     pub fn check(&self, now: u64, frame: &[u8]) -> Result<PendingFrame, Error> {
-        let (h, hlen) = FrameHeader::decode(frame)?;
-        if h.epoch != self.k.epoch {
+        let f = EncryptedFrame::parse(frame)?;
+        if f.header.epoch != self.k.epoch {
             return Err(Error::EpochMismatch {
                 expected: self.k.epoch,
-                got: h.epoch,
+                got: f.header.epoch,
             });
         }
         self.k.check_live(now)?;
-        self.window.check(h.seq)?;
-        let body = frame.len() - hlen;
-        let ct_len = usize::try_from(h.chunk_len).map_err(|_| Error::Oversize)?;
-        if h.chunk_len > MAX_CHUNK_LEN {
-            return Err(Error::Oversize);
-        }
-        match body.checked_sub(TAG_LEN) {
-            None => return Err(Error::Truncated),
-            Some(n) if n < ct_len => return Err(Error::Truncated),
-            Some(n) if n > ct_len => return Err(Error::TrailingBytes),
-            Some(_) => {}
-        }
+        self.window.check(f.header.seq)?;
         Ok(PendingFrame {
-            seq: h.seq,
-            nonce: self.k.nonce(h.seq),
-            header_len: hlen,
-            ciphertext_len: ct_len,
+            seq: f.header.seq,
+            nonce: self.k.nonce(f.header.seq),
+            header_len: f.aad.len(),
+            ciphertext_len: f.ciphertext.len(),
         })
     }
 

@@ -5,7 +5,7 @@
 use pqcc_core::{
     Error,
     aead::{Aes256GcmProvider, RustCryptoAesGcm},
-    channel::{Limits, MAX_CHUNK_LEN, Opener, Sealer, Session, TensorAssembler},
+    channel::{EncryptedFrame, Limits, MAX_CHUNK_LEN, Opener, Sealer, Session, TensorAssembler},
     pair::establish_channel,
     replay::MAX_SEQ,
     secret::Secret,
@@ -69,6 +69,10 @@ fn every_tamper_fails_with_the_right_error() {
     let m = meta(data.len() as u64);
     let f = seal(&mut g, &m, 0, data);
     let hl = header_len(&f);
+    let view = EncryptedFrame::parse(&f).unwrap();
+    assert_eq!((view.aad.len(), view.ciphertext.len()), (hl, data.len()));
+    assert_eq!(view.header.meta, m);
+    assert_ne!(view.ciphertext, data, "the ciphertext is not the plaintext");
 
     // A ciphertext bit, the tag.
     let mut x = f.clone();
