@@ -56,7 +56,7 @@ fn random_bytes_never_panic_any_parser() {
     for _ in 0..50_000 {
         let n = (r.next() % 300) as usize;
         let mut b: Vec<u8> = (0..n).map(|_| r.next() as u8).collect();
-        if !b.is_empty() && r.next() % 2 == 0 {
+        if !b.is_empty() && r.next().is_multiple_of(2) {
             b[0] = 1; // get past the version check half the time
         }
         let _ = wire::decode_message(&b);
