@@ -54,4 +54,7 @@ if [ -x .ci/nostd.sh ]; then
     .ci/nostd.sh
 fi
 
+step "fuzz smoke run (every parser, ${FUZZ_SECONDS:-15}s each)"
+.ci/fuzz.sh
+
 step "all tests passed"
