@@ -47,7 +47,7 @@ if ! cargo test --workspace -- --nocapture >target/test.log 2>&1; then
     exit 1
 fi
 # What ran: per-binary results, vector counts, simulation figures.
-grep -E "^test result|vectors|simulation|^  " target/test.log | grep -v "^   Compiling" || true
+grep -E "^test result|^\[|simulation|robustness|^  " target/test.log | grep -v "^   Compiling" || true
 
 if [ -x .ci/nostd.sh ]; then
     step "no_std / no-alloc proof and Cortex-M4 self-tests"
