@@ -49,10 +49,8 @@ fi
 # What ran: per-binary results, vector counts, simulation figures.
 grep -E "^test result|^\[|simulation|robustness|^  " target/test.log | grep -v "^   Compiling" || true
 
-if [ -x .ci/nostd.sh ]; then
-    step "no_std / no-alloc proof and Cortex-M4 self-tests"
-    .ci/nostd.sh
-fi
+step "no_std / no-alloc proof and Cortex-M4 self-tests"
+bash .ci/nostd.sh
 
 step "fuzz smoke run (every parser, ${FUZZ_SECONDS:-15}s each)"
 .ci/fuzz.sh

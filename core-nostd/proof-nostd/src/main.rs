@@ -144,6 +144,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     exit_group(1)
 }
 
+/// The precompiled `core` is built with unwinding tables that name this symbol; with
+/// `panic = "abort"` nothing ever unwinds, so it is never called. Release builds (fat
+/// LTO) drop the reference; unoptimised ones still need the symbol to exist.
+#[unsafe(no_mangle)]
+pub extern "C" fn rust_eh_personality() {}
+
 /// A fixed-size line buffer for `core::fmt` (no allocator); output past 512 bytes is cut.
 struct Buf {
     bytes: [u8; 512],
