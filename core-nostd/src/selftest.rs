@@ -60,6 +60,7 @@ impl TryRng for InsecureTestRng {
 impl TryCryptoRng for InsecureTestRng {}
 
 /// Signs and verifies, and checks a modified message is refused.
+#[inline(never)]
 pub fn sign_verify<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static str> {
     let sk = SigningKey::from_seed(&Secret::new([0x42; 32]));
     let vk = VerifyingKey::from_bytes(sk.public_key()).map_err(|_| "sign: decode pk")?;
@@ -76,6 +77,7 @@ pub fn sign_verify<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static st
 
 /// Runs a full in-memory handshake, then seals and opens a frame both ways, and checks
 /// that a tampered frame, a replay and a frame opened by its own sender are refused.
+#[inline(never)]
 pub fn handshake_and_channel<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static str> {
     let broker = SigningKey::from_seed(&Secret::new([0x07; 32]));
     let (mut guest, mut host): (Session<RustCryptoAesGcm, 1>, Session<RustCryptoAesGcm, 1>) =

@@ -47,9 +47,20 @@ impl SigningKey {
 
     /// Derives the key from a 32-byte seed ξ (FIPS 204 Alg. 6 `KeyGen_internal`).
     pub fn from_seed(seed: &Secret<SEED_LEN>) -> Self {
+        // Two separate, non-inlined steps so their large temporaries (the 30 KiB
+        // matrix Â and friends) never share one stack frame: on bare metal the
+        // stack is the budget.
+        #[inline(never)]
+        fn expand(xi: &ml_dsa::B32) -> ExpandedSigningKey<MlDsa65> {
+            ExpandedSigningKey::<MlDsa65>::from_seed(xi)
+        }
+        #[inline(never)]
+        fn public(sk: &ExpandedSigningKey<MlDsa65>) -> [u8; PK_LEN] {
+            sk.verifying_key().encode().0
+        }
         let xi = ml_dsa::B32::from(*seed.expose());
-        let sk = ExpandedSigningKey::<MlDsa65>::from_seed(&xi);
-        let pk = sk.verifying_key().encode().0;
+        let sk = expand(&xi);
+        let pk = public(&sk);
         Self {
             seed: Secret::new(*seed.expose()),
             sk,
