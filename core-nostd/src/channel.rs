@@ -24,7 +24,7 @@ use crate::{
     hash,
     replay::{MAX_SEQ, ReplayWindow},
     secret::Secret,
-    wire::{FLAG_FINAL, FrameHeader, MAX_RANK, MAX_TENSOR_NAME_LEN, TensorMetadata},
+    wire::{FLAG_FINAL, FrameHeader, HeaderFields, MAX_RANK, MAX_TENSOR_NAME_LEN, TensorMetadata},
 };
 
 /// Largest ciphertext one frame may carry (16 MiB).
@@ -155,6 +155,46 @@ impl<A: Aes256GcmProvider> Sealer<A> {
         Ok(())
     }
 
+    /// Every check before sealing, and the header fields the frame will carry.
+    fn prepare(
+        &self,
+        now: u64,
+        stream: u32,
+        meta: &TensorMetadata<'_>,
+        offset: u64,
+        len: usize,
+    ) -> Result<HeaderFields, Error> {
+        self.k.check_live(now)?;
+        let chunk_len = u32::try_from(len).map_err(|_| Error::Oversize)?;
+        if chunk_len > MAX_CHUNK_LEN {
+            return Err(Error::Oversize);
+        }
+        let end = offset
+            .checked_add(u64::from(chunk_len))
+            .ok_or(Error::InvalidArgument)?;
+        let fields = HeaderFields {
+            version: PROTOCOL_VERSION,
+            stream,
+            epoch: self.k.epoch,
+            seq: self.next_seq,
+            flags: if end == meta.total_len { FLAG_FINAL } else { 0 },
+            chunk_len,
+            offset,
+        };
+        fields.validate(meta).map_err(|e| match e {
+            Error::Malformed => Error::InvalidArgument,
+            e => e,
+        })?;
+        Ok(fields)
+    }
+
+    /// Counters move only after a frame was produced. `frames < max_frames <= MAX_SEQ`
+    /// was checked in `prepare`, so neither addition can overflow.
+    fn advance(&mut self) {
+        self.next_seq += 1;
+        self.k.frames += 1;
+    }
+
     /// Seals one chunk of a tensor in place: `chunk` (the bytes at `offset` of the
     /// tensor described by `meta`) is encrypted where it lies, the header is written to
     /// `header_out`. Returns the header length and the tag; the frame is
@@ -168,37 +208,13 @@ impl<A: Aes256GcmProvider> Sealer<A> {
         chunk: &mut [u8],
         header_out: &mut [u8],
     ) -> Result<(usize, [u8; TAG_LEN]), Error> {
-        self.k.check_live(now)?;
-        let seq = self.next_seq;
-        let chunk_len = u32::try_from(chunk.len()).map_err(|_| Error::Oversize)?;
-        if chunk_len > MAX_CHUNK_LEN {
-            return Err(Error::Oversize);
-        }
-        let end = offset
-            .checked_add(u64::from(chunk_len))
-            .ok_or(Error::InvalidArgument)?;
-        let header = FrameHeader {
-            version: PROTOCOL_VERSION,
-            stream,
-            epoch: self.k.epoch,
-            seq,
-            flags: if end == meta.total_len { FLAG_FINAL } else { 0 },
-            chunk_len,
-            offset,
-            meta: meta.clone(),
-        };
-        let hlen = header.encode(header_out).map_err(|e| match e {
-            Error::Malformed => Error::InvalidArgument,
-            e => e,
-        })?;
+        let f = self.prepare(now, stream, meta, offset, chunk.len())?;
+        let hlen = f.emit(meta, header_out)?;
         let tag = self
             .k
             .aead
-            .seal_in_place(&self.k.nonce(seq), &header_out[..hlen], chunk)?;
-        // Counters move only after a frame was produced; seq <= MAX_SEQ - 1 here
-        // because frames < max_frames <= MAX_SEQ.
-        self.next_seq = seq + 1;
-        self.k.frames += 1;
+            .seal_in_place(&self.k.nonce(f.seq), &header_out[..hlen], chunk)?;
+        self.advance();
         Ok((hlen, tag))
     }
 
@@ -213,26 +229,8 @@ impl<A: Aes256GcmProvider> Sealer<A> {
         chunk: &[u8],
         out: &mut [u8],
     ) -> Result<usize, Error> {
-        let mut hdr = [0u8; crate::wire::FRAME_HEADER_MAX_LEN];
-        // Encode the header first to know where the body goes.
-        let probe = FrameHeader {
-            version: PROTOCOL_VERSION,
-            stream,
-            epoch: self.k.epoch,
-            seq: self.next_seq,
-            flags: if offset.checked_add(chunk.len() as u64) == Some(meta.total_len) {
-                FLAG_FINAL
-            } else {
-                0
-            },
-            chunk_len: u32::try_from(chunk.len()).map_err(|_| Error::Oversize)?,
-            offset,
-            meta: meta.clone(),
-        };
-        let hlen = probe.encode(&mut hdr).map_err(|e| match e {
-            Error::Malformed => Error::InvalidArgument,
-            e => e,
-        })?;
+        let f = self.prepare(now, stream, meta, offset, chunk.len())?;
+        let hlen = f.emit(meta, out)?;
         let total = hlen
             .checked_add(chunk.len())
             .and_then(|n| n.checked_add(TAG_LEN))
@@ -243,9 +241,12 @@ impl<A: Aes256GcmProvider> Sealer<A> {
         let (head, rest) = out.split_at_mut(hlen);
         let (body, tail) = rest.split_at_mut(chunk.len());
         body.copy_from_slice(chunk);
-        let (hlen2, tag) = self.seal_chunk_in_place(now, stream, meta, offset, body, head)?;
-        debug_assert_eq!(hlen, hlen2);
+        let tag = self
+            .k
+            .aead
+            .seal_in_place(&self.k.nonce(f.seq), head, body)?;
         tail[..TAG_LEN].copy_from_slice(&tag);
+        self.advance();
         Ok(total)
     }
 }
@@ -389,6 +390,10 @@ impl<A: Aes256GcmProvider, const W: usize> Opener<A, W> {
     ) -> Result<Opened<'f>, Error> {
         let p = self.check(now, frame)?;
         let (head, rest) = frame.split_at_mut(p.header_len);
+        let head: &'f [u8] = head;
+        // These bytes passed the strict decode in `check`; decode them again, plainly,
+        // to hand out a header that borrows the frame (before anything is committed).
+        let (header, _) = FrameHeader::decode_prefix(head)?;
         let (ct, tag) = rest.split_at_mut(p.ciphertext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Truncated)?;
         if let Err(e) = self.k.aead.open_in_place(&p.nonce, head, ct, tag) {
@@ -396,8 +401,6 @@ impl<A: Aes256GcmProvider, const W: usize> Opener<A, W> {
             return Err(e);
         }
         self.commit(&p)?;
-        let head: &'f [u8] = head;
-        let (header, _) = FrameHeader::decode(head)?;
         Ok(Opened {
             header,
             plaintext: ct,

@@ -500,58 +500,161 @@ pub struct FrameHeader<'a> {
     pub meta: TensorMetadata<'a>,
 }
 
-impl<'a> FrameHeader<'a> {
-    /// Whether this chunk ends its tensor.
-    pub fn is_final(&self) -> bool {
-        self.flags & FLAG_FINAL != 0
-    }
+/// The fixed-size fields of a frame header (everything but the tensor metadata), so a
+/// sender can encode a header without copying the metadata into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// See [`FrameHeader::version`].
+    pub version: u8,
+    /// See [`FrameHeader::stream`].
+    pub stream: u32,
+    /// See [`FrameHeader::epoch`].
+    pub epoch: u32,
+    /// See [`FrameHeader::seq`].
+    pub seq: u64,
+    /// See [`FrameHeader::flags`].
+    pub flags: u8,
+    /// See [`FrameHeader::chunk_len`].
+    pub chunk_len: u32,
+    /// See [`FrameHeader::offset`].
+    pub offset: u64,
+}
 
-    /// Checks the header's internal consistency: known flags, metadata bounds, the
-    /// chunk inside the tensor, FINAL exactly when the chunk reaches the end.
-    pub fn validate(&self) -> Result<(), Error> {
+impl HeaderFields {
+    /// Checks consistency with `meta`: version, known flags, metadata bounds, the chunk
+    /// inside the tensor, FINAL exactly when the chunk reaches the end.
+    pub fn validate(&self, meta: &TensorMetadata<'_>) -> Result<(), Error> {
         if self.version != PROTOCOL_VERSION {
             return Err(Error::UnknownVersion(self.version));
         }
         if self.flags & !KNOWN_FLAGS != 0 {
             return Err(Error::Malformed);
         }
-        self.meta.validate()?;
+        meta.validate()?;
         let end = self
             .offset
             .checked_add(u64::from(self.chunk_len))
             .ok_or(Error::Malformed)?;
-        if end > self.meta.total_len {
+        if end > meta.total_len {
             return Err(Error::Malformed);
         }
-        if self.is_final() != (end == self.meta.total_len) {
+        if (self.flags & FLAG_FINAL != 0) != (end == meta.total_len) {
             return Err(Error::Malformed);
         }
         Ok(())
     }
 
+    /// Writes the header (these fields and `meta`) into `out` in exactly postcard's
+    /// encoding of [`FrameHeader`] (a hand-written encoder: the per-frame hot path;
+    /// tests pin it to postcard). Does not validate. Returns the length.
+    pub fn emit(&self, meta: &TensorMetadata<'_>, out: &mut [u8]) -> Result<usize, Error> {
+        let mut w = Writer { buf: out, pos: 0 };
+        w.byte(self.version)?;
+        w.varint(u64::from(self.stream))?;
+        w.varint(u64::from(self.epoch))?;
+        w.varint(self.seq)?;
+        w.byte(self.flags)?;
+        w.varint(u64::from(self.chunk_len))?;
+        w.varint(self.offset)?;
+        w.varint(meta.id)?;
+        w.varint(meta.name.len() as u64)?;
+        w.bytes(meta.name.as_bytes())?;
+        w.varint(meta.dtype as u64)?;
+        w.varint(meta.shape.len() as u64)?;
+        for &d in meta.shape.iter() {
+            w.varint(d)?;
+        }
+        w.varint(meta.total_len)?;
+        Ok(w.pos)
+    }
+}
+
+struct Writer<'b> {
+    buf: &'b mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    #[inline]
+    fn byte(&mut self, b: u8) -> Result<(), Error> {
+        *self.buf.get_mut(self.pos).ok_or(Error::BufferTooSmall)? = b;
+        self.pos += 1;
+        Ok(())
+    }
+    #[inline]
+    fn varint(&mut self, mut v: u64) -> Result<(), Error> {
+        while v >= 0x80 {
+            // Low 7 bits with the continuation bit; the cast keeps exactly those bits.
+            self.byte((v & 0x7f) as u8 | 0x80)?;
+            v >>= 7;
+        }
+        self.byte((v & 0x7f) as u8)
+    }
+    #[inline]
+    fn bytes(&mut self, b: &[u8]) -> Result<(), Error> {
+        let end = self.pos.checked_add(b.len()).ok_or(Error::BufferTooSmall)?;
+        self.buf
+            .get_mut(self.pos..end)
+            .ok_or(Error::BufferTooSmall)?
+            .copy_from_slice(b);
+        self.pos = end;
+        Ok(())
+    }
+}
+
+impl<'a> FrameHeader<'a> {
+    /// Whether this chunk ends its tensor.
+    pub fn is_final(&self) -> bool {
+        self.flags & FLAG_FINAL != 0
+    }
+
+    /// The fixed-size fields.
+    pub fn fields(&self) -> HeaderFields {
+        HeaderFields {
+            version: self.version,
+            stream: self.stream,
+            epoch: self.epoch,
+            seq: self.seq,
+            flags: self.flags,
+            chunk_len: self.chunk_len,
+            offset: self.offset,
+        }
+    }
+
+    /// Checks the header's internal consistency (see [`HeaderFields::validate`]).
+    pub fn validate(&self) -> Result<(), Error> {
+        self.fields().validate(&self.meta)
+    }
+
     /// Encodes the header into `out`, returning its length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
         self.validate()?;
-        let n = postcard::to_slice(self, out)
-            .map_err(|_| Error::BufferTooSmall)?
-            .len();
-        Ok(n)
+        self.fields().emit(&self.meta, out)
     }
 
     /// Decodes the header at the start of `frame`, strictly, returning it and its
     /// encoded length. The rest of `frame` is the ciphertext and tag.
     pub fn decode(frame: &'a [u8]) -> Result<(Self, usize), Error> {
         check_version(frame)?;
-        let (h, rest) = postcard::take_from_bytes::<FrameHeader<'a>>(frame).map_err(map_de_err)?;
-        let n = frame.len() - rest.len();
+        let (h, n) = Self::decode_prefix(frame)?;
         if n > FRAME_HEADER_MAX_LEN {
             return Err(Error::Oversize);
         }
-        if !encodes_to(&h, &frame[..n]) {
-            return Err(Error::NonCanonical);
+        // Canonical: re-encode into a stack buffer and compare.
+        let mut again = [0u8; FRAME_HEADER_MAX_LEN];
+        match h.fields().emit(&h.meta, &mut again) {
+            Ok(m) if again[..m] == frame[..n] => {}
+            _ => return Err(Error::NonCanonical),
         }
         h.validate()?;
         Ok((h, n))
+    }
+
+    /// Plain postcard decoding of the header at the start of `frame`, without the
+    /// strictness checks. Only for bytes that already passed [`FrameHeader::decode`].
+    pub(crate) fn decode_prefix(frame: &'a [u8]) -> Result<(Self, usize), Error> {
+        let (h, rest) = postcard::take_from_bytes::<FrameHeader<'a>>(frame).map_err(map_de_err)?;
+        Ok((h, frame.len() - rest.len()))
     }
 }
 

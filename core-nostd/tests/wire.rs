@@ -385,3 +385,58 @@ fn frame_header_refusals() {
         Error::InvalidArgument
     );
 }
+
+#[test]
+fn hand_written_header_encoder_matches_postcard() {
+    // The per-frame encoder is hand-written for speed; postcard is the reference format.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let names: Vec<String> = (0..=MAX_TENSOR_NAME_LEN)
+        .map(|n| "é".repeat(n / 2) + &"a".repeat(n % 2))
+        .collect();
+    for i in 0..20_000 {
+        // Values of every varint length: shift a random word by a random amount.
+        let mut v = || {
+            let r = next();
+            r >> (next() % 64)
+        };
+        let rank = (v() % (MAX_RANK as u64 + 1)) as usize;
+        let shape: Vec<u64> = (0..rank).map(|_| v()).collect();
+        let name = &names[i % names.len()];
+        let h = FrameHeader {
+            version: v() as u8,
+            stream: v() as u32,
+            epoch: v() as u32,
+            seq: v(),
+            flags: v() as u8,
+            chunk_len: v() as u32,
+            offset: v(),
+            meta: TensorMetadata {
+                id: v(),
+                name: if name.len() <= MAX_TENSOR_NAME_LEN {
+                    name
+                } else {
+                    "x"
+                },
+                dtype: [DType::Bytes, DType::F32, DType::F8E5M2, DType::BF16][i % 4],
+                shape: heapless::Vec::from_slice(&shape).unwrap(),
+                total_len: v(),
+            },
+        };
+        let mut a = [0xa5u8; FRAME_HEADER_MAX_LEN];
+        let mut b = [0x5au8; FRAME_HEADER_MAX_LEN];
+        let na = h.fields().emit(&h.meta, &mut a).unwrap();
+        let nb = postcard::to_slice(&h, &mut b).unwrap().len();
+        assert_eq!(a[..na], b[..nb], "header {h:?}");
+        // Too small a buffer is an error, never a panic or a short write.
+        assert_eq!(
+            h.fields().emit(&h.meta, &mut a[..na - 1]),
+            Err(Error::BufferTooSmall)
+        );
+    }
+}
