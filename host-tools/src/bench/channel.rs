@@ -663,7 +663,7 @@ fn measure_overhead(opts: &Options) -> anyhow::Result<()> {
     };
     let mut buf = [0u8; FRAME_HEADER_MAX_LEN];
     out.push((
-        "header encode (validate + postcard)".into(),
+        "header encode (validate + hand-written postcard encoder)".into(),
         ns_per_iter(dur, |seq| {
             black_box(header(seq).encode(black_box(&mut buf))?);
             Ok(())
