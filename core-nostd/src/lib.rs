@@ -26,7 +26,7 @@
 //! Nothing allocates. Stack is the budget: the ML-DSA-65 and ML-KEM-768 objects are
 //! tens of KiB each, and a full self-test run (key expansion, hedged signing,
 //! verification, a whole handshake and channel round trip) peaks at about 630 KiB of
-//! stack on x86_64 and 720 KiB on a Cortex-M4 (measured by painting the stack in
+//! stack on x86_64 and 655 KiB on a Cortex-M4 (measured by painting the stack in
 //! `core-nostd/proof-nostd` and `core-nostd/cortex-m`). Give threads that run the
 //! handshake at least 1 MiB.
 //!
