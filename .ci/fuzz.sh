@@ -13,7 +13,7 @@ fi
 # cargo-fuzz passes unstable rustc flags; this stable toolchain accepts them with
 # RUSTC_BOOTSTRAP (fuzz builds only, never the shipped crates).
 export RUSTC_BOOTSTRAP=1
-targets=(decode_message frame_header open_frame handshake_response)
+targets=(decode_message frame_header open_frame handshake_response statement_envelope statement_body policy_check)
 cargo fuzz build -O --sanitizer none >/dev/null 2>&1 || cargo fuzz build -O --sanitizer none
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use crate::wire::RejectReason;
+use crate::{statement::Kind, wire::RejectReason};
 
 /// Everything that can go wrong in pqcc-core.
 #[non_exhaustive]
@@ -29,6 +29,16 @@ pub enum Error {
     InvalidKey,
     /// A message of another type arrived where this one was expected.
     UnexpectedMessage,
+    /// A signed statement of another kind arrived where this kind was required (e.g. an
+    /// eBPF program statement presented as a driver module statement).
+    WrongKind {
+        /// The kind the caller asked for.
+        expected: Kind,
+        /// The kind the envelope carries.
+        got: Kind,
+    },
+    /// A signed statement names a signature algorithm other than ML-DSA-65.
+    UnsupportedAlgorithm(u8),
 
     // ---- peer misbehaviour / authentication ------------------------------
     /// The AEAD tag did not verify: the frame was modified, is from another session or
@@ -64,6 +74,8 @@ pub enum Error {
     Rejected(RejectReason),
 
     // ---- policy refusal ----------------------------------------------------
+    /// A signed statement's signer id is not in the verifier's trust store.
+    UnknownSigner,
     /// The channel keys have expired by time; establish a new session.
     KeyExpired,
     /// The channel keys have sealed or opened their maximum number of frames; rekey.
@@ -86,8 +98,16 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            Malformed | Truncated | TrailingBytes | Oversize | NonCanonical | UnknownVersion(_)
-            | InvalidKey | UnexpectedMessage => ErrorKind::MalformedInput,
+            Malformed
+            | Truncated
+            | TrailingBytes
+            | Oversize
+            | NonCanonical
+            | UnknownVersion(_)
+            | InvalidKey
+            | UnexpectedMessage
+            | WrongKind { .. }
+            | UnsupportedAlgorithm(_) => ErrorKind::MalformedInput,
             Decrypt
             | BadSignature
             | Replay { .. }
@@ -97,7 +117,7 @@ impl Error {
             | TensorTruncated
             | TooManyStreams
             | Rejected(_) => ErrorKind::PeerMisbehaviour,
-            KeyExpired | FrameLimit => ErrorKind::PolicyRefusal,
+            UnknownSigner | KeyExpired | FrameLimit => ErrorKind::PolicyRefusal,
             BufferTooSmall | InvalidState | InvalidArgument | Rng => ErrorKind::Misuse,
         }
     }
@@ -128,6 +148,13 @@ impl fmt::Display for Error {
             Error::UnknownVersion(v) => write!(f, "unknown protocol version {v}"),
             Error::InvalidKey => f.write_str("invalid key, ciphertext or signature encoding"),
             Error::UnexpectedMessage => f.write_str("unexpected message type"),
+            Error::WrongKind { expected, got } => write!(
+                f,
+                "signed statement of kind {} where {} was required",
+                got.name(),
+                expected.name()
+            ),
+            Error::UnsupportedAlgorithm(a) => write!(f, "unsupported signature algorithm {a}"),
             Error::Decrypt => f.write_str("authentication tag did not verify"),
             Error::BadSignature => f.write_str("signature did not verify"),
             Error::Replay { seq } => write!(f, "replayed frame (seq {seq})"),
@@ -139,6 +166,7 @@ impl fmt::Display for Error {
             Error::TensorTruncated => f.write_str("tensor ended before its final chunk"),
             Error::TooManyStreams => f.write_str("too many tensor streams in progress"),
             Error::Rejected(r) => write!(f, "rejected by responder: {r}"),
+            Error::UnknownSigner => f.write_str("signer not in the trust store"),
             Error::KeyExpired => f.write_str("channel key expired"),
             Error::FrameLimit => f.write_str("channel key reached its frame limit; rekey"),
             Error::BufferTooSmall => f.write_str("output buffer too small"),

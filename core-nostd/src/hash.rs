@@ -1,4 +1,5 @@
-//! SHA3-256, SHA3-512 and SHAKE256 helpers with pqcc's domain separation.
+//! SHA3-256, SHA3-512 and SHAKE256 helpers with pqcc's domain separation, and a
+//! streaming SHA3-256 for artifacts ([`Sha3_256Stream`]).
 //!
 //! Every hash pqcc computes over its own data starts with an ASCII label
 //! (`"pqcc/v1/<purpose>"`) so a value computed for one purpose can never be taken
@@ -66,6 +67,53 @@ impl Transcript {
     }
 }
 
+/// Incremental SHA3-256 of an artifact's bytes, counting them as it goes.
+///
+/// For hashing drivers, eBPF objects, model files and memory regions piece by piece
+/// without holding them in memory: feed every chunk to [`Sha3_256Stream::update`] in
+/// order, then [`Sha3_256Stream::finish`] gives the digest and the exact number of
+/// bytes hashed. Plain SHA3-256 (FIPS 202), no label: the value must equal what any
+/// other tool computes over the same bytes.
+#[derive(Clone, Default)]
+pub struct Sha3_256Stream {
+    h: Sha3_256,
+    len: u64,
+}
+
+impl core::fmt::Debug for Sha3_256Stream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Sha3_256Stream(len {})", self.len)
+    }
+}
+
+impl Sha3_256Stream {
+    /// An empty stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hashes the next `chunk`. The byte count saturates at `u64::MAX` (unreachable).
+    pub fn update(&mut self, chunk: &[u8]) {
+        Digest::update(&mut self.h, chunk);
+        self.len = self.len.saturating_add(chunk.len() as u64);
+    }
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was hashed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The SHA3-256 digest of everything fed in, and its length in bytes.
+    pub fn finish(self) -> ([u8; 32], u64) {
+        (self.h.finalize().into(), self.len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +145,17 @@ mod tests {
         b.absorb(b"a");
         b.absorb(b"bc");
         assert_ne!(a.current(), b.current());
+    }
+
+    #[test]
+    fn stream_equals_one_shot_and_counts_bytes() {
+        let mut s = Sha3_256Stream::new();
+        assert!(s.is_empty());
+        s.update(b"a");
+        s.update(b"");
+        s.update(b"bc");
+        assert_eq!(s.len(), 3);
+        let (d, n) = s.finish();
+        assert_eq!((d, n), (sha3_256(&[b"abc"]), 3));
     }
 }

@@ -19,6 +19,14 @@
 //! - [`channel`]: sealing and opening tensor frames with AES-256-GCM; header bytes as
 //!   AAD; nonce = direction prefix ‖ seq; a sliding replay window ([`replay`]); key
 //!   expiry by time and by frame count; explicit rekey; tensor chunk reassembly rules.
+//! - [`statement`]: signed statements (driver modules, eBPF programs, memory reports,
+//!   model manifests) in an ML-DSA-65-signed envelope that covers every field, checked
+//!   only against the verifier's own trust store.
+//! - [`policy`]: driver allow-list, ordered eBPF load rules with a linter, memory-report
+//!   checks (freshness, challenge nonce, drift against verifier-pinned hashes); every
+//!   decision is `Allow` or `Deny(reason)`.
+//! - [`attest`]: continuous attestation: an attester that hashes memory regions through a
+//!   backend trait and signs reports, with caller-supplied time, nonce and randomness.
 //! - [`pair`]: `establish_channel`, running the real handshake between two in-process
 //!   peers (what pqc-gpu-driver's helper of the same name pretended to do).
 //!
@@ -47,16 +55,19 @@
 #![deny(missing_docs)]
 
 pub mod aead;
+pub mod attest;
 pub mod channel;
 pub mod error;
 pub mod handshake;
 pub mod hash;
 pub mod kem;
 pub mod pair;
+pub mod policy;
 pub mod replay;
 pub mod secret;
 pub mod selftest;
 pub mod sign;
+pub mod statement;
 pub mod wire;
 
 pub use error::Error;

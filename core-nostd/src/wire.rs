@@ -316,7 +316,9 @@ fn map_de_err(e: postcard::Error) -> Error {
 }
 
 /// Decodes `T` from all of `bytes`: trailing bytes and non-canonical encodings refused.
-fn decode_canonical<'a, T: Deserialize<'a> + Serialize>(bytes: &'a [u8]) -> Result<T, Error> {
+pub(crate) fn decode_canonical<'a, T: Deserialize<'a> + Serialize>(
+    bytes: &'a [u8],
+) -> Result<T, Error> {
     let (v, rest) = postcard::take_from_bytes::<T>(bytes).map_err(map_de_err)?;
     if !rest.is_empty() {
         return Err(Error::TrailingBytes);
