@@ -67,7 +67,7 @@ if [ "$rc" -ne 0 ]; then
   exit 1
 fi
 peak="$(sed -n 's/.*peak stack \([0-9]*\) bytes.*/\1/p' <<<"$out")"
-echo "no_std proof: ok (handshake, seal/open, sign/verify; peak stack ${peak:-?} bytes; $(elapsed "$t0") s incl. build)"
+echo "no_std proof: ok (handshake, seal/open, sign/verify, signed statement; peak stack ${peak:-?} bytes; $(elapsed "$t0") s incl. build)"
 
 # ---- 2. Cortex-M4 under QEMU ------------------------------------------------------
 proof2_dir="$root/core-nostd/cortex-m"

@@ -131,10 +131,47 @@ pub fn handshake_and_channel<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &
     Ok(())
 }
 
+/// Signs a driver-module statement, verifies it through a trust store, and checks that
+/// a flipped byte, a missing trust anchor and a wrong kind are refused.
+#[inline(never)]
+pub fn signed_statement<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static str> {
+    use crate::statement::{self, BpfProgram, DriverModule};
+    let sk = SigningKey::from_seed(&Secret::new([0x24; 32]));
+    let vk = VerifyingKey::from_bytes(sk.public_key()).map_err(|_| "statement: decode pk")?;
+    let body = DriverModule {
+        name: "nvidia",
+        version: "550.90.07",
+        sha3_256: hash::sha3_256(&[b"module bytes"]),
+        size: 12,
+    };
+    let mut env = [0u8; statement::SIGNED_MAX_LEN];
+    let n = statement::sign(&body, &sk, 1_700_000_000, rng, &mut env)
+        .map_err(|_| "statement: sign")?;
+    let trust = [vk];
+    let v = statement::verify::<DriverModule<'_>, _>(&env[..n], &trust[..])
+        .map_err(|_| "statement: verify")?;
+    if *v.body() != body || v.signer() != sk.signer_id() {
+        return Err("statement: wrong body or signer");
+    }
+    if statement::verify::<BpfProgram<'_>, _>(&env[..n], &trust[..]).is_ok() {
+        return Err("statement: wrong kind accepted");
+    }
+    let empty: [VerifyingKey; 0] = [];
+    if statement::verify::<DriverModule<'_>, _>(&env[..n], &empty[..]).is_ok() {
+        return Err("statement: accepted without a trust anchor");
+    }
+    env[n / 2] ^= 1;
+    if statement::verify::<DriverModule<'_>, _>(&env[..n], &trust[..]).is_ok() {
+        return Err("statement: modified envelope accepted");
+    }
+    Ok(())
+}
+
 /// Every self-test, in order.
 pub fn run_all<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'static str> {
     sign_verify(rng)?;
     handshake_and_channel(rng)?;
+    signed_statement(rng)?;
     Ok(())
 }
 

@@ -60,6 +60,11 @@ mod tests {
     }
 
     #[test]
+    fn signed_statement(rng: &mut InsecureTestRng) -> Result<(), &'static str> {
+        selftest::signed_statement(rng)
+    }
+
+    #[test]
     fn handshake_and_channel(rng: &mut InsecureTestRng) -> Result<(), &'static str> {
         selftest::handshake_and_channel(rng)
     }

@@ -67,7 +67,7 @@ extern "C" fn rust_main(stack_top: usize) -> ! {
         Ok(()) => {
             let _ = writeln!(
                 out,
-                "pqcc-core self-tests passed (sign/verify, handshake, seal/open); peak stack {} bytes of {} painted",
+                "pqcc-core self-tests passed (sign/verify, handshake, seal/open, signed statement); peak stack {} bytes of {} painted",
                 peak, PAINT_BYTES
             );
             0
