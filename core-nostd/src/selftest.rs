@@ -145,8 +145,8 @@ pub fn signed_statement<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<(), &'stat
         size: 12,
     };
     let mut env = [0u8; statement::SIGNED_MAX_LEN];
-    let n = statement::sign(&body, &sk, 1_700_000_000, rng, &mut env)
-        .map_err(|_| "statement: sign")?;
+    let n =
+        statement::sign(&body, &sk, 1_700_000_000, rng, &mut env).map_err(|_| "statement: sign")?;
     let trust = [vk];
     let v = statement::verify::<DriverModule<'_>, _>(&env[..n], &trust[..])
         .map_err(|_| "statement: verify")?;
