@@ -3,8 +3,14 @@
 //! - [`aead`]: [`aead::AwsLcAesGcm`], an AES-256-GCM provider for the pqcc channel on
 //!   AWS-LC (std only; `pqcc-core`'s default is the `no_std` RustCrypto one).
 //! - [`rng`]: [`rng::OsRng`], the OS random number generator for `rand_core` 0.10.
+//! - [`keys`]: key files (`pqcc keygen`, `pqcc id`), format in `docs/keys.md`.
+//! - [`audit`]: the hash-chained audit log (`pqcc audit verify`), `docs/audit-log.md`.
+//! - [`hashing`]: streaming SHA3-256 of files.
 //! - [`bench`](mod@bench): `pqcc bench channel` and `pqcc bench handshake`.
 
 pub mod aead;
+pub mod audit;
 pub mod bench;
+pub mod hashing;
+pub mod keys;
 pub mod rng;

@@ -1,7 +1,10 @@
 //! The `pqcc` command.
 
+use std::{path::PathBuf, process::ExitCode};
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pqcc_tools::bench::{self, channel::Provider, parse_size};
+use pqcc_tools::{audit, keys};
 
 /// pqcc host tools.
 #[derive(Debug, Parser)]
@@ -16,6 +19,84 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Generate a key pair: the secret key file PATH (mode 0600) and PATH.pub.
+    Keygen(KeygenArgs),
+    /// Print a key's identity: `did:pqaid:<hex>` for ML-DSA-65, a SHA3-256
+    /// fingerprint for ML-KEM-768. Takes a public or a secret key file.
+    Id(IdArgs),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Exit status 1: the command ran and its answer is "no" (verification failed or
+/// denied). The result is already on stdout; `main` prints nothing more.
+#[derive(Debug)]
+struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("verification failed")
+    }
+}
+
+impl std::error::Error for Failed {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AlgArg {
+    /// ML-DSA-65 (FIPS 204) signing key.
+    #[value(name = "ml-dsa-65")]
+    MlDsa65,
+    /// ML-KEM-768 (FIPS 203) key encapsulation key.
+    #[value(name = "ml-kem-768")]
+    MlKem768,
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Algorithm.
+    #[arg(long, value_enum)]
+    alg: AlgArg,
+    /// Secret key file to write; the public key goes to PATH.pub.
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// Replace PATH and PATH.pub if they exist.
+    #[arg(long)]
+    force: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct IdArgs {
+    /// A public key file (PATH.pub) or a secret key file.
+    #[arg(value_name = "KEYFILE")]
+    path: PathBuf,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check a log's hash chain: exit 0 with the record count when intact, exit 1
+    /// naming the first bad line, exit 2 on I/O errors.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditVerifyArgs {
+    /// The audit log file.
+    #[arg(value_name = "LOG")]
+    log: PathBuf,
+    /// A head hash printed by an earlier check (64 hex): it must still be in the log,
+    /// which finds records cut off the end.
+    #[arg(long, value_name = "HEX", value_parser = parse_hash)]
+    anchor: Option<[u8; 32]>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +106,10 @@ enum BenchCommand {
     Channel(ChannelArgs),
     /// Cost of a full v1 handshake (ML-KEM-768 + ML-DSA-65) and of its parts.
     Handshake(HandshakeArgs),
+    /// Streaming SHA3-256 + ML-DSA-65 sign and verify of a large artifact (16 MiB by
+    /// default) against pqc-gpu-driver 0.1.0's DriverAttester/DriverAttestationVerifier
+    /// in the same run. The signed-statement envelope is a stand-in for now.
+    Sign(SignBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +150,36 @@ struct ChannelArgs {
 }
 
 #[derive(Debug, Args)]
+struct SignBenchArgs {
+    /// One JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The artifact to sign (default: a temporary file of --size random bytes).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Size of the generated artifact (K, M, G suffixes allowed).
+    #[arg(long, value_parser = parse_size, default_value = "16M")]
+    size: usize,
+    /// Timed runs of each operation per round, after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Rounds alternating pqcc and the baseline; medians of the pooled samples are
+    /// reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Python with pqc-gpu-driver==0.1.0 installed (default: target/bench-venv/bin/python
+    /// when it exists, else python3).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// The baseline script.
+    #[arg(long, value_name = "PATH", default_value_os_t = bench::sign::Options::default_script())]
+    baseline_script: PathBuf,
+    /// Skip the Python baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+#[derive(Debug, Args)]
 struct HandshakeArgs {
     /// One JSON object per line on stdout instead of a table.
     #[arg(long)]
@@ -77,9 +192,35 @@ struct HandshakeArgs {
     no_parts: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status: 0 valid/allowed, 1 verification failed or denied ([`Failed`]), 2 usage
+/// or I/O error (clap exits 2 on usage errors by itself).
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Failed>() => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pqcc: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Keygen(a) => keygen(&a),
+        Command::Id(a) => id(&a),
+        Command::Audit(AuditCommand::Verify(a)) => audit_verify(&a),
+        Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
+            file: a.file,
+            size: a.size,
+            runs: a.runs,
+            rounds: a.rounds,
+            python: a.python,
+            script: a.baseline_script,
+            baseline: !a.no_baseline,
+            json: a.json,
+        }),
         Command::Bench(BenchCommand::Channel(a)) => {
             if !(a.seconds.is_finite() && a.seconds > 0.0) {
                 anyhow::bail!("--seconds must be a positive number");
@@ -115,4 +256,103 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+fn keygen(a: &KeygenArgs) -> anyhow::Result<()> {
+    let alg = match a.alg {
+        AlgArg::MlDsa65 => keys::Alg::MlDsa65,
+        AlgArg::MlKem768 => keys::Alg::MlKem768,
+    };
+    let g = keys::keygen(alg, &a.out, a.force)?;
+    eprintln!(
+        "wrote {} (secret, mode 0600) and {}",
+        g.secret_path.display(),
+        g.public_path.display()
+    );
+    if a.json {
+        let mut m = keys::identity_json(g.alg, &g.identity);
+        m.insert(
+            "secret_key".into(),
+            g.secret_path.display().to_string().into(),
+        );
+        m.insert(
+            "public_key".into(),
+            g.public_path.display().to_string().into(),
+        );
+        println!("{}", serde_json::Value::Object(m));
+    } else {
+        println!("{}", keys::identity_line(&g.identity));
+    }
+    Ok(())
+}
+
+fn id(a: &IdArgs) -> anyhow::Result<()> {
+    let (kind, pk) = match keys::read_any_key(&a.path)? {
+        keys::AnyKey::Secret(sk) => (keys::FileKind::Secret, sk.public_key()),
+        keys::AnyKey::Public(pk) => (keys::FileKind::Public, pk),
+    };
+    let identity = pk.identity();
+    if a.json {
+        let mut m = keys::identity_json(pk.alg(), &identity);
+        m.insert("file".into(), kind.name().into());
+        println!("{}", serde_json::Value::Object(m));
+    } else {
+        println!("{}", keys::identity_line(&identity));
+    }
+    Ok(())
+}
+
+fn audit_verify(a: &AuditVerifyArgs) -> anyhow::Result<()> {
+    match audit::verify_file(&a.log, a.anchor.as_ref())? {
+        Ok(intact) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "valid": true,
+                        "records": intact.records,
+                        "head_sha3_256": hex_lower(&intact.head),
+                    })
+                );
+            } else {
+                println!(
+                    "valid: {} records, head {}",
+                    intact.records,
+                    hex_lower(&intact.head)
+                );
+            }
+            Ok(())
+        }
+        Err(bad) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "valid": false,
+                        "line": bad.line,
+                        "reason": bad.damage.to_string(),
+                    })
+                );
+            } else {
+                println!("invalid: {bad}");
+            }
+            Err(Failed.into())
+        }
+    }
+}
+
+fn parse_hash(s: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected 64 hex digits".into());
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| "expected 64 hex digits".to_string())?;
+    }
+    Ok(out)
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

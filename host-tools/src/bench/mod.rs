@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod handshake;
 pub mod openssl;
+pub mod sign;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
