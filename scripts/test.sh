@@ -17,6 +17,9 @@ need_apt() {
     fi
 }
 
+# The model-archive tests compare with GNU tar and cryptsetup's veritysetup.
+need_apt veritysetup cryptsetup-bin
+
 if [ ! -d ../shared/data ]; then
     echo "error: ../shared/data (the outside test vectors) is missing beside the repository" >&2
     exit 1

@@ -68,6 +68,7 @@ pub mod secret;
 pub mod selftest;
 pub mod sign;
 pub mod statement;
+pub mod verity;
 pub mod wire;
 
 pub use error::Error;

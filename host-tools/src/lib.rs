@@ -6,6 +6,8 @@
 //! - [`keys`]: key files (`pqcc keygen`, `pqcc id`), format in `docs/keys.md`.
 //! - [`audit`]: the hash-chained audit log (`pqcc audit verify`), `docs/audit-log.md`.
 //! - [`hashing`]: streaming SHA3-256 of files.
+//! - [`model`]: model archives, reproducible tar + dm-verity (`pqcc model build|verify`),
+//!   formats in `docs/model-archives.md`.
 //! - [`bench`](mod@bench): `pqcc bench channel` and `pqcc bench handshake`.
 
 pub mod aead;
@@ -13,4 +15,5 @@ pub mod audit;
 pub mod bench;
 pub mod hashing;
 pub mod keys;
+pub mod model;
 pub mod rng;

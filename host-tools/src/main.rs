@@ -27,6 +27,9 @@ enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Model archives: reproducible tar + dm-verity (`docs/model-archives.md`).
+    #[command(subcommand)]
+    Model(pqcc_tools::model::cli::ModelCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -110,6 +113,9 @@ enum BenchCommand {
     /// default) against pqc-gpu-driver 0.1.0's DriverAttester/DriverAttestationVerifier
     /// in the same run. The signed-statement envelope is a stand-in for now.
     Sign(SignBenchArgs),
+    /// Building a model archive against GNU tar + `veritysetup format` on the same
+    /// generated tree, with a byte-for-byte comparison.
+    Model(bench::model::ModelArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -211,6 +217,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(a) => keygen(&a),
         Command::Id(a) => id(&a),
         Command::Audit(AuditCommand::Verify(a)) => audit_verify(&a),
+        // Prints its own results and errors; exits 0, 1 (mismatch) or 2 (error).
+        Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
+        Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
         Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
             file: a.file,
             size: a.size,

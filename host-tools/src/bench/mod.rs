@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod handshake;
+pub mod model;
 pub mod openssl;
 pub mod sign;
 

@@ -1,0 +1,190 @@
+//! `pqcc model verify`: re-checks an archive against its hash file and a root hash in
+//! userspace, top-down as the kernel's dm-verity target does on reads, with the same
+//! code the builder uses ([`pqcc_core::verity`], [`super::archive::hash_data_blocks`]).
+//!
+//! Order of the checks: the superblock (signature, version, SHA-256, block sizes); the
+//! hash file's length; the top hash block against the root hash; every hash block
+//! against its entry one level up; every data block against its leaf digest. The first
+//! failure is reported with the block it concerns.
+
+use std::{fmt, fs::File, io::Read, os::unix::fs::FileExt, path::Path};
+
+use anyhow::{Context, bail};
+use pqcc_core::verity::{self, DIGEST_LEN, Geometry, HashType, Superblock};
+use subtle::ConstantTimeEq;
+
+use super::archive::{CHUNK, VERITY_BLOCK, hash_data_blocks};
+
+/// The first problem found, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Everything matched.
+    Ok {
+        /// Data blocks checked.
+        data_blocks: u64,
+    },
+    /// The top hash block (or the only data block) does not hash to the root hash.
+    RootMismatch {
+        /// The root hash the hash file leads to.
+        computed: [u8; DIGEST_LEN],
+    },
+    /// A hash block does not match its entry in the level above.
+    BadHashBlock {
+        /// Tree level (0 holds the data blocks' digests).
+        level: usize,
+        /// Index of the block within the level.
+        index: u64,
+        /// Byte offset in the hash file.
+        offset: u64,
+    },
+    /// A data block does not match its digest.
+    BadDataBlock {
+        /// Index of the 4 KiB block in the archive.
+        index: u64,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok { data_blocks } => write!(f, "ok ({data_blocks} data blocks)"),
+            Self::RootMismatch { computed } => {
+                write!(
+                    f,
+                    "root hash mismatch: the hash file gives {}",
+                    hex::encode(computed)
+                )
+            }
+            Self::BadHashBlock {
+                level,
+                index,
+                offset,
+            } => write!(
+                f,
+                "hash block {index} of level {level} (hash file bytes {offset}..{}) is corrupt",
+                offset + u64::from(VERITY_BLOCK)
+            ),
+            Self::BadDataBlock { index } => {
+                let start = index * u64::from(VERITY_BLOCK);
+                write!(
+                    f,
+                    "data block {index} (archive bytes {start}..{}) does not match its hash",
+                    start + u64::from(VERITY_BLOCK)
+                )
+            }
+        }
+    }
+}
+
+/// Checks `archive` against `verity_file` (with superblock) and `root`.
+/// Errors are I/O problems or a malformed hash file; mismatches are [`Finding`]s.
+pub fn verify(
+    archive: &Path,
+    verity_file: &Path,
+    root: &[u8; DIGEST_LEN],
+) -> anyhow::Result<Finding> {
+    let mut vf = File::open(verity_file)
+        .with_context(|| format!("{}: cannot open", verity_file.display()))?;
+    let mut hash = Vec::new();
+    vf.read_to_end(&mut hash)
+        .with_context(|| format!("{}: read error", verity_file.display()))?;
+    let sb = Superblock::parse(&hash)
+        .with_context(|| format!("{}: bad verity superblock", verity_file.display()))?;
+    if sb.data_block_size != VERITY_BLOCK || sb.hash_block_size != VERITY_BLOCK {
+        bail!(
+            "{}: block sizes other than 4096 are not used by model archives",
+            verity_file.display()
+        );
+    }
+    if sb.hash_type != HashType::Normal {
+        bail!(
+            "{}: verity format 0 is not used by model archives",
+            verity_file.display()
+        );
+    }
+    let g = Geometry::new(sb.data_blocks, sb.hash_block_size, true)?;
+    if (hash.len() as u64) < g.hash_device_len() {
+        bail!(
+            "{}: hash file is {} bytes, its superblock needs {}",
+            verity_file.display(),
+            hash.len(),
+            g.hash_device_len()
+        );
+    }
+    let salt = sb.salt;
+    let ty = sb.hash_type;
+    let bs = VERITY_BLOCK as usize;
+    let block_at = |off: u64| -> &[u8] {
+        // In bounds: the length was checked against the geometry above.
+        let o = usize::try_from(off).unwrap_or(usize::MAX);
+        &hash[o..o + bs]
+    };
+    let entry_at = |level: usize, index: u64| -> &[u8] {
+        let (blk, within) = g.entry_location(level, index);
+        &block_at(blk)[within..within + DIGEST_LEN]
+    };
+
+    let af = File::open(archive).with_context(|| format!("{}: cannot open", archive.display()))?;
+    let alen = af
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", archive.display()))?
+        .len();
+    if alen < sb.data_blocks * u64::from(VERITY_BLOCK) {
+        bail!(
+            "{}: archive is {alen} bytes, the hash file covers {} blocks of 4096",
+            archive.display(),
+            sb.data_blocks
+        );
+    }
+
+    // 1. The root: the top hash block, or the single data block.
+    let levels = g.levels();
+    if levels == 0 {
+        let mut b = vec![0u8; bs];
+        af.read_exact_at(&mut b, 0)
+            .with_context(|| format!("{}: read error", archive.display()))?;
+        let d = verity::hash_block(ty, salt.as_bytes(), &b);
+        if !bool::from(d.ct_eq(root)) {
+            return Ok(Finding::RootMismatch { computed: d });
+        }
+        return Ok(Finding::Ok { data_blocks: 1 });
+    }
+    let top = verity::hash_block(ty, salt.as_bytes(), block_at(g.level_offset(levels - 1)));
+    if !bool::from(top.ct_eq(root)) {
+        return Ok(Finding::RootMismatch { computed: top });
+    }
+    // 2. Each level's blocks against the entries one level up, top-down.
+    for level in (0..levels - 1).rev() {
+        for index in 0..g.level_blocks(level) {
+            let off = g.block_offset(level, index);
+            let d = verity::hash_block(ty, salt.as_bytes(), block_at(off));
+            if !bool::from(d.ct_eq(entry_at(level + 1, index))) {
+                return Ok(Finding::BadHashBlock {
+                    level,
+                    index,
+                    offset: off,
+                });
+            }
+        }
+    }
+    // 3. The data blocks, a chunk at a time, hashed on all cores.
+    let mut buf = vec![0u8; CHUNK];
+    let mut index = 0u64;
+    while index < sb.data_blocks {
+        let n_blocks = (sb.data_blocks - index).min((CHUNK / bs) as u64);
+        let n = usize::try_from(n_blocks).unwrap_or(0) * bs;
+        af.read_exact_at(&mut buf[..n], index * u64::from(VERITY_BLOCK))
+            .with_context(|| format!("{}: read error", archive.display()))?;
+        let digests = hash_data_blocks(&salt, &buf[..n]);
+        for (i, d) in digests.iter().enumerate() {
+            let bi = index + i as u64;
+            if !bool::from(d.ct_eq(entry_at(0, bi))) {
+                return Ok(Finding::BadDataBlock { index: bi });
+            }
+        }
+        index += n_blocks;
+    }
+    Ok(Finding::Ok {
+        data_blocks: sb.data_blocks,
+    })
+}
