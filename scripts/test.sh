@@ -19,6 +19,11 @@ need_apt() {
 
 # The model-archive tests compare with GNU tar and cryptsetup's veritysetup.
 need_apt veritysetup cryptsetup-bin
+# The guest boot tests: QEMU, cpio (image checks), depmod and xz (guest kernel modules).
+need_apt qemu-system-x86_64 qemu-system-x86
+need_apt cpio cpio
+need_apt depmod kmod
+need_apt xz xz-utils
 
 if [ ! -d ../shared/data ]; then
     echo "error: ../shared/data (the outside test vectors) is missing beside the repository" >&2

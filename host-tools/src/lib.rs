@@ -6,6 +6,7 @@
 //! - [`keys`]: key files (`pqcc keygen`, `pqcc id`), format in `docs/keys.md`.
 //! - [`audit`]: the hash-chained audit log (`pqcc audit verify`), `docs/audit-log.md`.
 //! - [`hashing`]: streaming SHA3-256 of files.
+//! - [`image`]: deterministic guest initramfs images (`pqcc image build`), `docs/guest.md`.
 //! - [`model`]: model archives, reproducible tar + dm-verity (`pqcc model build|verify`),
 //!   formats in `docs/model-archives.md`.
 //! - [`bench`](mod@bench): `pqcc bench channel` and `pqcc bench handshake`.
@@ -14,6 +15,7 @@ pub mod aead;
 pub mod audit;
 pub mod bench;
 pub mod hashing;
+pub mod image;
 pub mod keys;
 pub mod model;
 pub mod rng;

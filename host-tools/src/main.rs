@@ -30,6 +30,9 @@ enum Command {
     /// Model archives: reproducible tar + dm-verity (`docs/model-archives.md`).
     #[command(subcommand)]
     Model(pqcc_tools::model::cli::ModelCommand),
+    /// Guest images: a deterministic initramfs for pqcc-init (`docs/guest.md`).
+    #[command(subcommand)]
+    Image(pqcc_tools::image::cli::ImageCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -219,6 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify(a)) => audit_verify(&a),
         // Prints its own results and errors; exits 0, 1 (mismatch) or 2 (error).
         Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
+        Command::Image(c) => pqcc_tools::image::cli::run(c),
         Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
         Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
             file: a.file,

@@ -1,0 +1,613 @@
+//! The measured configuration, `/etc/pqcc/init.toml`.
+//!
+//! The file travels inside the initramfs, so it is measured with it (by the TEE's
+//! launch measurement of the initrd, or the kernel-hashes of SEV-SNP). Everything the
+//! guest later trusts about the model — its root hash and salt above all — comes from
+//! here and never from the disks. Parsing is strict: unknown keys anywhere are an
+//! error, hex fields must have their exact lengths, paths must be absolute.
+//!
+//! ```toml
+//! [model]
+//! name = "tiny"
+//! revision = "r1"
+//! root_hash = "<64 hex digits>"     # SHA-256 verity root
+//! salt = "<hex, even length>"        # may be "" for no salt
+//! data_blocks = 16                   # 4096-byte blocks of the data disk
+//! data_serial = "pqcc-model-data"    # virtio-blk serials of the two disks
+//! hash_serial = "pqcc-model-hash"
+//!
+//! [platform]
+//! required = "none"                  # none | tdx | snp
+//! insecure_no_tee = true             # required with "none"
+//!
+//! [broker]                           # optional; parsed, not used yet
+//! public_key = "<hex of an ML-DSA-65 public key>"
+//! transport = "virtio-console:/dev/hvc0"
+//!
+//! [workload]
+//! command = "/bin/workload"
+//! args = ["--flag"]
+//! env = { RUST_LOG = "info" }
+//!
+//! [modules]
+//! load = ["/lib/modules/virtio_ring.ko", "/lib/modules/virtio.ko"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+/// Largest config file read, in bytes.
+pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+/// Length of an ML-DSA-65 public key in bytes (FIPS 204, Table 2).
+pub const ML_DSA_65_PUBLIC_KEY_LEN: usize = 1952;
+/// Largest verity salt the kernel accepts, in bytes (`MAX_SALT_SIZE` in dm-verity).
+pub const MAX_SALT_LEN: usize = 256;
+/// Environment names the init sets itself and the config may not override.
+pub const RESERVED_ENV: &[&str] = &[
+    "MODEL_NAME",
+    "MODEL_COMMIT",
+    "MODEL_VERITY_HASH",
+    "MODEL_DEVICE",
+    "MODEL_PATH",
+];
+
+/// A checked configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The model to open.
+    pub model: Model,
+    /// The platform the guest must run on.
+    pub platform: Platform,
+    /// The broker, when one is configured (used by the attestation stage, later).
+    pub broker: Option<Broker>,
+    /// What to run once everything is checked.
+    pub workload: Workload,
+    /// Kernel modules to load, in this order.
+    pub modules: Vec<String>,
+    /// Tell the host the outcome through QEMU's `isa-debug-exit` port (tests only).
+    pub qemu_debug_exit: bool,
+    /// How long to wait for the model disks to appear, in milliseconds.
+    pub disk_wait_ms: u64,
+}
+
+/// The model's identity and where its disks are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    /// Model name.
+    pub name: String,
+    /// Revision (a commit or tag), given to the workload as `MODEL_COMMIT`.
+    pub revision: String,
+    /// The dm-verity root hash (SHA-256).
+    pub root_hash: [u8; 32],
+    /// The dm-verity salt.
+    pub salt: Vec<u8>,
+    /// Number of 4096-byte data blocks.
+    pub data_blocks: u64,
+    /// First block of the hash tree on the hash disk (1 with veritysetup's superblock).
+    pub hash_start_block: u64,
+    /// virtio-blk serial of the data disk.
+    pub data_serial: String,
+    /// virtio-blk serial of the hash disk.
+    pub hash_serial: String,
+}
+
+/// The TEE platform the guest requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// No TEE. Only allowed with `insecure_no_tee = true`; a production broker refuses it.
+    InsecureNone,
+    /// Intel TDX.
+    Tdx,
+    /// AMD SEV-SNP.
+    Snp,
+}
+
+/// Where and who the broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// The broker's ML-DSA-65 public key.
+    pub public_key: Vec<u8>,
+    /// How to reach it.
+    pub transport: Transport,
+}
+
+/// A broker transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A virtio console port, a tty in the guest (`virtio-console:/dev/hvc1`).
+    VirtioConsole(String),
+    /// vsock (`vsock:CID:PORT`).
+    Vsock {
+        /// Context id.
+        cid: u32,
+        /// Port.
+        port: u32,
+    },
+    /// TCP (`tcp:HOST:PORT`).
+    Tcp(String),
+}
+
+/// The workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Absolute path of the program.
+    pub command: String,
+    /// Its arguments (after argv\[0\]).
+    pub args: Vec<String>,
+    /// Extra environment, sorted by name.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Why a config was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+// The file as written; `parse` turns it into a checked `Config`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    model: RawModel,
+    platform: RawPlatform,
+    broker: Option<RawBroker>,
+    workload: RawWorkload,
+    #[serde(default)]
+    modules: RawModules,
+    #[serde(default)]
+    debug: RawDebug,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    revision: String,
+    root_hash: String,
+    salt: String,
+    data_blocks: u64,
+    #[serde(default = "one")]
+    hash_start_block: u64,
+    data_serial: String,
+    hash_serial: String,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    required: String,
+    #[serde(default)]
+    insecure_no_tee: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    public_key: String,
+    transport: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawModules {
+    #[serde(default)]
+    load: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDebug {
+    #[serde(default)]
+    qemu_debug_exit: bool,
+    #[serde(default)]
+    disk_wait_ms: Option<u64>,
+}
+
+/// Default wait for the model disks.
+pub const DEFAULT_DISK_WAIT_MS: u64 = 10_000;
+
+/// Decodes lowercase or uppercase hex of exactly `len` bytes (`None`: any even length).
+pub fn decode_hex(s: &str, len: Option<usize>, what: &str) -> Result<Vec<u8>, ConfigError> {
+    if !s.len().is_multiple_of(2) {
+        return err(format!("{what}: odd number of hex digits"));
+    }
+    if let Some(n) = len
+        && s.len() != 2 * n
+    {
+        return err(format!(
+            "{what}: expected {} hex digits, got {}",
+            2 * n,
+            s.len()
+        ));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len() / 2);
+    for pair in b.chunks_exact(2) {
+        let hi = hex_val(pair[0]);
+        let lo = hex_val(pair[1]);
+        match (hi, lo) {
+            (Some(h), Some(l)) => out.push((h << 4) | l),
+            _ => return err(format!("{what}: not hex")),
+        }
+    }
+    Ok(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lowercase hex.
+pub fn to_hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+// A name that is safe to print and to put on a kernel table line: printable ASCII,
+// no spaces, bounded.
+fn check_token(v: &str, what: &str, max: usize) -> Result<(), ConfigError> {
+    if v.is_empty() || v.len() > max {
+        return err(format!("{what}: must be 1 to {max} bytes"));
+    }
+    if !v.bytes().all(|c| c.is_ascii_graphic()) {
+        return err(format!("{what}: only printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
+fn check_abs_path(v: &str, what: &str) -> Result<(), ConfigError> {
+    check_token(v, what, 4096)?;
+    if !v.starts_with('/') || v.split('/').any(|c| c == "..") {
+        return err(format!("{what}: must be an absolute path without `..`"));
+    }
+    Ok(())
+}
+
+fn parse_transport(s: &str) -> Result<Transport, ConfigError> {
+    let Some((kind, rest)) = s.split_once(':') else {
+        return err("broker.transport: expected KIND:ADDRESS");
+    };
+    match kind {
+        "virtio-console" => {
+            check_abs_path(rest, "broker.transport")?;
+            if !rest.starts_with("/dev/") {
+                return err("broker.transport: virtio-console needs a /dev/ path");
+            }
+            Ok(Transport::VirtioConsole(rest.to_owned()))
+        }
+        "vsock" => {
+            let Some((cid, port)) = rest.split_once(':') else {
+                return err("broker.transport: expected vsock:CID:PORT");
+            };
+            let (Ok(cid), Ok(port)) = (cid.parse::<u32>(), port.parse::<u32>()) else {
+                return err("broker.transport: vsock CID and PORT must be decimal u32");
+            };
+            Ok(Transport::Vsock { cid, port })
+        }
+        "tcp" => {
+            let Some((host, port)) = rest.rsplit_once(':') else {
+                return err("broker.transport: expected tcp:HOST:PORT");
+            };
+            check_token(host, "broker.transport host", 253)?;
+            if port.parse::<u16>().is_err() {
+                return err("broker.transport: tcp PORT must be a decimal u16");
+            }
+            Ok(Transport::Tcp(rest.to_owned()))
+        }
+        _ => err(format!("broker.transport: unknown kind `{kind}`")),
+    }
+}
+
+/// Parses and checks a config file's text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    if text.len() > MAX_CONFIG_LEN {
+        return err(format!("larger than {MAX_CONFIG_LEN} bytes"));
+    }
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        // toml's messages span several lines; the console gets one.
+        ConfigError(
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    })?;
+
+    let m = raw.model;
+    check_token(&m.name, "model.name", 255)?;
+    check_token(&m.revision, "model.revision", 255)?;
+    let root: [u8; 32] = decode_hex(&m.root_hash, Some(32), "model.root_hash")?
+        .try_into()
+        .map_err(|_| ConfigError("model.root_hash: expected 32 bytes".into()))?;
+    let salt = decode_hex(&m.salt, None, "model.salt")?;
+    if salt.len() > MAX_SALT_LEN {
+        return err(format!("model.salt: longer than {MAX_SALT_LEN} bytes"));
+    }
+    // The data device's length in 512-byte sectors must fit the kernel's u64 and
+    // a table line; a zero-length model is refused.
+    if m.data_blocks == 0 || m.data_blocks > (u64::MAX >> 13) {
+        return err("model.data_blocks: must be at least 1 and fit 512-byte sectors in u64");
+    }
+    if m.hash_start_block > (u64::MAX >> 13) {
+        return err("model.hash_start_block: too large");
+    }
+    check_token(&m.data_serial, "model.data_serial", 20)?;
+    check_token(&m.hash_serial, "model.hash_serial", 20)?;
+    if m.data_serial == m.hash_serial {
+        return err("model.data_serial and model.hash_serial must differ");
+    }
+
+    let p = raw.platform;
+    let platform = match (p.required.as_str(), p.insecure_no_tee) {
+        ("none", true) => Platform::InsecureNone,
+        ("none", false) => {
+            return err("platform.required = \"none\" needs platform.insecure_no_tee = true");
+        }
+        ("tdx", false) => Platform::Tdx,
+        ("snp", false) => Platform::Snp,
+        ("tdx" | "snp", true) => {
+            return err("platform.insecure_no_tee is only allowed with required = \"none\"");
+        }
+        (other, _) => return err(format!("platform.required: unknown platform `{other}`")),
+    };
+
+    let broker = match raw.broker {
+        None => None,
+        Some(b) => Some(Broker {
+            public_key: decode_hex(
+                &b.public_key,
+                Some(ML_DSA_65_PUBLIC_KEY_LEN),
+                "broker.public_key",
+            )?,
+            transport: parse_transport(&b.transport)?,
+        }),
+    };
+
+    let w = raw.workload;
+    check_abs_path(&w.command, "workload.command")?;
+    for a in &w.args {
+        if a.contains('\0') {
+            return err("workload.args: NUL byte");
+        }
+    }
+    for (k, v) in &w.env {
+        if k.is_empty() || !k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            return err(format!("workload.env: bad name `{k}`"));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return err(format!("workload.env: `{k}` is set by pqcc-init"));
+        }
+        if v.contains('\0') {
+            return err(format!("workload.env.{k}: NUL byte"));
+        }
+    }
+
+    for path in &raw.modules.load {
+        check_abs_path(path, "modules.load")?;
+        let ok = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .any(|s| path.ends_with(s));
+        if !ok {
+            return err(format!("modules.load: `{path}` is not a kernel module"));
+        }
+    }
+
+    let disk_wait_ms = raw.debug.disk_wait_ms.unwrap_or(DEFAULT_DISK_WAIT_MS);
+    if disk_wait_ms > 600_000 {
+        return err("debug.disk_wait_ms: at most 600000");
+    }
+
+    Ok(Config {
+        model: Model {
+            name: m.name,
+            revision: m.revision,
+            root_hash: root,
+            salt,
+            data_blocks: m.data_blocks,
+            hash_start_block: m.hash_start_block,
+            data_serial: m.data_serial,
+            hash_serial: m.hash_serial,
+        },
+        platform,
+        broker,
+        workload: Workload {
+            command: w.command,
+            args: w.args,
+            env: w.env,
+        },
+        modules: raw.modules.load,
+        qemu_debug_exit: raw.debug.qemu_debug_exit,
+        disk_wait_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = "4f8a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+
+    fn good() -> String {
+        format!(
+            r#"
+[model]
+name = "tiny"
+revision = "r1"
+root_hash = "{ROOT}"
+salt = "00010203040506070809101a1b1c1d1e1f"
+data_blocks = 16
+data_serial = "pqcc-data"
+hash_serial = "pqcc-hash"
+
+[platform]
+required = "none"
+insecure_no_tee = true
+
+[workload]
+command = "/bin/workload"
+args = ["a", "b"]
+env = {{ FOO = "bar" }}
+
+[modules]
+load = ["/lib/modules/virtio.ko", "/lib/modules/dm-verity.ko"]
+
+[debug]
+qemu_debug_exit = true
+"#
+        )
+    }
+
+    #[test]
+    fn parses_good() {
+        let c = parse(&good()).unwrap();
+        assert_eq!(c.model.name, "tiny");
+        assert_eq!(c.model.root_hash[0], 0x4f);
+        assert_eq!(c.model.salt.len(), 17);
+        assert_eq!(c.model.hash_start_block, 1);
+        assert_eq!(c.platform, Platform::InsecureNone);
+        assert_eq!(c.workload.args, ["a", "b"]);
+        assert_eq!(c.workload.env["FOO"], "bar");
+        assert_eq!(c.modules.len(), 2);
+        assert!(c.qemu_debug_exit);
+        assert_eq!(c.disk_wait_ms, DEFAULT_DISK_WAIT_MS);
+        assert!(c.broker.is_none());
+    }
+
+    fn refused(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refuses_unknown_fields() {
+        let t = good().replace("data_blocks = 16", "data_blocks = 16\nextra = 1");
+        assert!(refused(&t).contains("unknown field"), "{}", refused(&t));
+        let t = good() + "\n[other]\nx = 1\n";
+        assert!(refused(&t).contains("unknown field"));
+    }
+
+    #[test]
+    fn refuses_bad_hex() {
+        let t = good().replace(ROOT, &ROOT[..62]);
+        assert!(refused(&t).contains("model.root_hash"));
+        let t = good().replace(ROOT, &ROOT.replace('4', "g"));
+        assert!(refused(&t).contains("not hex"));
+        let t = good().replace("salt = \"00", "salt = \"0");
+        assert!(refused(&t).contains("odd"));
+        let long = "00".repeat(257);
+        let t = good().replace("00010203040506070809101a1b1c1d1e1f", &long);
+        assert!(refused(&t).contains("model.salt"));
+        // An empty salt is allowed (veritysetup --salt -).
+        let t = good().replace("00010203040506070809101a1b1c1d1e1f", "");
+        assert!(parse(&t).unwrap().model.salt.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_platform() {
+        let t = good().replace("insecure_no_tee = true", "");
+        assert!(refused(&t).contains("insecure_no_tee"));
+        let t = good().replace("required = \"none\"", "required = \"tdx\"");
+        assert!(refused(&t).contains("only allowed"));
+        let t = good().replace("required = \"none\"", "required = \"sgx\"");
+        assert!(refused(&t).contains("unknown platform"));
+        let t = good()
+            .replace("required = \"none\"", "required = \"snp\"")
+            .replace("insecure_no_tee = true", "");
+        assert_eq!(parse(&t).unwrap().platform, Platform::Snp);
+    }
+
+    #[test]
+    fn refuses_bad_workload_and_modules() {
+        let t = good().replace("/bin/workload", "bin/workload");
+        assert!(refused(&t).contains("absolute"));
+        let t = good().replace("FOO = \"bar\"", "MODEL_NAME = \"x\"");
+        assert!(refused(&t).contains("set by pqcc-init"));
+        let t = good().replace("/lib/modules/virtio.ko", "/lib/modules/virtio.o");
+        assert!(refused(&t).contains("not a kernel module"));
+        let t = good().replace("/lib/modules/virtio.ko", "/lib/../virtio.ko");
+        assert!(refused(&t).contains("absolute"));
+    }
+
+    #[test]
+    fn refuses_bad_model() {
+        let t = good().replace("data_blocks = 16", "data_blocks = 0");
+        assert!(refused(&t).contains("data_blocks"));
+        let t = good().replace("pqcc-hash", "pqcc-data");
+        assert!(refused(&t).contains("differ"));
+        let t = good().replace("name = \"tiny\"", "name = \"ti ny\"");
+        assert!(refused(&t).contains("model.name"));
+        let t = good().replace("data_blocks = 16", "data_blocks = -1");
+        assert!(parse(&t).is_err());
+        let t = good().replace("[workload]", "[workloads]");
+        assert!(parse(&t).is_err());
+        assert!(parse("not toml [").is_err());
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn broker_transport() {
+        let key = "ab".repeat(ML_DSA_65_PUBLIC_KEY_LEN);
+        let with = |tr: &str| {
+            good() + &format!("\n[broker]\npublic_key = \"{key}\"\ntransport = \"{tr}\"\n")
+        };
+        let c = parse(&with("virtio-console:/dev/hvc1")).unwrap();
+        let b = c.broker.unwrap();
+        assert_eq!(b.public_key.len(), ML_DSA_65_PUBLIC_KEY_LEN);
+        assert_eq!(b.transport, Transport::VirtioConsole("/dev/hvc1".into()));
+        assert_eq!(
+            parse(&with("vsock:2:5000"))
+                .unwrap()
+                .broker
+                .unwrap()
+                .transport,
+            Transport::Vsock { cid: 2, port: 5000 }
+        );
+        assert!(parse(&with("tcp:10.0.0.1:443")).is_ok());
+        assert!(parse(&with("tcp:10.0.0.1:99999")).is_err());
+        assert!(parse(&with("udp:x:1")).is_err());
+        assert!(parse(&with("virtio-console:/tmp/x")).is_err());
+        let short = good() + "\n[broker]\npublic_key = \"abcd\"\ntransport = \"vsock:2:1\"\n";
+        assert!(refused(&short).contains("broker.public_key"));
+    }
+
+    #[test]
+    fn hex_roundtrip() {
+        let b = decode_hex("00ffA0", None, "x").unwrap();
+        assert_eq!(b, [0x00, 0xff, 0xa0]);
+        assert_eq!(to_hex(&b), "00ffa0");
+    }
+}

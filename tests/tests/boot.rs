@@ -1,0 +1,516 @@
+//! Real guest boots under QEMU (TCG): pqcc-init as PID 1 of an initramfs built with
+//! `pqcc image build`, a Debian kernel from `scripts/guest-kernel.sh`, and a model
+//! built with `pqcc model build` on two read-only virtio disks.
+//!
+//! The happy path checks what the workload read through the file view (FUSE over
+//! dm-verity) against the host's SHA-256 of the same files and the exit status QEMU reports (`isa-debug-exit`). Each
+//! refusal checks exactly one `pqcc-init: FATAL <stage>:` line and that the workload
+//! never ran.
+//!
+//! Needs `qemu-system-x86_64`, `apt-get download` access for the kernel (cached in
+//! `target/guest-kernel/`), kmod and xz-utils; `scripts/test.sh` installs them.
+
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use common::{Rng, TempDir, pqcc, run_ok, tool};
+use sha2::{Digest, Sha256};
+
+const SALT: &str = "00010203040506070809101a1b1c1d1e1f";
+const DATA_SERIAL: &str = "pqcc-data";
+const HASH_SERIAL: &str = "pqcc-hash";
+/// Generous: TCG on a shared machine varies by 30–50 % run to run.
+const BOOT_TIMEOUT_S: u32 = 240;
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The kernel folder from `scripts/guest-kernel.sh` (fetched once, then cached).
+fn kernel() -> &'static Path {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        let out = run_ok(
+            Command::new("bash")
+                .arg(repo().join("scripts/guest-kernel.sh"))
+                .arg(repo().join("target/guest-kernel")),
+        );
+        let dir = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("guest-kernel.sh printed its folder")
+            .to_owned();
+        PathBuf::from(dir)
+    })
+}
+
+/// The static guest binaries: (pqcc-init, the model-sha256 test workload).
+fn guest_bins() -> &'static (PathBuf, PathBuf) {
+    static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    B.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--profile",
+                "guest",
+                "-p",
+                "pqcc-init",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--bin",
+                "pqcc-init",
+                "--example",
+                "model-sha256",
+                "--message-format=json",
+                "--manifest-path",
+            ])
+            .arg(repo().join("Cargo.toml"))
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .output()
+            .expect("running cargo build for the guest binaries");
+        assert!(
+            out.status.success(),
+            "static build of pqcc-init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (mut init, mut workload) = (None, None);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let exe = v["executable"].as_str().map(PathBuf::from);
+            match v["target"]["name"].as_str() {
+                Some("pqcc-init") => init = exe,
+                Some("model-sha256") => workload = exe,
+                _ => {}
+            }
+        }
+        (
+            init.expect("cargo reported pqcc-init"),
+            workload.expect("cargo reported model-sha256"),
+        )
+    })
+}
+
+/// A built model: the archive, its hash file, root hash, and the host's SHA-256 of
+/// each file.
+struct Model {
+    tar: PathBuf,
+    verity: PathBuf,
+    root: String,
+    blocks: u64,
+    files: Vec<(String, usize, String)>,
+}
+
+fn model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| {
+        // Under target/ (a static is never dropped, so no TempDir); rebuilt each run.
+        let dir = repo().join("target/boot-tests");
+        let _ = fs::remove_dir_all(&dir);
+        let src = dir.join("tiny");
+        fs::create_dir_all(&src).unwrap();
+        let mut rng = Rng::new(5);
+        let files = [
+            ("config.json", b"{\"layers\": 2}\n".to_vec()),
+            ("tokenizer/vocab.txt", b"a\nb\nc\n".to_vec()),
+            ("weights.bin", rng.bytes(300_000)),
+        ];
+        fs::create_dir_all(src.join("tokenizer")).unwrap();
+        for (n, d) in &files {
+            fs::write(src.join(n), d).unwrap();
+        }
+        let out = run_ok(
+            pqcc()
+                .args(["model", "build", "--name", "tiny", "--revision", "r1"])
+                .arg("--out")
+                .arg(dir.join("out"))
+                .arg("--json")
+                .arg(&src),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tar = PathBuf::from(v["archive"].as_str().unwrap());
+        let blocks = fs::metadata(&tar).unwrap().len() / 4096;
+        Model {
+            verity: PathBuf::from(v["verity"].as_str().unwrap()),
+            root: v["root_hash"].as_str().unwrap().to_owned(),
+            tar,
+            blocks,
+            files: files
+                .iter()
+                .map(|(n, d)| (format!("./{n}"), d.len(), hex::encode(Sha256::digest(d))))
+                .collect(),
+        }
+    })
+}
+
+/// The module file names in load order, from the kernel folder's modules.list.
+fn module_names() -> Vec<String> {
+    fs::read_to_string(kernel().join("modules.list"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            Path::new(l)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// What a test may change in the config.
+struct Cfg {
+    root: String,
+    args: Vec<&'static str>,
+    extra_modules: Vec<&'static str>,
+    disk_wait_ms: u64,
+}
+
+impl Default for Cfg {
+    fn default() -> Self {
+        Self {
+            root: model().root.clone(),
+            args: vec![],
+            extra_modules: vec![],
+            disk_wait_ms: 10_000,
+        }
+    }
+}
+
+fn config_text(c: &Cfg) -> String {
+    let mut modules: Vec<String> = module_names()
+        .iter()
+        .map(|m| format!("\"/lib/modules/{m}\""))
+        .collect();
+    modules.extend(c.extra_modules.iter().map(|m| format!("\"{m}\"")));
+    let args: Vec<String> = c.args.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"[model]
+name = "tiny"
+revision = "r1"
+root_hash = "{root}"
+salt = "{SALT}"
+data_blocks = {blocks}
+data_serial = "{DATA_SERIAL}"
+hash_serial = "{HASH_SERIAL}"
+
+[platform]
+required = "none"
+insecure_no_tee = true
+
+[workload]
+command = "/bin/workload"
+args = [{args}]
+env = {{ TEST_RUN = "1" }}
+
+[modules]
+load = [{modules}]
+
+[debug]
+qemu_debug_exit = true
+disk_wait_ms = {wait}
+"#,
+        root = c.root,
+        blocks = model().blocks,
+        args = args.join(", "),
+        modules = modules.join(", "),
+        wait = c.disk_wait_ms,
+    )
+}
+
+/// Builds an initramfs around `config` (raw text) in `dir`.
+fn image(dir: &Path, config: &str) -> PathBuf {
+    let (init, workload) = guest_bins();
+    let cfg = dir.join("init.toml");
+    fs::write(&cfg, config).unwrap();
+    let out = dir.join("initrd.img");
+    run_ok(
+        pqcc()
+            .args(["image", "build", "--init"])
+            .arg(init)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--workload")
+            .arg(workload)
+            .arg("--kernel-release")
+            .arg(kernel())
+            .arg("-o")
+            .arg(&out),
+    );
+    out
+}
+
+struct Boot {
+    console: String,
+    /// QEMU's exit status: 0 after a plain power-off, `code * 2 + 1` after
+    /// `isa-debug-exit`, 124 on timeout.
+    status: i32,
+    wall: Duration,
+}
+
+impl Boot {
+    fn fatal_lines(&self) -> Vec<&str> {
+        self.console
+            .lines()
+            .filter(|l| l.contains("pqcc-init: FATAL"))
+            .collect()
+    }
+
+    fn workload_ran(&self) -> bool {
+        self.console.contains("workload: exec") || self.console.contains("model-sha256:")
+    }
+
+    /// Asserts one FATAL line for `stage`, a power-off, and no workload.
+    fn assert_refused(&self, stage: &str) {
+        let f = self.fatal_lines();
+        assert_eq!(f.len(), 1, "expected one FATAL line:\n{}", self.console);
+        assert!(
+            f[0].trim_start()
+                .starts_with(&format!("pqcc-init: FATAL {stage}: ")),
+            "wrong stage, expected {stage}:\n{}",
+            self.console
+        );
+        assert!(!self.workload_ran(), "workload ran:\n{}", self.console);
+        assert_eq!(
+            self.status, 0,
+            "expected a plain power-off:\n{}",
+            self.console
+        );
+    }
+}
+
+/// Boots the kernel with `initrd` and the given (file, serial) disks, read-only.
+fn boot(tag: &str, initrd: &Path, disks: &[(&Path, &str)]) -> Boot {
+    // One guest at a time: TCG is CPU-bound and the machines are small.
+    static ONE: Mutex<()> = Mutex::new(());
+    let _guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new("timeout");
+    cmd.arg(BOOT_TIMEOUT_S.to_string())
+        .arg(tool("qemu-system-x86_64"))
+        .args(["-M", "pc", "-m", "512", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+        .arg("-kernel")
+        .arg(kernel().join("vmlinux"))
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 pci=noacpi 8250.nr_uarts=1 \
+             i8042.noaux i8042.nokbd i8042.nopnp",
+        ]);
+    for (i, (file, serial)) in disks.iter().enumerate() {
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},if=none,id=d{i},format=raw,readonly=on",
+                file.display()
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive=d{i},serial={serial}"));
+    }
+    let start = Instant::now();
+    let out = cmd.output().expect("running qemu");
+    let wall = start.elapsed();
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let status = out.status.code().unwrap_or(-1);
+    eprintln!(
+        "--- boot {tag}: qemu status {status}, {:.2} s wall ---\n{console}{}",
+        wall.as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        status, 124,
+        "{tag}: QEMU timed out after {BOOT_TIMEOUT_S} s"
+    );
+    Boot {
+        console,
+        status,
+        wall,
+    }
+}
+
+fn standard_disks(m: &Model) -> [(&Path, &str); 2] {
+    [(&m.tar, DATA_SERIAL), (&m.verity, HASH_SERIAL)]
+}
+
+#[test]
+fn boot_happy_path_workload_reads_verified_model() {
+    let m = model();
+    let dir = TempDir::new("boot-happy");
+    let img = image(dir.path(), &config_text(&Cfg::default()));
+    let b = boot("happy", &img, &standard_disks(m));
+    assert!(b.fatal_lines().is_empty(), "{}", b.console);
+    for (name, size, sha) in &m.files {
+        let want = format!("model-sha256: {name} {size} {sha}");
+        assert!(
+            b.console.contains(&want),
+            "missing `{want}`:\n{}",
+            b.console
+        );
+    }
+    assert!(
+        b.console
+            .contains(&format!("model-sha256: MODEL_VERITY_HASH={}", m.root))
+    );
+    assert!(b.console.contains("model-sha256: MODEL_COMMIT=r1"));
+    assert!(b.console.contains("model-sha256: MODEL_PATH=/model"));
+    assert!(
+        b.console
+            .contains("workload exited with status 0; powering off")
+    );
+    // isa-debug-exit code 0 (workload OK) → QEMU exits 1.
+    assert_eq!(b.status, 1, "{}", b.console);
+    // Per-stage timings are logged.
+    for s in [
+        "mount:", "config:", "modules:", "disks:", "verity:", "view:", "attest:",
+    ] {
+        assert!(b.console.contains(&format!("] {s}")), "no {s} timing");
+    }
+    eprintln!(
+        "happy path: {:.2} s from QEMU start to power-off",
+        b.wall.as_secs_f64()
+    );
+}
+
+#[test]
+fn boot_workload_failure_and_crash_are_reported() {
+    let m = model();
+    let dir = TempDir::new("boot-status");
+    let img = image(
+        dir.path(),
+        &config_text(&Cfg {
+            args: vec!["3"],
+            ..Cfg::default()
+        }),
+    );
+    let b = boot("exit-3", &img, &standard_disks(m));
+    assert!(
+        b.console.contains("workload exited with status 3"),
+        "{}",
+        b.console
+    );
+    assert_eq!(b.status, 3, "debug-exit code 1 → QEMU status 3");
+
+    let img = image(
+        dir.path(),
+        &config_text(&Cfg {
+            args: vec!["crash"],
+            ..Cfg::default()
+        }),
+    );
+    let b = boot("crash", &img, &standard_disks(m));
+    assert!(
+        b.console.contains("workload killed by signal 6"),
+        "{}",
+        b.console
+    );
+    assert_eq!(b.status, 5, "debug-exit code 2 → QEMU status 5");
+}
+
+fn flipped_copy(src: &Path, dst: &Path, offset: u64) -> PathBuf {
+    let mut d = fs::read(src).unwrap();
+    d[usize::try_from(offset).unwrap()] ^= 0x01;
+    fs::write(dst, d).unwrap();
+    dst.to_path_buf()
+}
+
+#[test]
+fn boot_refuses_flipped_data_byte() {
+    let m = model();
+    let dir = TempDir::new("boot-flip-data");
+    let len = fs::metadata(&m.tar).unwrap().len();
+    let bad = flipped_copy(&m.tar, &dir.path().join("bad.tar"), len / 2 + 7);
+    let img = image(dir.path(), &config_text(&Cfg::default()));
+    let b = boot(
+        "flip-data",
+        &img,
+        &[(&bad, DATA_SERIAL), (&m.verity, HASH_SERIAL)],
+    );
+    b.assert_refused("verity");
+    assert!(b.console.contains("Input/output error"), "{}", b.console);
+}
+
+#[test]
+fn boot_refuses_flipped_hash_byte() {
+    let m = model();
+    let dir = TempDir::new("boot-flip-hash");
+    // Block 0 is veritysetup's superblock (not read by the kernel); the tree starts
+    // at block 1.
+    let bad = flipped_copy(&m.verity, &dir.path().join("bad.verity"), 4096 + 40);
+    let img = image(dir.path(), &config_text(&Cfg::default()));
+    let b = boot(
+        "flip-hash",
+        &img,
+        &[(&m.tar, DATA_SERIAL), (&bad, HASH_SERIAL)],
+    );
+    b.assert_refused("verity");
+}
+
+#[test]
+fn boot_refuses_wrong_root_hash() {
+    let m = model();
+    let dir = TempDir::new("boot-wrong-root");
+    let mut root = m.root.clone().into_bytes();
+    root[0] = if root[0] == b'0' { b'1' } else { b'0' };
+    let cfg = Cfg {
+        root: String::from_utf8(root).unwrap(),
+        ..Cfg::default()
+    };
+    let img = image(dir.path(), &config_text(&cfg));
+    let b = boot("wrong-root", &img, &standard_disks(m));
+    b.assert_refused("verity");
+}
+
+#[test]
+fn boot_refuses_missing_disk() {
+    let m = model();
+    let dir = TempDir::new("boot-no-disk");
+    let cfg = Cfg {
+        disk_wait_ms: 1500,
+        ..Cfg::default()
+    };
+    let img = image(dir.path(), &config_text(&cfg));
+    let b = boot("no-hash-disk", &img, &[(&m.tar, DATA_SERIAL)]);
+    b.assert_refused("disks");
+    assert!(
+        b.console
+            .contains(&format!("no disk with serial `{HASH_SERIAL}`"))
+    );
+}
+
+#[test]
+fn boot_refuses_missing_module() {
+    let m = model();
+    let dir = TempDir::new("boot-no-module");
+    let cfg = Cfg {
+        extra_modules: vec!["/lib/modules/not-there.ko"],
+        ..Cfg::default()
+    };
+    let img = image(dir.path(), &config_text(&cfg));
+    let b = boot("missing-module", &img, &standard_disks(m));
+    b.assert_refused("modules");
+    assert!(b.console.contains("/lib/modules/not-there.ko"));
+}
+
+#[test]
+fn boot_refuses_malformed_config() {
+    let m = model();
+    let dir = TempDir::new("boot-bad-config");
+    let text = config_text(&Cfg::default()).replace("[platform]", "[platform]\nunknown = 1");
+    let img = image(dir.path(), &text);
+    let b = boot("bad-config", &img, &standard_disks(m));
+    b.assert_refused("config");
+    assert!(b.console.contains("unknown field"), "{}", b.console);
+}
