@@ -9,6 +9,7 @@
 //! - [`image`]: deterministic guest initramfs images (`pqcc image build`), `docs/guest.md`.
 //! - [`model`]: model archives, reproducible tar + dm-verity (`pqcc model build|verify`),
 //!   formats in `docs/model-archives.md`.
+//! - [`statements`]: `pqcc sign`, `verify`, `info`, `policy check` (signed statements), `docs/cli.md`.
 //! - [`bench`](mod@bench): `pqcc bench channel` and `pqcc bench handshake`.
 
 pub mod aead;
@@ -19,3 +20,4 @@ pub mod image;
 pub mod keys;
 pub mod model;
 pub mod rng;
+pub mod statements;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pqcc_tools::bench::{self, channel::Provider, parse_size};
-use pqcc_tools::{audit, keys};
+use pqcc_tools::{audit, keys, statements};
 
 /// pqcc host tools.
 #[derive(Debug, Parser)]
@@ -33,6 +33,19 @@ enum Command {
     /// Guest images: a deterministic initramfs for pqcc-init (`docs/guest.md`).
     #[command(subcommand)]
     Image(pqcc_tools::image::cli::ImageCommand),
+    /// Sign a driver module, eBPF object, memory report or model manifest into an
+    /// ML-DSA-65 envelope (FILE.pqsig) (`docs/cli.md`).
+    #[command(subcommand)]
+    Sign(statements::SignCommand),
+    /// Verify an envelope against trusted keys only, check the artifact's actual bytes
+    /// and apply policy: exit 0 valid/allowed, 1 invalid/denied, 2 usage, I/O or
+    /// malformed envelope.
+    Verify(Box<statements::VerifyArgs>),
+    /// Print an envelope's fields without verifying anything (marked NOT VERIFIED).
+    Info(statements::InfoArgs),
+    /// eBPF load policies.
+    #[command(subcommand)]
+    Policy(statements::PolicyCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -47,6 +60,14 @@ impl std::fmt::Display for Failed {
 }
 
 impl std::error::Error for Failed {}
+
+/// Exit 0 for [`statements::Outcome::Pass`], 1 ([`Failed`]) for `Fail`.
+fn outcome(o: statements::Outcome) -> anyhow::Result<()> {
+    match o {
+        statements::Outcome::Pass => Ok(()),
+        statements::Outcome::Fail => Err(Failed.into()),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AlgArg {
@@ -114,7 +135,7 @@ enum BenchCommand {
     Handshake(HandshakeArgs),
     /// Streaming SHA3-256 + ML-DSA-65 sign and verify of a large artifact (16 MiB by
     /// default) against pqc-gpu-driver 0.1.0's DriverAttester/DriverAttestationVerifier
-    /// in the same run. The signed-statement envelope is a stand-in for now.
+    /// in the same run, with a real DriverModule envelope.
     Sign(SignBenchArgs),
     /// Building a model archive against GNU tar + `veritysetup format` on the same
     /// generated tree, with a byte-for-byte comparison.
@@ -223,6 +244,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Prints its own results and errors; exits 0, 1 (mismatch) or 2 (error).
         Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
         Command::Image(c) => pqcc_tools::image::cli::run(c),
+        Command::Sign(c) => statements::sign(&c),
+        Command::Verify(a) => outcome(statements::verify(&a)?),
+        Command::Info(a) => statements::info(&a),
+        Command::Policy(statements::PolicyCommand::Check(a)) => {
+            outcome(statements::policy_check(&a)?)
+        }
         Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
         Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
             file: a.file,
