@@ -256,7 +256,7 @@ fn hugging_face_snapshot_is_archived_as_tar_dereference() {
         "snapshot archive differs from tar -h"
     );
 
-    // ORG/NAME and ORG/NAME@main resolve through the same cache, offline.
+    // ORG/NAME and ORG/NAME@main resolve through the same cache, offline (HF_HUB_OFFLINE).
     // SAFETY (test): no other thread of this test binary reads HF_HUB_CACHE.
     let hub = t.path().join("hub");
     let by_name = with_hub_cache(&hub, || source::resolve("acme/tiny-llm@main").unwrap());
@@ -273,10 +273,17 @@ fn with_hub_cache<T>(hub: &Path, f: impl FnOnce() -> T) -> T {
     // The only test in this binary that touches the environment.
     // SAFETY: set_var is unsafe because other threads may read the environment
     // concurrently; no other test here reads HF_HUB_CACHE or the HF_* variables.
-    unsafe { std::env::set_var("HF_HUB_CACHE", hub) };
+    // HF_HUB_OFFLINE: resolve from the cache only, never from a real hub.
+    unsafe {
+        std::env::set_var("HF_HUB_CACHE", hub);
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+    }
     let r = f();
     // SAFETY: as above.
-    unsafe { std::env::remove_var("HF_HUB_CACHE") };
+    unsafe {
+        std::env::remove_var("HF_HUB_CACHE");
+        std::env::remove_var("HF_HUB_OFFLINE");
+    }
     r
 }
 

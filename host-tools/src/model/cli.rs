@@ -36,8 +36,9 @@ pub enum ModelCommand {
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// A model directory, a Hugging Face cache snapshot
-    /// (…/models--ORG--NAME/snapshots/REV), or `ORG/NAME[@REV]` from the local Hugging
-    /// Face cache; any of them may end in :ROOTHASH, the root hash the build must give.
+    /// (…/models--ORG--NAME/snapshots/REV), or `ORG/NAME[@REV]` downloaded from
+    /// $HF_ENDPOINT into the Hugging Face cache (the cache only with HF_HUB_OFFLINE=1);
+    /// any of them may end in :ROOTHASH, the root hash the build must give.
     pub source: String,
     /// Output directory [default: $XDG_CACHE_HOME/pqcc/models or ~/.cache/pqcc/models].
     #[arg(long)]

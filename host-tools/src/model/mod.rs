@@ -15,12 +15,14 @@
 //! - [`verify`]: userspace re-check of an archive.
 //! - [`build`]: cache, lock, crash-safe outputs.
 //! - [`source`]: directory, Hugging Face snapshot and `ORG/NAME[@REV]` sources.
+//! - [`hub`]: downloading `ORG/NAME[@REV]` snapshots with hf-hub.
 //! - [`manifest`]: the signed ModelManifest written with `--key`.
 //! - [`cli`]: the subcommands.
 
 pub mod archive;
 pub mod build;
 pub mod cli;
+pub mod hub;
 pub mod manifest;
 pub mod scan;
 pub mod source;

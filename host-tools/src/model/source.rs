@@ -4,11 +4,16 @@
 //!   unless given; symbolic links are refused;
 //! - a Hugging Face cache snapshot `…/models--ORG--NAME/snapshots/REV`: name
 //!   `ORG/NAME`, revision `REV`; its links into `../../blobs` are followed;
-//! - `ORG/NAME[@REV]`: looked up in the local Hugging Face cache (`$HF_HUB_CACHE`,
-//!   `$HF_HOME/hub` or `~/.cache/huggingface/hub`; `REV` a commit, or a branch or tag
-//!   resolved through `refs/`, default `main`). This build of pqcc has no downloader
-//!   (the hosts it runs on have no network): a model missing from the cache is an error
-//!   that says how to fetch it.
+//! - `ORG/NAME[@REV]` (`REV` a commit, branch or tag, default `main`): downloaded with
+//!   hf-hub ([`super::hub`]) from `$HF_ENDPOINT` into the Hugging Face cache
+//!   (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `$XDG_CACHE_HOME/huggingface/hub` or
+//!   `~/.cache/huggingface/hub`), then built as that snapshot. No network is used when
+//!   `REV` is a commit already complete in the cache, nor ever with `HF_HUB_OFFLINE=1`
+//!   (the cache only, branches and tags resolved through `refs/`). When the endpoint
+//!   cannot be reached at all, a complete cached snapshot of `refs/REV` is used with a
+//!   warning; otherwise the error names the endpoint and the reason.
+//!
+//! A snapshot that pqcc began to download and did not complete is never built from.
 //!
 //! Any form may end in `:ROOTHASH` (64 hex digits): the root hash the build must give.
 
@@ -71,6 +76,14 @@ fn local(path: &Path, expected: Option<[u8; 32]>) -> anyhow::Result<Source> {
         bail!("{}: not a directory", path.display());
     }
     if let Some((name, revision)) = snapshot_identity(&dir) {
+        if super::hub::incomplete(&dir) {
+            bail!(
+                "{}: an incomplete download of {name}@{revision} (a download was \
+                 interrupted or failed); run `pqcc model build {name}@{revision}` where the \
+                 endpoint is reachable to complete it",
+                dir.display()
+            );
+        }
         return Ok(Source {
             dir,
             name,
@@ -150,28 +163,57 @@ fn hub(repo: &str, rev: Option<&str>, expected: Option<[u8; 32]>) -> anyhow::Res
     let rev = rev.unwrap_or("main");
     let cache = hub_cache().context("no Hugging Face cache directory (HOME is not set)")?;
     let model_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let commit = if rev.len() == 40 && rev.bytes().all(|c| c.is_ascii_hexdigit()) {
-        Some(rev.to_owned())
+    let is_commit = rev.len() == 40 && rev.bytes().all(|c| c.is_ascii_hexdigit());
+    let cached = cached_snapshot(&model_dir, rev, is_commit);
+    let from = |snap: &Path| -> anyhow::Result<Source> {
+        let mut s = local(snap, expected)?;
+        s.name = repo.to_owned();
+        Ok(s)
+    };
+    if super::hub::offline() {
+        if let Some(snap) = &cached {
+            return from(snap);
+        }
+        bail!(
+            "{repo}@{rev} is not in the local Hugging Face cache ({}), or not completely, and \
+             HF_HUB_OFFLINE is set, so pqcc uses no network: unset HF_HUB_OFFLINE where {} is reachable, or \
+             copy a complete cache here, or pass a model directory",
+            model_dir.display(),
+            super::hub::endpoint()
+        );
+    }
+    // A commit never changes: a complete cached snapshot of it needs no network.
+    if is_commit && let Some(snap) = &cached {
+        return from(snap);
+    }
+    match (super::hub::download(&cache, repo, rev), cached) {
+        (Ok(snap), _) => from(&snap),
+        (Err(super::hub::Failure::Unreachable(e)), Some(snap)) => {
+            eprintln!(
+                "pqcc: warning: {e:#}; using the cached snapshot {}",
+                snap.display()
+            );
+            from(&snap)
+        }
+        (Err(f), _) => Err(f.into_error()),
+    }
+}
+
+/// The complete cached snapshot of `rev` (a commit, or a ref in `refs/`), if any.
+fn cached_snapshot(model_dir: &Path, rev: &str, is_commit: bool) -> Option<PathBuf> {
+    let commit = if is_commit {
+        rev.to_ascii_lowercase()
     } else {
         fs::read_to_string(model_dir.join("refs").join(rev))
-            .ok()
-            .map(|s| s.trim().to_owned())
+            .ok()?
+            .trim()
+            .to_owned()
     };
-    if let Some(commit) = commit {
-        let snap = model_dir.join("snapshots").join(&commit);
-        if snap.is_dir() {
-            let mut s = local(&snap, expected)?;
-            s.name = repo.to_owned();
-            return Ok(s);
-        }
+    if commit.is_empty() || commit.contains('/') || commit.contains("..") {
+        return None;
     }
-    bail!(
-        "{repo}@{rev} is not in the local Hugging Face cache ({}), and this pqcc cannot \
-         download it: no network access and no downloader built in. Fetch it where there is \
-         a network (`huggingface-cli download {repo} --revision {rev}`), copy the cache \
-         here, and run again, or pass a model directory",
-        model_dir.display()
-    )
+    let snap = model_dir.join("snapshots").join(&commit);
+    (snap.is_dir() && !super::hub::incomplete(&snap)).then_some(snap)
 }
 
 #[cfg(test)]

@@ -156,10 +156,16 @@ pub fn pqcc_bin() -> &'static Path {
     })
 }
 
-/// A `pqcc` command with a clean environment for the Hugging Face cache.
+/// A `pqcc` command with a clean environment for the Hugging Face cache, and
+/// `HF_HUB_OFFLINE=1` so that no test reaches a real hub (the tests of downloads remove
+/// it and point `HF_ENDPOINT` at their fake endpoint on 127.0.0.1).
 pub fn pqcc() -> Command {
     let mut c = Command::new(pqcc_bin());
-    c.env_remove("HF_HOME").env_remove("HF_HUB_CACHE");
+    c.env_remove("HF_HOME")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_TOKEN")
+        .env("HF_HUB_OFFLINE", "1");
     c
 }
 
