@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Error, PROTOCOL_VERSION,
     sign::{self, SignerId, SigningKey, VerifyingKey},
-    wire::{Bytes, Platform, decode_canonical},
+    wire::{Bytes, Platform, decode_canonical, put_varint},
 };
 
 // ---------------------------------------------------------------------------------
@@ -958,19 +958,6 @@ fn verify_envelope<'a, S: TrustStore + ?Sized>(
 
 // ---------------------------------------------------------------------------------
 // Strict postcard helpers (same rules as `wire`)
-
-fn put_varint(out: &mut [u8], mut pos: usize, mut v: u64) -> Result<usize, Error> {
-    loop {
-        // Low 7 bits, with the continuation bit while more follow.
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        *out.get_mut(pos).ok_or(Error::BufferTooSmall)? = if v == 0 { b } else { b | 0x80 };
-        pos += 1;
-        if v == 0 {
-            return Ok(pos);
-        }
-    }
-}
 
 /// The encoded length of `v` (counted, not written).
 fn encoded_len<T: Serialize>(v: &T) -> Result<usize, Error> {

@@ -571,6 +571,13 @@ impl HeaderFields {
     }
 }
 
+/// Writes `v` as a postcard varint at `out[pos..]`; returns the position after it.
+pub(crate) fn put_varint(out: &mut [u8], pos: usize, v: u64) -> Result<usize, Error> {
+    let mut w = Writer { buf: out, pos };
+    w.varint(v)?;
+    Ok(w.pos)
+}
+
 struct Writer<'b> {
     buf: &'b mut [u8],
     pos: usize,

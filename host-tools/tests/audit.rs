@@ -13,30 +13,8 @@ use pqcc_tools::audit::{self, AuditLog, Decision, Record, encode_line, genesis_h
 
 const PQCC: &str = env!("CARGO_BIN_EXE_pqcc");
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).unwrap();
-        let p = std::env::temp_dir().join(format!(
-            "pqcc-audit-{tag}-{}-{}",
-            std::process::id(),
-            hex::encode(rnd)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn rec(i: u64) -> Record {
     Record {

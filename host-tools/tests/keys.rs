@@ -4,7 +4,7 @@
 
 use std::{
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
@@ -13,38 +13,8 @@ use pqcc_tools::keys::{self, Alg, KeyIdentity, PublicKey, SecretKey};
 
 const PQCC: &str = env!("CARGO_BIN_EXE_pqcc");
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).unwrap();
-        let p = std::env::temp_dir().join(format!(
-            "pqcc-keys-{tag}-{}-{}",
-            std::process::id(),
-            hex::encode(rnd)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn pqcc(args: &[&str], paths: &[&Path]) -> Output {
     Command::new(PQCC).args(args).args(paths).output().unwrap()

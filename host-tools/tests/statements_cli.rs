@@ -5,7 +5,7 @@
 
 use std::{
     io::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
@@ -14,38 +14,8 @@ use serde_json::Value;
 
 const PQCC: &str = env!("CARGO_BIN_EXE_pqcc");
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).unwrap();
-        let p = std::env::temp_dir().join(format!(
-            "pqcc-stmt-{tag}-{}-{}",
-            std::process::id(),
-            hex::encode(rnd)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn s(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-    /// Writes `bytes` to `name` and returns its path as a string.
-    fn file(&self, name: &str, bytes: &[u8]) -> String {
-        std::fs::write(self.path(name), bytes).unwrap();
-        self.s(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn pqcc(args: &[&str]) -> Output {
     Command::new(PQCC).args(args).output().unwrap()
