@@ -1,0 +1,1 @@
+//! TDX quote and SEV-SNP report verification; launch measurement prediction.
