@@ -56,6 +56,7 @@
 
 pub mod aead;
 pub mod attest;
+pub mod bundle;
 pub mod channel;
 pub mod error;
 pub mod handshake;

@@ -20,9 +20,11 @@
 //! required = "none"                  # none | tdx | snp
 //! insecure_no_tee = true             # required with "none"
 //!
-//! [broker]                           # optional; parsed, not used yet
+//! [broker]                           # required for tdx/snp; optional with "none"
 //! public_key = "<hex of an ML-DSA-65 public key>"
-//! transport = "virtio-console:/dev/hvc0"
+//! transport = "virtio-console:/dev/hvc0"   # or vsock:CID:PORT, tcp:IP:PORT
+//! wait_ms = 30000                    # how long the broker may take to answer at all
+//! timeout_ms = 30000                 # handshake + secrets once it answered
 //!
 //! [workload]
 //! command = "/bin/workload"
@@ -46,6 +48,7 @@ pub const ML_DSA_65_PUBLIC_KEY_LEN: usize = 1952;
 pub const MAX_SALT_LEN: usize = 256;
 /// Environment names the init sets itself and the config may not override.
 pub const RESERVED_ENV: &[&str] = &[
+    "PQCC_SECRETS_DIR",
     "MODEL_NAME",
     "MODEL_COMMIT",
     "MODEL_VERITY_HASH",
@@ -111,7 +114,16 @@ pub struct Broker {
     pub public_key: Vec<u8>,
     /// How to reach it.
     pub transport: Transport,
+    /// How long to wait for the broker to answer at all (its Challenge), in ms.
+    pub wait_ms: u64,
+    /// How long the handshake and the secrets may take once the Challenge arrived, in ms.
+    pub timeout_ms: u64,
 }
+
+/// Default [`Broker::wait_ms`]: 30 s.
+pub const DEFAULT_BROKER_WAIT_MS: u64 = 30_000;
+/// Default [`Broker::timeout_ms`]: 30 s.
+pub const DEFAULT_BROKER_TIMEOUT_MS: u64 = 30_000;
 
 /// A broker transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +213,18 @@ struct RawPlatform {
 struct RawBroker {
     public_key: String,
     transport: String,
+    #[serde(default = "default_broker_wait_ms")]
+    wait_ms: u64,
+    #[serde(default = "default_broker_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_broker_wait_ms() -> u64 {
+    DEFAULT_BROKER_WAIT_MS
+}
+
+fn default_broker_timeout_ms() -> u64 {
+    DEFAULT_BROKER_TIMEOUT_MS
 }
 
 #[derive(Deserialize)]
@@ -395,8 +419,19 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                 "broker.public_key",
             )?,
             transport: parse_transport(&b.transport)?,
+            wait_ms: match b.wait_ms {
+                1..=600_000 => b.wait_ms,
+                _ => return err("broker.wait_ms must be 1..=600000"),
+            },
+            timeout_ms: match b.timeout_ms {
+                1..=600_000 => b.timeout_ms,
+                _ => return err("broker.timeout_ms must be 1..=600000"),
+            },
         }),
     };
+    if platform != Platform::InsecureNone && broker.is_none() {
+        return err("platform.required = tdx/snp needs a [broker] to check the evidence");
+    }
 
     let w = raw.workload;
     check_abs_path(&w.command, "workload.command")?;
@@ -547,7 +582,17 @@ qemu_debug_exit = true
         let t = good()
             .replace("required = \"none\"", "required = \"snp\"")
             .replace("insecure_no_tee = true", "");
-        assert_eq!(parse(&t).unwrap().platform, Platform::Snp);
+        assert!(refused(&t).contains("needs a [broker]"));
+        let key = "ab".repeat(ML_DSA_65_PUBLIC_KEY_LEN);
+        let t =
+            format!("{t}\n[broker]\npublic_key = \"{key}\"\ntransport = \"tcp:10.0.2.2:7000\"\n");
+        let c = parse(&t).unwrap();
+        assert_eq!(c.platform, Platform::Snp);
+        let b = c.broker.unwrap();
+        assert_eq!(b.wait_ms, DEFAULT_BROKER_WAIT_MS);
+        assert_eq!(b.timeout_ms, DEFAULT_BROKER_TIMEOUT_MS);
+        let t = t.replace("tcp:10.0.2.2:7000\"", "tcp:10.0.2.2:7000\"\nwait_ms = 0");
+        assert!(refused(&t).contains("wait_ms"));
     }
 
     #[test]

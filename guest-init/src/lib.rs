@@ -18,9 +18,11 @@
 //! 6. **view** — indexes the verified tar ([`tarindex`]) and serves it as read-only
 //!    files at [`MODEL_MOUNT`] through FUSE ([`fuse`]); each read goes to the verity
 //!    device, nothing is copied into RAM.
-//! 7. **attest** — the seam for TEE evidence and the broker ([`Attestation`]). This
-//!    build has only [`NoTee`], which accepts `platform.required = "none"` with
-//!    `insecure_no_tee = true` and refuses TDX and SNP.
+//! 7. **attest** — TEE evidence and the broker ([`Attestation`], [`BrokerAttestation`]):
+//!    the v1 handshake with evidence bound to it ([`broker`], [`platform`]), the
+//!    broker's signature checked against the key in the config, the granted secrets
+//!    received over the channel and written to `/run/pqcc/secrets` (mode 0400) for the
+//!    workload. Without a broker only the insecure `none` platform passes.
 //! 8. **workload** — started with `MODEL_NAME`, `MODEL_COMMIT`, `MODEL_VERITY_HASH`,
 //!    `MODEL_PATH` (the file view) and `MODEL_DEVICE` (the verified block device,
 //!    `/dev/dm-N`) in its environment, supervised until it ends ([`workload`]); its
@@ -28,10 +30,12 @@
 //!
 //! Each stage logs its duration: `pqcc-init: [  3.412s] modules: ... (612.3 ms)`.
 
+pub mod broker;
 pub mod config;
 pub mod disks;
 pub mod dm;
 pub mod fuse;
+pub mod platform;
 pub mod sys;
 pub mod tarindex;
 pub mod workload;
@@ -174,23 +178,72 @@ pub trait Attestation {
     fn attest(&mut self, config: &Config, model: &OpenedModel) -> Result<Grants, String>;
 }
 
-/// The only attestation of this build: none. Accepts `platform.required = "none"`
-/// (which the config only allows with `insecure_no_tee = true`) and refuses TDX and
-/// SNP, whose evidence this build cannot produce.
+/// The attestation of this build: evidence from a [`platform::Platform`] (only
+/// [`platform::InsecureNone`] here; TDX and SEV-SNP plug in through the same trait),
+/// the v1 handshake with the configured broker ([`broker`]), and the released secrets
+/// written to [`broker::SECRETS_DIR`] for the workload (`PQCC_SECRETS_DIR`).
+///
+/// Without a `[broker]` section only `platform.required = "none"` (with
+/// `insecure_no_tee = true`) gets through, releasing nothing; TDX and SNP always need a
+/// broker, since evidence nobody checks is worth nothing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoTee;
+pub struct BrokerAttestation;
 
-impl Attestation for NoTee {
+impl Attestation for BrokerAttestation {
     fn attest(&mut self, config: &Config, _model: &OpenedModel) -> Result<Grants, String> {
-        match config.platform {
-            Platform::InsecureNone => {
-                log("attest: INSECURE: no TEE, no broker (platform.insecure_no_tee)");
-                Ok(Grants::default())
-            }
+        let mut platform: Box<dyn platform::Platform> = match config.platform {
+            Platform::InsecureNone => Box::new(platform::InsecureNone),
             Platform::Tdx | Platform::Snp => {
-                Err("this build has no TDX/SNP evidence support; refusing to continue".into())
+                return Err(
+                    "this build has no TDX/SNP evidence support; refusing to continue".into(),
+                );
             }
+        };
+        let Some(b) = &config.broker else {
+            if config.platform == Platform::InsecureNone {
+                log("attest: INSECURE: no TEE, no broker (platform.insecure_no_tee)");
+                return Ok(Grants::default());
+            }
+            return Err("a TEE platform needs a [broker] to check its evidence".into());
+        };
+        if config.platform == Platform::InsecureNone {
+            log("attest: INSECURE: no TEE evidence (platform.insecure_no_tee); asking the broker");
         }
+        let wait_until = Instant::now() + Duration::from_millis(b.wait_ms);
+        let mut link = broker::open(&b.transport)?;
+        let claims = pqcc_core::bundle::Claims {
+            model_name: &config.model.name,
+            model_revision: &config.model.revision,
+            model_root_hash: config.model.root_hash,
+        };
+        let released = broker::handshake(
+            link.as_mut(),
+            &b.public_key,
+            claims,
+            platform.as_mut(),
+            wait_until,
+            Duration::from_millis(b.timeout_ms),
+        )?;
+        drop(link);
+        let names: Vec<String> = released
+            .secrets
+            .iter()
+            .map(|s| format!("{} ({} B)", s.name, s.bytes.len()))
+            .collect();
+        log(&format!(
+            "attest: channel up, session {}, round trip {}; secrets received: {}",
+            config::to_hex(&released.session_id[..8]),
+            ms(released.round_trip),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+        broker::install(released.secrets, Path::new(broker::SECRETS_DIR))?;
+        Ok(Grants {
+            env: vec![("PQCC_SECRETS_DIR".into(), broker::SECRETS_DIR.into())],
+        })
     }
 }
 
@@ -493,17 +546,17 @@ mod tests {
     }
 
     #[test]
-    fn no_tee_refuses_real_platforms() {
+    fn no_broker_refuses_real_platforms() {
         let mut cfg = config::parse(include_str!("../tests/data/init.toml")).unwrap();
         let m = OpenedModel {
             device: "/dev/dm-0".into(),
             len: 4096,
         };
-        assert_eq!(NoTee.attest(&cfg, &m), Ok(Grants::default()));
+        assert_eq!(BrokerAttestation.attest(&cfg, &m), Ok(Grants::default()));
         cfg.platform = Platform::Tdx;
-        assert!(NoTee.attest(&cfg, &m).is_err());
+        assert!(BrokerAttestation.attest(&cfg, &m).is_err());
         cfg.platform = Platform::Snp;
-        assert!(NoTee.attest(&cfg, &m).is_err());
+        assert!(BrokerAttestation.attest(&cfg, &m).is_err());
     }
 
     #[test]

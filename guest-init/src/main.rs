@@ -7,5 +7,5 @@ fn main() {
         eprintln!("pqcc-init: must run as PID 1 of a guest; refusing");
         std::process::exit(2);
     }
-    pqcc_init::boot(&mut pqcc_init::NoTee)
+    pqcc_init::boot(&mut pqcc_init::BrokerAttestation)
 }

@@ -19,6 +19,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The key broker: attested key release to guests (`docs/broker.md`).
+    #[command(subcommand)]
+    Broker(pqcc_tools::broker::cli::BrokerCommand),
     /// Generate a key pair: the secret key file PATH (mode 0600) and PATH.pub.
     Keygen(KeygenArgs),
     /// Print a key's identity: `did:pqaid:<hex>` for ML-DSA-65, a SHA3-256
@@ -244,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Prints its own results and errors; exits 0, 1 (mismatch) or 2 (error).
         Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
         Command::Image(c) => pqcc_tools::image::cli::run(c),
+        Command::Broker(c) => pqcc_tools::broker::cli::run(c),
         Command::Sign(c) => statements::sign(&c),
         Command::Verify(a) => outcome(statements::verify(&a)?),
         Command::Info(a) => statements::info(&a),

@@ -1,0 +1,212 @@
+//! What a guest puts inside [`Evidence::data`](crate::wire::Evidence): an
+//! [`EvidenceBundle`] holding its claims (which model it opened), the TEE platform's
+//! report and, when it has one, its GPU's evidence.
+//!
+//! The claims are the guest's own statement. They are worth exactly what the TEE
+//! measurement behind them is worth: a measured initramfs pins the config that names the
+//! model, so a broker that checked the measurement may trust the claims; under
+//! [`Platform::InsecureNone`](crate::wire::Platform) nothing is measured and they are
+//! unverifiable. They are integrity-protected in transit either way: the Hello that
+//! carries them is absorbed into the transcript the broker signs and the guest checks.
+//!
+//! Encoding: postcard, one format byte ([`BUNDLE_FORMAT`]) first, decoded strictly
+//! (trailing bytes, non-canonical encodings, oversize fields and unknown formats are
+//! refused), so one bundle has one encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error,
+    wire::{self, Bytes, MAX_EVIDENCE_LEN},
+};
+
+/// The bundle format this build writes and reads.
+pub const BUNDLE_FORMAT: u8 = 1;
+/// Longest model name in the claims, in bytes of UTF-8.
+pub const MAX_CLAIM_NAME_LEN: usize = 128;
+/// Longest model revision in the claims, in bytes of UTF-8.
+pub const MAX_CLAIM_REVISION_LEN: usize = 64;
+
+/// The guest's claims about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims<'a> {
+    /// The model's name, from the guest's measured config.
+    pub model_name: &'a str,
+    /// The model's revision, from the guest's measured config.
+    pub model_revision: &'a str,
+    /// The dm-verity root hash the guest opened the model with.
+    pub model_root_hash: [u8; 32],
+}
+
+/// The content of [`Evidence::data`](crate::wire::Evidence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceBundle<'a> {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: u8,
+    /// What the guest says it runs.
+    #[serde(borrow)]
+    pub claims: Claims<'a>,
+    /// The TEE platform's evidence blob (a report or quote with what verifying it
+    /// needs); for `InsecureNone`, the 64-byte binding value itself.
+    #[serde(borrow)]
+    pub tee: Bytes<'a>,
+    /// The GPU's evidence blob, when the guest has a GPU that it attested.
+    #[serde(borrow)]
+    pub gpu: Option<Bytes<'a>>,
+}
+
+impl<'a> EvidenceBundle<'a> {
+    /// A bundle in the current format.
+    pub fn new(claims: Claims<'a>, tee: &'a [u8], gpu: Option<&'a [u8]>) -> Self {
+        Self {
+            format: BUNDLE_FORMAT,
+            claims,
+            tee: Bytes(tee),
+            gpu: gpu.map(Bytes),
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.format != BUNDLE_FORMAT {
+            return Err(Error::UnknownVersion(self.format));
+        }
+        if self.claims.model_name.is_empty() || self.claims.model_revision.is_empty() {
+            return Err(Error::Malformed);
+        }
+        if self.claims.model_name.len() > MAX_CLAIM_NAME_LEN
+            || self.claims.model_revision.len() > MAX_CLAIM_REVISION_LEN
+        {
+            return Err(Error::Oversize);
+        }
+        Ok(())
+    }
+
+    /// Encodes the bundle into `out`; it must fit [`MAX_EVIDENCE_LEN`].
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
+        self.validate()?;
+        let n = postcard::to_slice(self, out)
+            .map_err(|_| Error::BufferTooSmall)?
+            .len();
+        if n > MAX_EVIDENCE_LEN {
+            return Err(Error::Oversize);
+        }
+        Ok(n)
+    }
+
+    /// Decodes a bundle strictly (see the module docs).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_EVIDENCE_LEN {
+            return Err(Error::Oversize);
+        }
+        match bytes.first() {
+            None => return Err(Error::Truncated),
+            Some(&BUNDLE_FORMAT) => {}
+            Some(&v) => return Err(Error::UnknownVersion(v)),
+        }
+        let b: Self = wire::decode_canonical(bytes)?;
+        b.validate()?;
+        Ok(b)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Stream framing
+
+/// Bytes of the length prefix in front of every message on a byte stream.
+pub const FRAME_PREFIX_LEN: usize = 4;
+
+/// The length prefix for a message of `len` bytes: `len` as a big-endian u32.
+pub fn frame_prefix(len: usize) -> Result<[u8; FRAME_PREFIX_LEN], Error> {
+    if len == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    u32::try_from(len)
+        .map(u32::to_be_bytes)
+        .map_err(|_| Error::Oversize)
+}
+
+/// Reads a length prefix: refuses an empty message and one longer than `max`, before
+/// anything is allocated or read for it.
+pub fn parse_frame_prefix(prefix: [u8; FRAME_PREFIX_LEN], max: usize) -> Result<usize, Error> {
+    let n = usize::try_from(u32::from_be_bytes(prefix)).map_err(|_| Error::Oversize)?;
+    if n == 0 {
+        return Err(Error::Malformed);
+    }
+    if n > max {
+        return Err(Error::Oversize);
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims<'static> {
+        Claims {
+            model_name: "tiny",
+            model_revision: "r1",
+            model_root_hash: [7; 32],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_golden() {
+        let b = EvidenceBundle::new(claims(), &[1, 2, 3], None);
+        let mut out = [0u8; 128];
+        let n = b.encode(&mut out).unwrap();
+        let mut golden = [0u8; 46];
+        golden[..9].copy_from_slice(&[1, 4, b't', b'i', b'n', b'y', 2, b'r', b'1']);
+        golden[9..41].copy_from_slice(&[7; 32]);
+        golden[41..].copy_from_slice(&[3, 1, 2, 3, 0]);
+        assert_eq!(&out[..n], &golden);
+        assert_eq!(EvidenceBundle::decode(&out[..n]).unwrap(), b);
+        let g = EvidenceBundle::new(claims(), &[], Some(&[9]));
+        let n = g.encode(&mut out).unwrap();
+        assert_eq!(&out[41..n], &[0, 1, 1, 9]);
+        assert_eq!(EvidenceBundle::decode(&out[..n]).unwrap(), g);
+    }
+
+    #[test]
+    fn strict() {
+        let b = EvidenceBundle::new(claims(), &[1, 2, 3], None);
+        let mut out = [0u8; 128];
+        let n = b.encode(&mut out).unwrap();
+        assert_eq!(EvidenceBundle::decode(&[]), Err(Error::Truncated));
+        assert_eq!(EvidenceBundle::decode(&out[..n - 1]), Err(Error::Truncated));
+        out[n] = 0;
+        assert_eq!(
+            EvidenceBundle::decode(&out[..n + 1]),
+            Err(Error::TrailingBytes)
+        );
+        let mut v = out;
+        v[0] = 2;
+        assert_eq!(
+            EvidenceBundle::decode(&v[..n]),
+            Err(Error::UnknownVersion(2))
+        );
+        // Option tag 2 is not a valid Option.
+        let mut v = out;
+        v[n - 1] = 2;
+        assert!(EvidenceBundle::decode(&v[..n]).is_err());
+        let empty = EvidenceBundle::new(
+            Claims {
+                model_name: "",
+                ..claims()
+            },
+            &[],
+            None,
+        );
+        assert_eq!(empty.encode(&mut out), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(frame_prefix(5).unwrap(), [0, 0, 0, 5]);
+        assert_eq!(frame_prefix(0), Err(Error::InvalidArgument));
+        assert_eq!(parse_frame_prefix([0, 0, 1, 0], 256), Ok(256));
+        assert_eq!(parse_frame_prefix([0, 0, 1, 1], 256), Err(Error::Oversize));
+        assert_eq!(parse_frame_prefix([0; 4], 256), Err(Error::Malformed));
+        assert_eq!(parse_frame_prefix([0xff; 4], 256), Err(Error::Oversize));
+    }
+}

@@ -1,0 +1,31 @@
+//! Where the guest's evidence comes from: the [`Platform`] trait.
+//!
+//! A platform turns the handshake's 64-byte binding value into an evidence blob whose
+//! report data is exactly that value. This build implements [`InsecureNone`] (no TEE:
+//! the blob is the binding value itself, which proves nothing about the machine and is
+//! accepted only by brokers whose policy says `insecure_no_tee`). TDX and SEV-SNP
+//! implement the same trait (`docs/evidence.md`).
+
+use pqcc_core::wire;
+
+/// A source of evidence for the handshake.
+pub trait Platform {
+    /// The platform named in the Hello.
+    fn kind(&self) -> wire::Platform;
+    /// An evidence blob whose report data is `report_data`, nothing else.
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, String>;
+}
+
+/// No TEE. Only for configs that say `insecure_no_tee = true`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InsecureNone;
+
+impl Platform for InsecureNone {
+    fn kind(&self) -> wire::Platform {
+        wire::Platform::InsecureNone
+    }
+
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
+        Ok(report_data.to_vec())
+    }
+}

@@ -1,0 +1,555 @@
+//! The broker's server loop and the decision for one connection.
+//!
+//! One thread per connection, at most [`Policy::max_concurrent`] at once (further
+//! connections wait in the listen backlog). Each connection gets a fresh Challenge, so
+//! a challenge nonce is used once: a Hello recorded from another connection carries
+//! evidence bound to another challenge and is refused (`replay`). A handshake not
+//! finished within [`Policy::handshake_timeout_s`] is dropped. Nothing a guest sends
+//! can crash the broker: every message is length-checked before it is read and decoded
+//! strictly, and a panic in one connection's thread is caught and logged as an
+//! internal error. Every decision is appended to the audit log before the Accept is
+//! written, and secrets leave the broker only as channel frames after the Accept.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use pqcc_core::bundle::EvidenceBundle;
+use pqcc_core::channel::{Limits, MAX_CHUNK_LEN, Session};
+use pqcc_core::handshake::Responder;
+use pqcc_core::hash;
+use pqcc_core::secret::ct_eq;
+use pqcc_core::sign::SigningKey;
+use pqcc_core::wire::{
+    ACCEPT_MAX_LEN, CHALLENGE_MAX_LEN, DType, FRAME_HEADER_MAX_LEN, Grant, HELLO_MAX_LEN, Platform,
+    REJECT_MAX_LEN, RejectReason, TensorMetadata,
+};
+use zeroize::Zeroizing;
+
+use super::io::{Conn, read_msg, write_msg};
+use super::policy::{GpuRequirement, MAX_SECRET_LEN, Policy, SecretSource};
+use crate::aead::AwsLcAesGcm;
+use crate::audit::{AuditLog, Decision, Record};
+use crate::rng::OsRng;
+
+/// Where the broker listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A Unix socket path (created; must not exist).
+    Unix(PathBuf),
+    /// A TCP address (loopback unless you put TLS-free PQ channels on a network on
+    /// purpose: the channel itself is end-to-end authenticated and encrypted).
+    Tcp(SocketAddr),
+}
+
+impl Listen {
+    /// Parses `unix:PATH` or `tcp:HOST:PORT`.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                bail!("--listen unix:PATH: empty path");
+            }
+            return Ok(Self::Unix(PathBuf::from(p)));
+        }
+        if let Some(a) = s.strip_prefix("tcp:") {
+            let addr: SocketAddr = a
+                .parse()
+                .with_context(|| format!("--listen tcp:{a}: expected IP:PORT"))?;
+            return Ok(Self::Tcp(addr));
+        }
+        bail!("--listen `{s}`: expected unix:PATH or tcp:IP:PORT")
+    }
+}
+
+/// What a finished connection decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Accepted (secrets sent) or not.
+    pub decision: Decision,
+    /// The rule that matched, or why the guest was refused.
+    pub reason: String,
+    /// Time from the Hello's arrival to the decision (evidence, policy, secrets).
+    pub decision_time: Duration,
+}
+
+/// The broker: key, policy, audit log.
+pub struct Broker {
+    key: SigningKey,
+    policy: Policy,
+    audit: Mutex<AuditLog>,
+    state_dir: PathBuf,
+    generate_lock: Mutex<()>,
+    next_conn: AtomicU64,
+    /// Print one line per connection on stderr.
+    pub verbose: bool,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("key", &"<redacted>")
+            .field("rules", &self.policy.rules.len())
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A refusal: what the guest is told and what the log records.
+struct Refusal {
+    reason: RejectReason,
+    detail: String,
+}
+
+fn refuse(reason: RejectReason, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+impl Broker {
+    /// A broker with `key`, `policy`, the audit log at `audit` and generated keys kept
+    /// under `state_dir` (created, mode 0700).
+    pub fn new(key: SigningKey, policy: Policy, audit: &Path, state_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", state_dir.display()))?;
+        Ok(Self {
+            key,
+            policy,
+            audit: Mutex::new(AuditLog::open(audit)?),
+            state_dir: state_dir.to_path_buf(),
+            generate_lock: Mutex::new(()),
+            next_conn: AtomicU64::new(1),
+            verbose: false,
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Serves `listen` until `max_connections` connections were handled (forever when
+    /// `None`). Prints `listening on …` on stderr once the socket is ready.
+    pub fn serve(self: Arc<Self>, listen: &Listen, max_connections: Option<u64>) -> Result<()> {
+        let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let limit = self.policy.max_concurrent;
+        let mut handled = 0u64;
+        let mut threads = Vec::new();
+        let mut accept_one = |conn: Box<dyn Conn>, peer: String| {
+            {
+                let (m, cv) = &*gate;
+                let mut active = m.lock().unwrap_or_else(|e| e.into_inner());
+                while *active >= limit {
+                    active = cv.wait(active).unwrap_or_else(|e| e.into_inner());
+                }
+                *active += 1;
+            }
+            let me = Arc::clone(&self);
+            let g = Arc::clone(&gate);
+            threads.push(std::thread::spawn(move || {
+                let mut conn = conn;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    me.handle(conn.as_mut(), &peer)
+                }));
+                if r.is_err() {
+                    eprintln!("broker: {peer}: internal error (panic) — connection dropped");
+                }
+                let (m, cv) = &*g;
+                *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                cv.notify_one();
+            }));
+            threads.retain(|t| !t.is_finished());
+        };
+        match listen {
+            Listen::Unix(path) => {
+                let l = UnixListener::bind(path)
+                    .with_context(|| format!("binding unix socket {}", path.display()))?;
+                eprintln!("broker: listening on unix:{}", path.display());
+                for c in l.incoming() {
+                    match c {
+                        Ok(s) => {
+                            let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
+                            accept_one(Box::new(s), format!("unix#{n}"));
+                            handled += 1;
+                        }
+                        Err(e) => eprintln!("broker: accept: {e}"),
+                    }
+                    if max_connections.is_some_and(|m| handled >= m) {
+                        break;
+                    }
+                }
+            }
+            Listen::Tcp(addr) => {
+                let l = TcpListener::bind(addr).with_context(|| format!("binding tcp {addr}"))?;
+                eprintln!("broker: listening on tcp:{}", l.local_addr()?);
+                for c in l.incoming() {
+                    match c {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            let peer = s
+                                .peer_addr()
+                                .map(|a| a.to_string())
+                                .unwrap_or_else(|_| "tcp?".into());
+                            accept_one(Box::new(s), format!("tcp:{peer}"));
+                            handled += 1;
+                        }
+                        Err(e) => eprintln!("broker: accept: {e}"),
+                    }
+                    if max_connections.is_some_and(|m| handled >= m) {
+                        break;
+                    }
+                }
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
+    /// Runs one connection to its end and records the decision. Returns the outcome,
+    /// or `None` when the peer left before sending a Hello (nothing to decide).
+    pub fn handle(&self, conn: &mut dyn Conn, peer: &str) -> Option<Outcome> {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(self.policy.handshake_timeout_s);
+        let mut rng = OsRng.unwrap_err();
+        let mut challenge = [0u8; CHALLENGE_MAX_LEN];
+        let (responder, clen) = match Responder::start(&mut rng, &mut challenge) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("broker: {peer}: cannot start a handshake: {e}");
+                return None;
+            }
+        };
+        if write_msg(conn, &challenge[..clen], deadline).is_err() {
+            return None;
+        }
+        let hello = match read_msg(conn, HELLO_MAX_LEN, deadline) {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => {
+                let (reason, what) = match e.kind() {
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (
+                        RejectReason::Timeout,
+                        "no Hello before the deadline".to_string(),
+                    ),
+                    io::ErrorKind::InvalidData => (RejectReason::Malformed, format!("Hello: {e}")),
+                    _ => (RejectReason::Malformed, format!("reading Hello: {e}")),
+                };
+                return Some(self.finish_refusal(
+                    conn,
+                    peer,
+                    &[],
+                    refuse(reason, what),
+                    Duration::ZERO,
+                    deadline,
+                ));
+            }
+        };
+        let decided_at = Instant::now();
+        let hello_hash = hash::sha3_256(&[&hello]);
+        let verify = match responder.handle_hello(&hello) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(self.finish_refusal(
+                    conn,
+                    peer,
+                    &hello_hash,
+                    refuse(RejectReason::Malformed, format!("Hello: {e}")),
+                    decided_at.elapsed(),
+                    deadline,
+                ));
+            }
+        };
+        let decision = self.decide(
+            verify.evidence().platform,
+            verify.evidence().data.0,
+            verify.binding().0.as_slice(),
+        );
+        let (rule_name, model, secrets) = match decision {
+            Ok(x) => x,
+            Err(r) => {
+                return Some(self.finish_refusal(
+                    conn,
+                    peer,
+                    &hello_hash,
+                    r,
+                    decided_at.elapsed(),
+                    deadline,
+                ));
+            }
+        };
+        let names: Vec<String> = secrets.iter().map(|(n, _)| n.clone()).collect();
+        let grants: Vec<Grant<'_>> = secrets
+            .iter()
+            .zip(1u32..)
+            .map(|((n, s), stream)| Grant {
+                stream,
+                name: n.as_str(),
+                // Secrets are at most MAX_SECRET_LEN (1 MiB), checked when read.
+                len: u32::try_from(s.len()).unwrap_or(u32::MAX),
+            })
+            .collect();
+        let mut accept = Zeroizing::new(vec![0u8; ACCEPT_MAX_LEN]);
+        let (keys, alen) = match verify.accept(&self.key, &grants, &mut rng, &mut accept) {
+            Ok(x) => x,
+            Err(e) => {
+                return Some(self.finish_refusal(
+                    conn,
+                    peer,
+                    &hello_hash,
+                    refuse(RejectReason::Internal, format!("building Accept: {e}")),
+                    decided_at.elapsed(),
+                    deadline,
+                ));
+            }
+        };
+        let decision_time = decided_at.elapsed();
+        let reason = format!(
+            "rule `{rule_name}` admits {model}: released {}",
+            names.join(", ")
+        );
+        // The record is durable before any secret leaves.
+        if let Err(e) = self.record(Decision::Allow, &reason, &hello_hash, peer) {
+            eprintln!("broker: {peer}: audit log: {e:#}; not releasing anything");
+            return Some(Outcome {
+                decision: Decision::Deny,
+                reason: "audit log unavailable".into(),
+                decision_time,
+            });
+        }
+        let now = now_unix();
+        let mut session: Session<AwsLcAesGcm> = Session::new(keys, Limits::default(), now);
+        let sent = (|| -> Result<()> {
+            write_msg(conn, &accept[..alen], deadline)?;
+            for ((name, secret), stream) in secrets.iter().zip(1u32..) {
+                let meta = TensorMetadata::new(0, name, DType::Bytes, &[secret.len() as u64])?;
+                let mut frame = Zeroizing::new(vec![0u8; FRAME_HEADER_MAX_LEN + secret.len() + 16]);
+                let n = session
+                    .tx
+                    .seal_chunk(now, stream, &meta, 0, secret, &mut frame)?;
+                write_msg(conn, &frame[..n], deadline)?;
+            }
+            Ok(())
+        })();
+        if self.verbose || sent.is_err() {
+            eprintln!(
+                "broker: {peer}: ACCEPT {reason} (decision {:.2} ms, total {:.2} ms){}",
+                decision_time.as_secs_f64() * 1e3,
+                start.elapsed().as_secs_f64() * 1e3,
+                match &sent {
+                    Ok(()) => String::new(),
+                    Err(e) => format!("; sending failed: {e:#}"),
+                }
+            );
+        }
+        Some(Outcome {
+            decision: Decision::Allow,
+            reason,
+            decision_time,
+        })
+    }
+
+    /// Evidence, claims and policy → the matching rule, the model and its secrets.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        platform: Platform,
+        data: &[u8],
+        binding: &[u8],
+    ) -> Result<(String, String, Vec<(String, Zeroizing<Vec<u8>>)>), Refusal> {
+        let bundle = EvidenceBundle::decode(data)
+            .map_err(|e| refuse(RejectReason::Evidence, format!("evidence bundle: {e}")))?;
+        match platform {
+            Platform::InsecureNone => {
+                // No report to verify: the one check is that the guest bound this very
+                // challenge and key (a Hello from another connection fails here).
+                if !ct_eq(bundle.tee.0, binding) {
+                    return Err(refuse(
+                        RejectReason::Replay,
+                        "evidence is not bound to this challenge (replayed or relayed Hello)",
+                    ));
+                }
+            }
+            other => {
+                return Err(refuse(
+                    RejectReason::Evidence,
+                    format!("no {} evidence verifier in this build", other.name()),
+                ));
+            }
+        }
+        let c = bundle.claims;
+        let model = format!(
+            "{}@{}:{}",
+            c.model_name,
+            c.model_revision,
+            hex::encode(c.model_root_hash)
+        );
+        let rule = self
+            .policy
+            .find(platform, c.model_name, c.model_revision, &c.model_root_hash)
+            .ok_or_else(|| {
+                refuse(
+                    RejectReason::Policy,
+                    format!(
+                        "no rule admits platform {} with model {model}",
+                        platform.name()
+                    ),
+                )
+            })?;
+        match (rule.gpu, bundle.gpu) {
+            (GpuRequirement::None, _) => {}
+            (GpuRequirement::Required, None) => {
+                return Err(refuse(
+                    RejectReason::Policy,
+                    format!("rule `{}` requires GPU evidence; none was sent", rule.name),
+                ));
+            }
+            (GpuRequirement::Required, Some(_)) => {
+                return Err(refuse(
+                    RejectReason::Evidence,
+                    "no GPU evidence verifier in this build",
+                ));
+            }
+        }
+        let mut secrets = Vec::with_capacity(rule.secrets.len());
+        for name in &rule.secrets {
+            let bytes = self
+                .secret(name)
+                .map_err(|e| refuse(RejectReason::Internal, format!("secret `{name}`: {e:#}")))?;
+            secrets.push((name.clone(), bytes));
+        }
+        Ok((rule.name.clone(), model, secrets))
+    }
+
+    fn secret(&self, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+        let src = self
+            .policy
+            .secrets
+            .get(name)
+            .with_context(|| format!("`{name}` is not defined"))?;
+        let (path, generate) = match src {
+            SecretSource::File(p) => (p.clone(), None),
+            SecretSource::Generate(n) => (self.state_dir.join(format!("{name}.key")), Some(*n)),
+        };
+        if let Some(n) = generate {
+            let _g = self.generate_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if fs::symlink_metadata(&path).is_err() {
+                let mut k = Zeroizing::new(vec![0u8; n]);
+                getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+                crate::keys::write_file_atomic(&path, &k, 0o600, false)?;
+            }
+        }
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut buf = Zeroizing::new(Vec::new());
+        use std::io::Read;
+        (&mut f)
+            .take(MAX_SECRET_LEN as u64 + 1)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if buf.is_empty() {
+            bail!("{} is empty", path.display());
+        }
+        if buf.len() > MAX_SECRET_LEN || buf.len() > MAX_CHUNK_LEN as usize {
+            bail!("{} is over {MAX_SECRET_LEN} bytes", path.display());
+        }
+        if let Some(n) = generate
+            && buf.len() != n
+        {
+            bail!(
+                "{} holds {} bytes, the policy says generate = {n}",
+                path.display(),
+                buf.len()
+            );
+        }
+        Ok(buf)
+    }
+
+    fn record(&self, decision: Decision, reason: &str, hello: &[u8], peer: &str) -> Result<()> {
+        let mut artifact = [0u8; 32];
+        if hello.len() == 32 {
+            artifact.copy_from_slice(hello);
+        }
+        let rec = Record {
+            time: now_unix(),
+            kind: "handshake".into(),
+            decision,
+            reason: reason.into(),
+            signer: None,
+            artifact_sha3_256: artifact,
+            actor: format!("broker {peer}"),
+        };
+        self.audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&rec)?;
+        Ok(())
+    }
+
+    fn finish_refusal(
+        &self,
+        conn: &mut dyn Conn,
+        peer: &str,
+        hello_hash: &[u8],
+        r: Refusal,
+        decision_time: Duration,
+        deadline: Instant,
+    ) -> Outcome {
+        let reason = format!("{}: {}", reject_code(r.reason), r.detail);
+        if let Err(e) = self.record(Decision::Deny, &reason, hello_hash, peer) {
+            eprintln!("broker: {peer}: audit log: {e:#}");
+        }
+        eprintln!("broker: {peer}: REJECT {reason}");
+        let mut out = [0u8; REJECT_MAX_LEN];
+        if let Ok(n) = pqcc_core::handshake::write_reject(r.reason, &mut out) {
+            // A late guest gets a second to read the refusal.
+            let _ = write_msg(
+                conn,
+                &out[..n],
+                deadline.max(Instant::now() + Duration::from_secs(1)),
+            );
+        }
+        Outcome {
+            decision: Decision::Deny,
+            reason,
+            decision_time,
+        }
+    }
+}
+
+/// The short name of a reject reason, as the audit log and the guest's FATAL line
+/// print it.
+pub fn reject_code(r: RejectReason) -> &'static str {
+    match r {
+        RejectReason::Evidence => "evidence",
+        RejectReason::Policy => "policy",
+        RejectReason::Replay => "replay",
+        RejectReason::Malformed => "malformed",
+        RejectReason::Version => "version",
+        RejectReason::Timeout => "timeout",
+        RejectReason::Internal => "internal",
+        _ => "other",
+    }
+}

@@ -1,0 +1,435 @@
+//! The key broker end to end on loopback: the real `pqcc broker serve` process and
+//! pqcc-init's own handshake code (the guest side that runs as PID 1), over a Unix
+//! socket. QEMU boots with the broker are in `broker_boot.rs`.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, pqcc, run_ok};
+use pqcc_core::bundle::{Claims, EvidenceBundle};
+use pqcc_core::handshake::Initiator;
+use pqcc_core::wire::{self, Evidence, Message, Platform, RejectReason};
+use pqcc_init::broker::{FdLink, Released, handshake};
+use pqcc_init::platform::InsecureNone;
+
+const ROOT: [u8; 32] = [0x42; 32];
+const MODEL_KEY: &[u8] = b"the model owner's data-encryption key, 48 bytes.";
+
+struct Broker {
+    child: Child,
+    dir: TempDir,
+    sock: PathBuf,
+    pk: Vec<u8>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn policy(extra_rule: &str, timeout_s: u64) -> String {
+    format!(
+        r#"handshake_timeout_s = {timeout_s}
+max_concurrent = 8
+
+[secrets.model-key]
+file = "model.key"
+[secrets.session-dek]
+generate = 32
+
+[[rule]]
+name = "tiny"
+platform = "none"
+insecure_no_tee = true
+models = ["tiny@r1:{root}"]
+secrets = ["model-key", "session-dek"]
+{extra_rule}
+"#,
+        root = hex::encode(ROOT)
+    )
+}
+
+fn start(tag: &str, policy_text: &str) -> Broker {
+    let dir = TempDir::new(tag);
+    let d = dir.path();
+    run_ok(
+        pqcc()
+            .args(["keygen", "--alg", "ml-dsa-65", "--out"])
+            .arg(d.join("broker.key")),
+    );
+    fs::write(d.join("model.key"), MODEL_KEY).unwrap();
+    fs::write(d.join("broker.toml"), policy_text).unwrap();
+    let sock = d.join("broker.sock");
+    let child = pqcc()
+        .args(["broker", "serve", "--key"])
+        .arg(d.join("broker.key"))
+        .arg("--policy")
+        .arg(d.join("broker.toml"))
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--audit-log")
+        .arg(d.join("audit.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pk = pqcc_tools::keys::read_public_key(&d.join("broker.key.pub"))
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    Broker {
+        child,
+        dir,
+        sock,
+        pk,
+    }
+}
+
+fn claims(root: &[u8; 32]) -> Claims<'_> {
+    Claims {
+        model_name: "tiny",
+        model_revision: "r1",
+        model_root_hash: *root,
+    }
+}
+
+fn guest(b: &Broker, pk: &[u8], root: &[u8; 32]) -> Result<Released, String> {
+    let s = UnixStream::connect(&b.sock).unwrap();
+    let mut link = FdLink(s);
+    handshake(
+        &mut link,
+        pk,
+        claims(root),
+        &mut InsecureNone,
+        Instant::now() + Duration::from_secs(20),
+        Duration::from_secs(20),
+    )
+}
+
+/// The audit log's records as (decision, reason).
+fn audit(b: &Broker) -> Vec<(String, String)> {
+    let text = fs::read_to_string(b.dir.path().join("audit.log")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["decision"].as_str().unwrap().to_string(),
+                v["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait_records(b: &Broker, n: usize) -> Vec<(String, String)> {
+    let t = Instant::now();
+    loop {
+        let a = audit(b);
+        if a.len() >= n || t.elapsed() > Duration::from_secs(20) {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn audit_intact(b: &Broker) {
+    run_ok(
+        pqcc()
+            .args(["audit", "verify"])
+            .arg(b.dir.path().join("audit.log")),
+    );
+}
+
+#[test]
+fn happy_path_releases_the_rules_secrets() {
+    let b = start("broker-happy", &policy("", 10));
+    let r = guest(&b, &b.pk, &ROOT).expect("handshake");
+    let names: Vec<&str> = r.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["model-key", "session-dek"]);
+    assert_eq!(&r.secrets[0].bytes[..], MODEL_KEY);
+    assert_eq!(r.secrets[1].bytes.len(), 32);
+    // Debug never shows the bytes.
+    assert!(!format!("{:?}", r.secrets[0]).contains("model owner"));
+    // The generated key is kept: the next guest gets the same one.
+    let again = guest(&b, &b.pk, &ROOT).expect("second handshake");
+    assert_eq!(again.secrets[1].bytes, r.secrets[1].bytes);
+    assert_ne!(again.session_id, r.session_id);
+    let state = b.dir.path().join("broker-state/session-dek.key");
+    let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let a = wait_records(&b, 2);
+    assert_eq!(a.len(), 2);
+    for (d, reason) in &a {
+        assert_eq!(d, "allow");
+        assert!(
+            reason.contains("rule `tiny`") && reason.contains("model-key"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains("model owner"),
+            "secret in the log: {reason}"
+        );
+    }
+    audit_intact(&b);
+}
+
+#[test]
+fn installs_secrets_as_0400_files() {
+    let b = start("broker-install", &policy("", 10));
+    let r = guest(&b, &b.pk, &ROOT).unwrap();
+    let dir = TempDir::new("secrets-out");
+    let target = dir.path().join("secrets");
+    pqcc_init::broker::install(r.secrets, &target).unwrap();
+    let f = target.join("model-key");
+    assert_eq!(
+        fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    assert_eq!(
+        fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o500
+    );
+    assert_eq!(fs::read(&f).unwrap(), MODEL_KEY);
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn wrong_model_is_refused_by_policy() {
+    let b = start("broker-model", &policy("", 10));
+    let e = guest(&b, &b.pk, &[0x43; 32]).unwrap_err();
+    assert!(e.contains("broker refused: refused by policy"), "{e}");
+    let a = wait_records(&b, 1);
+    assert_eq!(a[0].0, "deny");
+    assert!(
+        a[0].1
+            .starts_with("policy: no rule admits platform none with model tiny@r1:4343"),
+        "{}",
+        a[0].1
+    );
+    audit_intact(&b);
+}
+
+#[test]
+fn a_broker_key_other_than_the_configured_one_is_refused() {
+    let b = start("broker-key", &policy("", 10));
+    let other = start("broker-key-other", &policy("", 10));
+    // The guest trusts `other`'s key but reaches `b`.
+    let e = guest(&b, &other.pk, &ROOT).unwrap_err();
+    assert!(e.contains("not signed by the configured broker key"), "{e}");
+}
+
+/// Reads a length-prefixed message (test-side fake guest).
+fn read_msg(s: &mut UnixStream) -> Vec<u8> {
+    let mut p = [0u8; 4];
+    s.read_exact(&mut p).unwrap();
+    let mut m = vec![0u8; u32::from_be_bytes(p) as usize];
+    s.read_exact(&mut m).unwrap();
+    m
+}
+
+fn write_msg(s: &mut UnixStream, m: &[u8]) {
+    s.write_all(&(m.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(m).unwrap();
+}
+
+fn reject_of(m: &[u8]) -> Option<RejectReason> {
+    match wire::decode_message(m) {
+        Ok(Message::Reject(r)) => Some(r.reason),
+        _ => None,
+    }
+}
+
+/// A Hello for the Challenge `ch`, built by hand (as a relaying attacker would).
+fn hello_for(ch: &[u8], pk: &[u8]) -> Vec<u8> {
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let a = Initiator::new(pk)
+        .unwrap()
+        .handle_challenge(ch, &mut rng)
+        .unwrap();
+    let binding = *a.binding();
+    let mut data = vec![0u8; wire::MAX_EVIDENCE_LEN];
+    let n = EvidenceBundle::new(claims(&ROOT), &binding.0, None)
+        .encode(&mut data)
+        .unwrap();
+    let mut hello = vec![0u8; wire::HELLO_MAX_LEN];
+    let (_, hlen) = a
+        .write_hello(
+            Evidence {
+                platform: Platform::InsecureNone,
+                data: wire::Bytes(&data[..n]),
+            },
+            &mut hello,
+        )
+        .unwrap();
+    hello.truncate(hlen);
+    hello
+}
+
+#[test]
+fn a_replayed_hello_is_refused() {
+    let b = start("broker-replay", &policy("", 10));
+    let mut s1 = UnixStream::connect(&b.sock).unwrap();
+    let ch1 = read_msg(&mut s1);
+    let hello = hello_for(&ch1, &b.pk);
+    write_msg(&mut s1, &hello);
+    let accept = read_msg(&mut s1);
+    assert!(matches!(
+        wire::decode_message(&accept),
+        Ok(Message::Accept(_))
+    ));
+    // The same Hello on a new connection (a new challenge): refused.
+    let mut s2 = UnixStream::connect(&b.sock).unwrap();
+    let _ch2 = read_msg(&mut s2);
+    write_msg(&mut s2, &hello);
+    assert_eq!(reject_of(&read_msg(&mut s2)), Some(RejectReason::Replay));
+    let a = wait_records(&b, 2);
+    assert_eq!(a[0].0, "allow");
+    assert_eq!(a[1].0, "deny");
+    assert!(a[1].1.starts_with("replay: "), "{}", a[1].1);
+}
+
+#[test]
+fn a_slow_guest_is_dropped() {
+    let b = start("broker-timeout", &policy("", 1));
+    let mut s = UnixStream::connect(&b.sock).unwrap();
+    let _ch = read_msg(&mut s);
+    let t = Instant::now();
+    let m = read_msg(&mut s);
+    assert_eq!(reject_of(&m), Some(RejectReason::Timeout));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let a = wait_records(&b, 1);
+    assert!(a[0].1.starts_with("timeout: "), "{}", a[0].1);
+}
+
+/// xorshift64*.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+#[test]
+fn garbage_never_crashes_the_broker_nor_releases_anything() {
+    let b = start("broker-garbage", &policy("", 2));
+    let mut seed = 0x5eed_u64;
+    const N: usize = 120;
+    // A valid Hello for a challenge of its own connection, replayed below.
+    let replayed = {
+        let mut s = UnixStream::connect(&b.sock).unwrap();
+        let ch = read_msg(&mut s);
+        hello_for(&ch, &b.pk)
+    };
+    for i in 0..N {
+        let mut s = UnixStream::connect(&b.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let ch = read_msg(&mut s);
+        let r = next(&mut seed);
+        let msg: Vec<u8> = match i % 6 {
+            // Random bytes of random length.
+            0 => (0..(r % 4000) as usize + 1)
+                .map(|_| next(&mut seed) as u8)
+                .collect(),
+            // A real Hello with one byte flipped.
+            1 => {
+                let mut h = hello_for(&ch, &b.pk);
+                let k = (r as usize) % h.len();
+                h[k] ^= 1 << (r % 8);
+                h
+            }
+            // A real Hello cut short.
+            2 => {
+                let h = hello_for(&ch, &b.pk);
+                h[..(r as usize) % h.len()].to_vec()
+            }
+            // A Hello for another challenge (replay).
+            3 => replayed.clone(),
+            // The wrong message type: the broker's own Challenge back.
+            4 => ch.clone(),
+            // A length prefix far over the maximum, then nothing.
+            _ => {
+                s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+                vec![]
+            }
+        };
+        if !msg.is_empty() {
+            let _ = s.write_all(&(msg.len() as u32).to_be_bytes());
+            let _ = s.write_all(&msg);
+        }
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        // Whatever came back, it is not an Accept unless the flipped byte was
+        // harmless — which a flipped Hello byte never is (the transcript changes).
+        if rest.len() > 4 {
+            assert!(
+                !matches!(wire::decode_message(&rest[4..]), Ok(Message::Accept(_))),
+                "iteration {i} got an Accept"
+            );
+        }
+    }
+    // Still serving, and still right.
+    let r = guest(&b, &b.pk, &ROOT).expect("handshake after the garbage");
+    assert_eq!(&r.secrets[0].bytes[..], MODEL_KEY);
+    let a = wait_records(&b, N + 2);
+    let allows = a.iter().filter(|(d, _)| d == "allow").count();
+    assert_eq!(allows, 1, "exactly the one real guest was admitted");
+    audit_intact(&b);
+}
+
+#[test]
+fn many_guests_at_once() {
+    let b = start("broker-many", &policy("", 20));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let sock = b.sock.clone();
+            let pk = b.pk.clone();
+            std::thread::spawn(move || {
+                let s = UnixStream::connect(&sock).unwrap();
+                handshake(
+                    &mut FdLink(s),
+                    &pk,
+                    claims(&ROOT),
+                    &mut InsecureNone,
+                    Instant::now() + Duration::from_secs(60),
+                    Duration::from_secs(60),
+                )
+                .map(|r| r.secrets.len())
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Ok(2));
+    }
+    assert_eq!(wait_records(&b, 16).len(), 16);
+    audit_intact(&b);
+}
+
+#[test]
+fn policy_check_refuses_unsafe_policies() {
+    let dir = TempDir::new("broker-policy");
+    let p = dir.path().join("broker.toml");
+    fs::write(&p, policy("", 10).replace("insecure_no_tee = true\n", "")).unwrap();
+    let out = pqcc().args(["broker", "check"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_no_tee = true"));
+    fs::write(&p, policy("", 10)).unwrap();
+    let out = run_ok(pqcc().args(["broker", "check"]).arg(&p));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rule `tiny`: platform none"));
+    let _ = Path::new("");
+}
