@@ -4,6 +4,7 @@
 test:
 	./scripts/test.sh
 
+# make demo                 the happy path (exit 0)
+# make demo TAMPER=model    or broker-key, policy: shows the refusal (exit 1)
 demo:
-	@echo "pqcc: the end-to-end demo (guest boot, attestation, key release) is not built yet." >&2
-	@exit 1
+	./scripts/demo.sh $(if $(TAMPER),--tamper $(TAMPER))

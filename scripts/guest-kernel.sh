@@ -8,14 +8,15 @@
 #   vmlinux       the ELF kernel extracted from it (PVH entry: boots ~5 s faster under TCG)
 #   release       the kernel release string, e.g. 6.1.0-41-amd64
 #   root/         the unpacked package (lib/modules/<release>/..., depmod run)
-#   modules.list  absolute paths of the .ko files for virtio disks, dm-verity and
+#   modules.list  absolute paths of the .ko files for virtio disks, the virtio console
+#                 (the broker link), dm-verity and
 #                 fuse, in load order (from modprobe --show-depends; rewritten each run)
 # Needs: apt-get, dpkg, kmod (depmod, modprobe), xz-utils.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 CACHE=${1:-target/guest-kernel}
-MODULES=(virtio_pci virtio_blk dm_verity fuse)
+MODULES=(virtio_pci virtio_blk virtio_console dm_verity fuse)
 
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)

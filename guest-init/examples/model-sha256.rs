@@ -2,7 +2,9 @@
 //! `MODEL_PATH` (served by pqcc-init from the dm-verity device), prints
 //! `model-sha256: ./<path> <size> <sha256>` for each regular file in name order, then
 //! exits with the status given as its first argument (default 0), or dies by
-//! `SIGABRT` when the argument is `crash`.
+//! `SIGABRT` when the argument is `crash`. When pqcc-init received secrets from the
+//! broker (`PQCC_SECRETS_DIR`), it also prints `model-sha256: secret <name> <size>
+//! <sha256>` for each, so a test can check what arrived without printing it.
 
 use std::io::Read;
 use std::path::Path;
@@ -54,6 +56,22 @@ fn main() {
     walk(Path::new(&root), Path::new(&root));
     // The view is read-only.
     assert!(std::fs::write(Path::new(&root).join("new"), b"x").is_err());
+    if let Ok(dir) = std::env::var("PQCC_SECRETS_DIR") {
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("secrets dir")
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        names.sort();
+        for p in names {
+            let bytes = std::fs::read(&p).expect("read secret");
+            let digest: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let name = p.file_name().unwrap().to_string_lossy();
+            println!("model-sha256: secret {name} {} {digest}", bytes.len());
+        }
+    }
     match std::env::args().nth(1).as_deref() {
         Some("crash") => std::process::abort(),
         Some(code) => std::process::exit(code.parse().unwrap_or(1)),

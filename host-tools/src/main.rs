@@ -103,7 +103,7 @@ struct IdArgs {
     /// A public key file (PATH.pub) or a secret key file.
     #[arg(value_name = "KEYFILE")]
     path: PathBuf,
-    /// One JSON object on stdout.
+    /// One JSON object on stdout, with the raw public key as `public_key_hex`.
     #[arg(long)]
     json: bool,
 }
@@ -339,6 +339,8 @@ fn id(a: &IdArgs) -> anyhow::Result<()> {
     if a.json {
         let mut m = keys::identity_json(pk.alg(), &identity);
         m.insert("file".into(), kind.name().into());
+        // The raw public key, e.g. for a guest's init.toml `broker.public_key`.
+        m.insert("public_key_hex".into(), hex::encode(pk.as_bytes()).into());
         println!("{}", serde_json::Value::Object(m));
     } else {
         println!("{}", keys::identity_line(&identity));
