@@ -86,7 +86,7 @@ MODEL="alice-bigram@v1:$ROOT"
 echo "           $MODEL"
 
 stage image "initramfs: pqcc-init, measured init.toml, workload, modules"
-SALT=$(sed -n 's/.*"salt": *"\([0-9a-f]*\)".*/\1/p' "$W/model.json")
+SALT=$(sed -n 's/.*"salt": *"\([0-9a-f]*\)".*/\1/p' "${ARCHIVE}.stamp")
 PK=$("$PQCC" id --json "$W/broker.key.pub" | sed -n 's/.*"public_key_hex": *"\([0-9a-f]*\)".*/\1/p')
 MODULES=$(sed 's|.*/||; s|^|"/lib/modules/|; s|$|"|' "$KDIR/modules.list" | paste -sd, -)
 cat >"$W/init.toml" <<TOML
@@ -105,7 +105,7 @@ insecure_no_tee = true
 
 [broker]
 public_key = "$PK"
-transport = "virtio-console:/dev/hvc0"
+transport = "virtio-serial:org.pqcc.broker.0"
 wait_ms = 30000
 
 [workload]

@@ -112,6 +112,13 @@ impl<'a> EvidenceBundle<'a> {
 // ---------------------------------------------------------------------------------
 // Stream framing
 
+/// The first message on a stream transport, guest → broker, before the Challenge:
+/// "I am up and reading". It is not part of the handshake transcript. It lets the
+/// broker start its handshake clock only when the guest is listening (on a virtio port
+/// the host side connects when QEMU starts, seconds before the guest can read) and lets
+/// it bound idle connections separately.
+pub const READY: &[u8] = b"pqcc/v1 ready";
+
 /// Bytes of the length prefix in front of every message on a byte stream.
 pub const FRAME_PREFIX_LEN: usize = 4;
 

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pqcc_core::bundle::{
-    Claims, EvidenceBundle, FRAME_PREFIX_LEN, frame_prefix, parse_frame_prefix,
+    Claims, EvidenceBundle, FRAME_PREFIX_LEN, READY, frame_prefix, parse_frame_prefix,
 };
 use pqcc_core::channel::{Limits, Session};
 use pqcc_core::handshake::Initiator;
@@ -92,9 +92,65 @@ impl<T: Read + Write + AsRawFd> Link for FdLink<T> {
     }
 }
 
-/// Opens the configured transport.
-pub fn open(t: &Transport) -> Result<Box<dyn Link>, String> {
+/// Where named virtio-serial ports are listed.
+pub const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+
+/// The device node of the virtio-serial port called `name`, from `sys_ports`
+/// (`/sys/class/virtio-ports/vportNpM/name`).
+pub fn find_port(sys_ports: &Path, name: &str) -> Result<String, String> {
+    let rd = fs::read_dir(sys_ports).map_err(|e| format!("{}: {e}", sys_ports.display()))?;
+    for e in rd.flatten() {
+        let n = fs::read_to_string(e.path().join("name")).unwrap_or_default();
+        if n.trim_end_matches('\n') == name {
+            return Ok(format!("/dev/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    Err(format!(
+        "no virtio-serial port named `{name}` (is the virtio_console module loaded and the port given to QEMU?)"
+    ))
+}
+
+/// Opens the configured transport; waits (until `until`) for the other end to be
+/// there: a virtio-serial port whose host side is connected, a TCP or vsock listener.
+pub fn open(t: &Transport, until: Instant) -> Result<Box<dyn Link>, String> {
+    loop {
+        match open_once(t) {
+            Ok(Some(l)) => return Ok(l),
+            Ok(None) => {}
+            Err(e) if Instant::now() >= until => return Err(e),
+            Err(_) => {}
+        }
+        if Instant::now() >= until {
+            return Err("the broker did not come within broker.wait_ms".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One attempt: `Ok(None)` when the port exists but nobody is on the host side yet.
+fn open_once(t: &Transport) -> Result<Option<Box<dyn Link>>, String> {
     match t {
+        Transport::VirtioSerial(name) => {
+            let dev = find_port(Path::new(VIRTIO_PORTS), name)?;
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&dev)
+                .map_err(|e| format!("{dev}: {e}"))?;
+            // POLLHUP: the host side (QEMU's chardev) is not connected to a broker.
+            let mut p = libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            let r = unsafe { libc::poll(&mut p, 1, 0) };
+            if r < 0 || p.revents & libc::POLLHUP != 0 {
+                return Ok(None);
+            }
+            Ok(Some(Box::new(FdLink(f))))
+        }
         Transport::VirtioConsole(path) => {
             let f = fs::OpenOptions::new()
                 .read(true)
@@ -103,17 +159,17 @@ pub fn open(t: &Transport) -> Result<Box<dyn Link>, String> {
                 .open(path)
                 .map_err(|e| format!("{path}: {e}"))?;
             raw_tty(&f).map_err(|e| format!("{path}: raw mode: {e}"))?;
-            Ok(Box::new(FdLink(f)))
+            Ok(Some(Box::new(FdLink(f))))
         }
         Transport::Tcp(addr) => {
             let s = std::net::TcpStream::connect(addr.as_str())
                 .map_err(|e| format!("tcp:{addr}: {e}"))?;
             let _ = s.set_nodelay(true);
-            Ok(Box::new(FdLink(s)))
+            Ok(Some(Box::new(FdLink(s))))
         }
         Transport::Vsock { cid, port } => {
             let s = vsock_connect(*cid, *port).map_err(|e| format!("vsock:{cid}:{port}: {e}"))?;
-            Ok(Box::new(FdLink(fs::File::from(s))))
+            Ok(Some(Box::new(FdLink(fs::File::from(s)))))
         }
     }
 }
@@ -262,9 +318,31 @@ fn plain_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// Runs the handshake on `link`: waits until `wait_until` for the Challenge, then has
-/// until `wait_until`-independent `timeout` for the rest. Trusts exactly
-/// `broker_public_key`.
+/// Waits (until `until`) for the kernel's random number generator to be initialised,
+/// so the handshake's keys never wait on it unboundedly (`getrandom` blocks until then;
+/// on x86 with RDRAND — TDX, SEV-SNP, QEMU `-cpu max` — it is ready at once).
+pub fn wait_for_entropy(until: Instant) -> Result<(), String> {
+    let mut b = [0u8; 16];
+    loop {
+        // SAFETY: `b` is a valid buffer of the given length.
+        let r = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+        b.zeroize();
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) && e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("getrandom: {e}"));
+        }
+        if Instant::now() >= until {
+            return Err("the kernel's random number generator is not initialised (no RDRAND, no virtio-rng?)".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the handshake on `link`: sends [`READY`], waits until `wait_until` for the
+/// Challenge, then has `timeout` for the rest. Trusts exactly `broker_public_key`.
 pub fn handshake(
     link: &mut dyn Link,
     broker_public_key: &[u8],
@@ -274,6 +352,7 @@ pub fn handshake(
     timeout: Duration,
 ) -> Result<Released, String> {
     let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    write_msg(link, READY).map_err(io_err("telling the broker we are ready"))?;
     let challenge = read_msg(link, CHALLENGE_MAX_LEN, wait_until)
         .map_err(io_err("no Challenge from the broker"))?;
     let until = Instant::now() + timeout;

@@ -22,7 +22,8 @@
 //!
 //! [broker]                           # required for tdx/snp; optional with "none"
 //! public_key = "<hex of an ML-DSA-65 public key>"
-//! transport = "virtio-console:/dev/hvc0"   # or vsock:CID:PORT, tcp:IP:PORT
+//! transport = "virtio-serial:org.pqcc.broker.0"  # or virtio-console:/dev/hvcN,
+//!                                    # vsock:CID:PORT, tcp:IP:PORT
 //! wait_ms = 30000                    # how long the broker may take to answer at all
 //! timeout_ms = 30000                 # handshake + secrets once it answered
 //!
@@ -128,7 +129,12 @@ pub const DEFAULT_BROKER_TIMEOUT_MS: u64 = 30_000;
 /// A broker transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    /// A virtio console port, a tty in the guest (`virtio-console:/dev/hvc1`).
+    /// A named virtio-serial port (`virtio-serial:org.pqcc.broker.0`), found through
+    /// `/sys/class/virtio-ports/*/name`; QEMU: `-device virtserialport,name=…` on a
+    /// chardev. The default for QEMU guests: a plain byte pipe with no tty layer.
+    VirtioSerial(String),
+    /// A virtio console port, a tty in the guest (`virtio-console:/dev/hvc1`), used in
+    /// raw mode.
     VirtioConsole(String),
     /// vsock (`vsock:CID:PORT`).
     Vsock {
@@ -333,6 +339,10 @@ fn parse_transport(s: &str) -> Result<Transport, ConfigError> {
                 return err("broker.transport: virtio-console needs a /dev/ path");
             }
             Ok(Transport::VirtioConsole(rest.to_owned()))
+        }
+        "virtio-serial" => {
+            check_token(rest, "broker.transport port name", 128)?;
+            Ok(Transport::VirtioSerial(rest.to_owned()))
         }
         "vsock" => {
             let Some((cid, port)) = rest.split_once(':') else {

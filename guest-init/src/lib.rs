@@ -210,7 +210,8 @@ impl Attestation for BrokerAttestation {
             log("attest: INSECURE: no TEE evidence (platform.insecure_no_tee); asking the broker");
         }
         let wait_until = Instant::now() + Duration::from_millis(b.wait_ms);
-        let mut link = broker::open(&b.transport)?;
+        broker::wait_for_entropy(wait_until)?;
+        let mut link = broker::open(&b.transport, wait_until)?;
         let claims = pqcc_core::bundle::Claims {
             model_name: &config.model.name,
             model_revision: &config.model.revision,

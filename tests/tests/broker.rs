@@ -2,6 +2,8 @@
 //! pqcc-init's own handshake code (the guest side that runs as PID 1), over a Unix
 //! socket. QEMU boots with the broker are in `broker_boot.rs`.
 
+#![allow(clippy::cast_possible_truncation)] // test data sizes and random bytes
+
 mod common;
 
 use std::fs;
@@ -248,6 +250,14 @@ fn write_msg(s: &mut UnixStream, m: &[u8]) {
     s.write_all(m).unwrap();
 }
 
+/// Connects as a (fake, test-side) guest: READY, then the broker's Challenge.
+fn connect(b: &Broker) -> (UnixStream, Vec<u8>) {
+    let mut s = UnixStream::connect(&b.sock).unwrap();
+    write_msg(&mut s, pqcc_core::bundle::READY);
+    let ch = read_msg(&mut s);
+    (s, ch)
+}
+
 fn reject_of(m: &[u8]) -> Option<RejectReason> {
     match wire::decode_message(m) {
         Ok(Message::Reject(r)) => Some(r.reason),
@@ -284,8 +294,7 @@ fn hello_for(ch: &[u8], pk: &[u8]) -> Vec<u8> {
 #[test]
 fn a_replayed_hello_is_refused() {
     let b = start("broker-replay", &policy("", 10));
-    let mut s1 = UnixStream::connect(&b.sock).unwrap();
-    let ch1 = read_msg(&mut s1);
+    let (mut s1, ch1) = connect(&b);
     let hello = hello_for(&ch1, &b.pk);
     write_msg(&mut s1, &hello);
     let accept = read_msg(&mut s1);
@@ -294,8 +303,7 @@ fn a_replayed_hello_is_refused() {
         Ok(Message::Accept(_))
     ));
     // The same Hello on a new connection (a new challenge): refused.
-    let mut s2 = UnixStream::connect(&b.sock).unwrap();
-    let _ch2 = read_msg(&mut s2);
+    let (mut s2, _ch2) = connect(&b);
     write_msg(&mut s2, &hello);
     assert_eq!(reject_of(&read_msg(&mut s2)), Some(RejectReason::Replay));
     let a = wait_records(&b, 2);
@@ -307,8 +315,7 @@ fn a_replayed_hello_is_refused() {
 #[test]
 fn a_slow_guest_is_dropped() {
     let b = start("broker-timeout", &policy("", 1));
-    let mut s = UnixStream::connect(&b.sock).unwrap();
-    let _ch = read_msg(&mut s);
+    let (mut s, _ch) = connect(&b);
     let t = Instant::now();
     let m = read_msg(&mut s);
     assert_eq!(reject_of(&m), Some(RejectReason::Timeout));
@@ -332,14 +339,12 @@ fn garbage_never_crashes_the_broker_nor_releases_anything() {
     const N: usize = 120;
     // A valid Hello for a challenge of its own connection, replayed below.
     let replayed = {
-        let mut s = UnixStream::connect(&b.sock).unwrap();
-        let ch = read_msg(&mut s);
+        let (_s, ch) = connect(&b);
         hello_for(&ch, &b.pk)
     };
     for i in 0..N {
-        let mut s = UnixStream::connect(&b.sock).unwrap();
+        let (mut s, ch) = connect(&b);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let ch = read_msg(&mut s);
         let r = next(&mut seed);
         let msg: Vec<u8> = match i % 6 {
             // Random bytes of random length.
@@ -382,6 +387,15 @@ fn garbage_never_crashes_the_broker_nor_releases_anything() {
                 "iteration {i} got an Accept"
             );
         }
+    }
+    // Connections that never say READY, or say something else first, are closed
+    // without a decision.
+    for junk in [&b"pqcc/v1 ready!"[..], b"hello", b""] {
+        let mut s = UnixStream::connect(&b.sock).unwrap();
+        if !junk.is_empty() {
+            write_msg(&mut s, junk);
+        }
+        drop(s);
     }
     // Still serving, and still right.
     let r = guest(&b, &b.pk, &ROOT).expect("handshake after the garbage");

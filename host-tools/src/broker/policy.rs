@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! handshake_timeout_s = 10   # a handshake not finished in this time is dropped
+//! idle_timeout_s = 600       # a connection whose guest never says READY is dropped
 //! max_concurrent = 64        # handshakes served at once; more wait in the backlog
 //!
 //! [secrets.model-key]        # a secret read from a file (relative to this file)
@@ -33,6 +34,8 @@ use serde::Deserialize;
 
 /// Default for [`Policy::handshake_timeout_s`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Default for [`Policy::idle_timeout_s`].
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 600;
 /// Default for [`Policy::max_concurrent`].
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 /// Largest secret the broker sends (bytes).
@@ -43,6 +46,8 @@ pub const MAX_SECRET_LEN: usize = 1 << 20;
 pub struct Policy {
     /// Seconds a guest has from connecting to finishing the handshake.
     pub handshake_timeout_s: u64,
+    /// Seconds a connection may stay silent before the guest's READY (a VM booting).
+    pub idle_timeout_s: u64,
     /// Handshakes served at once.
     pub max_concurrent: usize,
     /// The secrets, by name.
@@ -136,6 +141,7 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     handshake_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
     max_concurrent: Option<usize>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
@@ -204,6 +210,10 @@ impl Policy {
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_S);
         if !(1..=300).contains(&handshake_timeout_s) {
             bail!("handshake_timeout_s must be 1..=300");
+        }
+        let idle_timeout_s = raw.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S);
+        if !(1..=86_400).contains(&idle_timeout_s) {
+            bail!("idle_timeout_s must be 1..=86400");
         }
         let max_concurrent = raw.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
         if !(1..=4096).contains(&max_concurrent) {
@@ -291,6 +301,7 @@ impl Policy {
         }
         Ok(Self {
             handshake_timeout_s,
+            idle_timeout_s,
             max_concurrent,
             secrets,
             rules,

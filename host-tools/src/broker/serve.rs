@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use pqcc_core::bundle::EvidenceBundle;
+use pqcc_core::bundle::{EvidenceBundle, READY};
 use pqcc_core::channel::{Limits, MAX_CHUNK_LEN, Session};
 use pqcc_core::handshake::Responder;
 use pqcc_core::hash;
@@ -228,6 +228,18 @@ impl Broker {
     /// Runs one connection to its end and records the decision. Returns the outcome,
     /// or `None` when the peer left before sending a Hello (nothing to decide).
     pub fn handle(&self, conn: &mut dyn Conn, peer: &str) -> Option<Outcome> {
+        // A QEMU chardev connects when the VM starts; the guest speaks (READY) once it
+        // is up. Idle connections are bounded separately from the handshake.
+        let idle = Instant::now() + Duration::from_secs(self.policy.idle_timeout_s);
+        match read_msg(conn, READY.len(), idle) {
+            Ok(m) if m == READY => {}
+            Ok(_) | Err(_) => {
+                if self.verbose {
+                    eprintln!("broker: {peer}: closed before a READY");
+                }
+                return None;
+            }
+        }
         let start = Instant::now();
         let deadline = start + Duration::from_secs(self.policy.handshake_timeout_s);
         let mut rng = OsRng.unwrap_err();
