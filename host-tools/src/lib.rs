@@ -7,6 +7,8 @@
 //! - [`audit`]: the hash-chained audit log (`pqcc audit verify`), `docs/audit-log.md`.
 //! - [`hashing`]: streaming SHA3-256 of files.
 //! - [`image`]: deterministic guest initramfs images (`pqcc image build`), `docs/guest.md`.
+//! - [`launch`]: the QEMU command line for a guest from the profiles in `qemu/`, and
+//!   running it (`pqcc launch`), `docs/guest.md`.
 //! - [`model`]: model archives, reproducible tar + dm-verity (`pqcc model build|verify`),
 //!   formats in `docs/model-archives.md`.
 //! - [`statements`]: `pqcc sign`, `verify`, `info`, `policy check` (signed statements), `docs/cli.md`.
@@ -19,6 +21,7 @@ pub mod broker;
 pub mod hashing;
 pub mod image;
 pub mod keys;
+pub mod launch;
 pub mod model;
 pub mod rng;
 pub mod statements;

@@ -36,6 +36,10 @@ enum Command {
     /// Guest images: a deterministic initramfs for pqcc-init (`docs/guest.md`).
     #[command(subcommand)]
     Image(pqcc_tools::image::cli::ImageCommand),
+    /// Build the QEMU command line for a guest and run it (`docs/guest.md`): exit 0
+    /// workload succeeded, 1 guest refused or workload failed, 2 usage, I/O or QEMU
+    /// error.
+    Launch(Box<pqcc_tools::launch::cli::LaunchArgs>),
     /// Sign a driver module, eBPF object, memory report or model manifest into an
     /// ML-DSA-65 envelope (FILE.pqsig) (`docs/cli.md`).
     #[command(subcommand)]
@@ -248,6 +252,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
         Command::Image(c) => pqcc_tools::image::cli::run(c),
         Command::Broker(c) => pqcc_tools::broker::cli::run(c),
+        // Prints its own results and errors; exits 0, 1 or 2.
+        Command::Launch(a) => std::process::exit(pqcc_tools::launch::cli::run(*a)),
         Command::Sign(c) => statements::sign(&c),
         Command::Verify(a) => outcome(statements::verify(&a)?),
         Command::Info(a) => statements::info(&a),
