@@ -8,6 +8,7 @@
 #   scripts/demo.sh --tamper model       # one byte of the model disk changed → refused
 #   scripts/demo.sh --tamper broker-key  # the broker signs with a key the guest does not trust
 #   scripts/demo.sh --tamper policy      # the broker's policy names another model
+#   scripts/demo.sh --tamper broker-down # no broker: the guest gives up after its wait
 # With --tamper the demo shows the refusal and exits 1. Work files: target/demo/.
 # Installs what it needs (Debian packages, the guest kernel) idempotently.
 set -euo pipefail
@@ -24,8 +25,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$TAMPER" in
-    ""|model|broker-key|policy) ;;
-    *) echo "demo: --tamper model|broker-key|policy" >&2; exit 2 ;;
+    ""|model|broker-key|policy|broker-down) ;;
+    *) echo "demo: --tamper model|broker-key|policy|broker-down" >&2; exit 2 ;;
 esac
 
 T0=$(date +%s.%N)
@@ -106,7 +107,7 @@ insecure_no_tee = true
 [broker]
 public_key = "$PK"
 transport = "virtio-serial:org.pqcc.broker.0"
-wait_ms = 30000
+wait_ms = $( [ "$TAMPER" = broker-down ] && echo 5000 || echo 30000 )
 
 [workload]
 command = "/bin/workload"
@@ -144,11 +145,13 @@ secrets = ["model-key"]
 TOML
 
 stage broker "pqcc broker serve on unix:$W/broker.sock"
-"$PQCC" broker serve --verbose --key "$BROKER_KEY" --policy "$W/broker.toml" \
+touch "$W/broker.log" "$W/audit.log"
+BROKER_PID=
+[ "$TAMPER" = broker-down ] || "$PQCC" broker serve --verbose --key "$BROKER_KEY" --policy "$W/broker.toml" \
     --listen "unix:$W/broker.sock" --audit-log "$W/audit.log" 2>"$W/broker.log" &
-BROKER_PID=$!
-trap 'kill $BROKER_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ -S "$W/broker.sock" ] && break; sleep 0.1; done
+[ "$TAMPER" = broker-down ] || BROKER_PID=$!
+trap '[ -n "$BROKER_PID" ] && kill $BROKER_PID 2>/dev/null || true' EXIT
+[ "$TAMPER" = broker-down ] || for _ in $(seq 100); do [ -S "$W/broker.sock" ] && break; sleep 0.1; done
 
 stage guest "booting under QEMU (TCG, no TEE: platform none)"
 set +e
@@ -159,8 +162,10 @@ set +e
 STATUS=$?
 set -e
 sleep 0.2
-kill $BROKER_PID 2>/dev/null || true
-wait $BROKER_PID 2>/dev/null || true
+if [ -n "$BROKER_PID" ]; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+fi
 
 # What happened, from the guest's console and the broker's log, in order.
 show() { # show LABEL PATTERN [FILE]
@@ -172,11 +177,11 @@ show verity "verity: "
 show evidence "attest: (INSECURE|evidence)"
 show policy "broker: .*(ACCEPT|REJECT)" "$W/broker.log"
 show channel "attest: channel up"
-show secret "secrets received"
+show secret "attest: secrets received"
 grep -a "demo-workload:" "$W/console.log" | sed 's/\r//; s/^/           workload  /' || true
 show power-off "powering off|FATAL"
 echo
-"$PQCC" audit verify "$W/audit.log" | sed 's/^/           audit     /'
+"$PQCC" audit verify "$W/audit.log" | sed 's/^/           audit     /' || true
 
 if [ -n "$TAMPER" ]; then
     if grep -aq "pqcc-init: FATAL" "$W/console.log"; then

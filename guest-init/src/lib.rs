@@ -232,9 +232,12 @@ impl Attestation for BrokerAttestation {
             .map(|s| format!("{} ({} B)", s.name, s.bytes.len()))
             .collect();
         log(&format!(
-            "attest: channel up, session {}, round trip {}; secrets received: {}",
+            "attest: channel up: broker signature verified, session {}, round trip {}",
             config::to_hex(&released.session_id[..8]),
-            ms(released.round_trip),
+            ms(released.round_trip)
+        ));
+        log(&format!(
+            "attest: secrets received: {}",
             if names.is_empty() {
                 "none".to_string()
             } else {
