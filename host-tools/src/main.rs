@@ -140,6 +140,9 @@ enum BenchCommand {
     Channel(ChannelArgs),
     /// Cost of a full v1 handshake (ML-KEM-768 + ML-DSA-65) and of its parts.
     Handshake(HandshakeArgs),
+    /// The key broker on loopback: handshake round trip, the broker's decision time,
+    /// and handshakes per second with concurrent clients (count- and time-bounded).
+    Broker(BrokerBenchArgs),
     /// Streaming SHA3-256 + ML-DSA-65 sign and verify of a large artifact (16 MiB by
     /// default) against pqc-gpu-driver 0.1.0's DriverAttester/DriverAttestationVerifier
     /// in the same run, with a real DriverModule envelope.
@@ -229,6 +232,25 @@ struct HandshakeArgs {
     no_parts: bool,
 }
 
+#[derive(Debug, Args)]
+struct BrokerBenchArgs {
+    /// One JSON object per line on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Sequential handshakes for the latency figures.
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Concurrent clients in the load run.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// At most this many handshakes in the load run.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// At most this many seconds of load.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+}
+
 /// Exit status: 0 valid/allowed, 1 verification failed or denied ([`Failed`]), 2 usage
 /// or I/O error (clap exits 2 on usage errors by itself).
 fn main() -> ExitCode {
@@ -298,6 +320,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json: a.json,
             })
         }
+        Command::Bench(BenchCommand::Broker(a)) => bench::broker::run(&bench::broker::Options {
+            iterations: a.iterations,
+            clients: a.clients,
+            count: a.count,
+            seconds: a.seconds,
+            json: a.json,
+        }),
         Command::Bench(BenchCommand::Handshake(a)) => {
             bench::handshake::run(&bench::handshake::Options {
                 iterations: a.iterations,

@@ -5,6 +5,7 @@
 //! times, writes its results to stdout (a table, or one JSON object per line with
 //! `--json`) and its progress to stderr.
 
+pub mod broker;
 pub mod channel;
 pub mod handshake;
 pub mod model;

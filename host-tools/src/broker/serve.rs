@@ -87,6 +87,7 @@ pub struct Broker {
     state_dir: PathBuf,
     generate_lock: Mutex<()>,
     next_conn: AtomicU64,
+    decision_times: Mutex<Vec<Duration>>,
     /// Print one line per connection on stderr.
     pub verbose: bool,
 }
@@ -137,8 +138,17 @@ impl Broker {
             state_dir: state_dir.to_path_buf(),
             generate_lock: Mutex::new(()),
             next_conn: AtomicU64::new(1),
+            decision_times: Mutex::new(Vec::new()),
             verbose: false,
         })
+    }
+
+    /// The decision times of the accepted handshakes so far (for `pqcc bench broker`).
+    pub fn decision_times(&self) -> Vec<Duration> {
+        self.decision_times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The policy in force.
@@ -335,6 +345,15 @@ impl Broker {
             }
         };
         let decision_time = decided_at.elapsed();
+        {
+            let mut t = self
+                .decision_times
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if t.len() < 1_000_000 {
+                t.push(decision_time);
+            }
+        }
         let reason = format!(
             "rule `{rule_name}` admits {model}: released {}",
             names.join(", ")
