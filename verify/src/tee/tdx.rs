@@ -34,6 +34,9 @@ pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("tdx/intel_sgx_root_ca.der")
 pub const INTEL_SGX_ROOT_CA_SHA256: &str =
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
+/// Quote header TEE type of a TD quote.
+const TEE_TYPE_TDX: u32 = 0x81;
+
 /// TD attribute bit 0: the TD is debuggable.
 pub const TD_ATTR_DEBUG: u64 = 1;
 
@@ -165,18 +168,72 @@ fn rfc3339_secs(s: &str) -> Option<u64> {
 fn parse_strict(quote: &[u8]) -> Result<dcap_qvl::quote::Quote, TeeError> {
     let q = dcap_qvl::quote::Quote::parse(quote)
         .map_err(|e| TeeError::TdxQuoteMalformed(e.to_string()))?;
+    if q.header.tee_type != TEE_TYPE_TDX {
+        return Err(TeeError::NotATdQuote);
+    }
     if !(4..=5).contains(&q.header.version) {
         return Err(TeeError::TdxQuoteMalformed(format!(
             "quote version {} (want 4 or 5)",
             q.header.version
         )));
     }
+    // Auth data v4 (also in v5): signature ‖ attestation key ‖ certification data of
+    // type 6 (QE report certification data) whose body is exactly QE report ‖ QE report
+    // signature ‖ QE auth data ‖ certification data of type 5 (PCK chain, PEM).
+    let dcap_qvl::quote::AuthData::V4(auth) = &q.auth_data else {
+        return Err(TeeError::TdxQuoteMalformed(
+            "auth data is not version 4".into(),
+        ));
+    };
+    if auth.certification_data.cert_type != 6 {
+        return Err(TeeError::TdxQuoteMalformed(format!(
+            "certification data type {} (want 6, QE report)",
+            auth.certification_data.cert_type
+        )));
+    }
+    let inner = &auth.qe_report_data;
+    if inner.certification_data.cert_type != 5 {
+        return Err(TeeError::TdxQuoteMalformed(format!(
+            "QE certification data type {} (want 5, PCK chain)",
+            inner.certification_data.cert_type
+        )));
+    }
+    let body_len = 384
+        + 64
+        + 2
+        + inner.qe_auth_data.data.len()
+        + 2
+        + 4
+        + inner.certification_data.body.data.len();
+    if body_len != auth.certification_data.body.data.len() {
+        return Err(TeeError::TdxQuoteMalformed(
+            "bytes after the QE certification data".into(),
+        ));
+    }
+    // The PCK chain must be well-formed PEM throughout (dcap-qvl's PEM reader skips
+    // bytes between blocks); one trailing NUL is allowed, as Intel's QE writes it.
+    let pem = inner.certification_data.body.data.as_slice();
+    let pem = pem.strip_suffix(b"\0").unwrap_or(pem);
+    match x509_cert::Certificate::load_pem_chain(pem) {
+        Ok(chain) if !chain.is_empty() && pem.ends_with(b"-----END CERTIFICATE-----\n") => {}
+        _ => {
+            return Err(TeeError::TdxQuoteMalformed(
+                "PCK chain is not strict PEM".into(),
+            ));
+        }
+    }
+    let auth_len_expected = 64 + 64 + 2 + 4 + body_len;
     let signed = q.signed_length();
     let auth_len = quote
         .get(signed..signed.saturating_add(4))
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_le_bytes)
         .ok_or_else(|| TeeError::TdxQuoteMalformed("truncated".into()))?;
+    if auth_len as usize != auth_len_expected {
+        return Err(TeeError::TdxQuoteMalformed(
+            "bytes after the auth data".into(),
+        ));
+    }
     let total = signed
         .checked_add(4)
         .and_then(|n| n.checked_add(auth_len as usize))
