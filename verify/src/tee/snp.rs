@@ -1,7 +1,7 @@
 //! AMD SEV-SNP attestation reports (SEV-SNP ABI specification, rev. 1.55+, table
 //! "ATTESTATION_REPORT Structure") and the VCEK → ASK → ARK chain.
 //!
-//! Steps of [`verify`], in order:
+//! Steps of verification ([`crate::tee::verify`] with an SNP policy), in order:
 //! 1. split the blob into the 0x4A0-byte report and the optional certificate table;
 //! 2. parse the report strictly ([`Report::parse`]);
 //! 3. find the VCEK (table, else collateral), the ASK (collateral, else table, else
