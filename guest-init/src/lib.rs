@@ -34,6 +34,7 @@ pub mod dm;
 pub mod fuse;
 pub mod sys;
 pub mod tarindex;
+pub mod tee;
 pub mod workload;
 
 use std::fmt;

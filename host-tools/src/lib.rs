@@ -15,6 +15,7 @@
 pub mod aead;
 pub mod audit;
 pub mod bench;
+pub mod evidence_cli;
 pub mod hashing;
 pub mod image;
 pub mod keys;

@@ -46,6 +46,9 @@ enum Command {
     /// eBPF load policies.
     #[command(subcommand)]
     Policy(statements::PolicyCommand),
+    /// TEE evidence: verify SEV-SNP reports and TDX quotes offline (`docs/evidence.md`).
+    #[command(subcommand)]
+    Evidence(pqcc_tools::evidence_cli::EvidenceCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -244,6 +247,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Prints its own results and errors; exits 0, 1 (mismatch) or 2 (error).
         Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
         Command::Image(c) => pqcc_tools::image::cli::run(c),
+        // Prints its own results and errors; exits 0, 1 (not valid) or 2 (error).
+        Command::Evidence(c) => std::process::exit(pqcc_tools::evidence_cli::run(c)),
         Command::Sign(c) => statements::sign(&c),
         Command::Verify(a) => outcome(statements::verify(&a)?),
         Command::Info(a) => statements::info(&a),

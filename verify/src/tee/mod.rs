@@ -611,3 +611,19 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
+
+/// The report data a piece of evidence claims, read without verifying anything.
+///
+/// For tools that display evidence or that have no expected value to compare with
+/// (`pqcc evidence verify` without `--expect-report-data`); never a basis for trust.
+pub fn claimed_report_data(platform: TeePlatform, evidence: &[u8]) -> Result<[u8; 64], TeeError> {
+    match platform {
+        TeePlatform::Snp => {
+            let raw = evidence
+                .get(..snp::REPORT_LEN)
+                .ok_or(TeeError::SnpReportMalformed("shorter than 0x4A0 bytes"))?;
+            Ok(snp::Report::parse(raw)?.report_data)
+        }
+        TeePlatform::Tdx => tdx::claimed_report_data(evidence),
+    }
+}

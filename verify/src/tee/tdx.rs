@@ -270,6 +270,15 @@ fn tcb_status(s: &str) -> Result<TcbStatus, TeeError> {
     })
 }
 
+/// The quote's REPORTDATA, unverified (see [`super::claimed_report_data`]).
+pub(crate) fn claimed_report_data(quote: &[u8]) -> Result<[u8; 64], TeeError> {
+    let q = parse_strict(quote)?;
+    q.report
+        .as_td10()
+        .map(|td| td.report_data)
+        .ok_or(TeeError::NotATdQuote)
+}
+
 /// Verifies a TDX evidence blob (the quote); see the module docs for the steps.
 pub(crate) fn verify(
     quote: &[u8],
