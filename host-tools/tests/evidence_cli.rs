@@ -272,7 +272,7 @@ fn garbage_evidence_is_a_named_failure_not_a_crash() {
     let vcek = data("sev-snp/vcek_milan.der");
     let coll = data("tdx/tdx_quote_collateral.json");
     for (i, len) in [0usize, 1, 100, 1184, 1200, 5000].into_iter().enumerate() {
-        let blob: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+        let blob: Vec<u8> = (0..len).map(|j| (j * 31 + i).to_le_bytes()[0]).collect();
         let f = d.file(&format!("g{i}"), &blob);
         let mut a = snp_args(&f, SNP_AT);
         a.extend(["--vcek", &vcek]);

@@ -119,7 +119,7 @@ fn tdx_quote(rd: &[u8; 64]) -> Vec<u8> {
 }
 
 fn rd() -> [u8; 64] {
-    core::array::from_fn(|i| i as u8 ^ 0x3c)
+    core::array::from_fn(|i| u8::try_from(i).unwrap() ^ 0x3c)
 }
 
 fn tsm_root(tag: &str) -> (TempDir, PathBuf) {
@@ -238,7 +238,7 @@ fn ioctl_numbers_match_the_kernel_headers() {
 #[test]
 fn snp_response_parsing() {
     let mut resp = vec![0u8; sev_guest::RESP_LEN];
-    resp[4..8].copy_from_slice(&(SNP_REPORT_LEN as u32).to_le_bytes());
+    resp[4..8].copy_from_slice(&u32::try_from(SNP_REPORT_LEN).unwrap().to_le_bytes());
     resp[0x20] = 2;
     assert_eq!(
         sev_guest::parse_response(&resp).unwrap().len(),
