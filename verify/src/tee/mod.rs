@@ -40,6 +40,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+pub mod measure;
 pub mod snp;
 pub mod tdx;
 
