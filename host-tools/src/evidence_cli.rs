@@ -301,3 +301,109 @@ fn print_invalid(platform: TeePlatform, e: &TeeError, now: u64, as_json: bool) {
         println!("error_kind: {kind}");
     }
 }
+
+/// Which launch measurement `pqcc image measure` predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// SEV-SNP launch digest (MEASUREMENT).
+    #[value(name = "snp")]
+    Snp,
+    /// TDX MRTD.
+    #[value(name = "tdx")]
+    Tdx,
+}
+
+/// `pqcc image measure`: expected launch measurements of a direct kernel boot.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// The platform.
+    #[arg(long, value_enum)]
+    pub profile: ProfileArg,
+    /// The OVMF image given to QEMU with `-bios` (SNP: an AmdSev build for --kernel).
+    #[arg(long, value_name = "FILE")]
+    pub ovmf: PathBuf,
+    /// The kernel (`-kernel`); SNP: measured through the kernel-hashes table.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// The initrd (`-initrd`), e.g. from `pqcc image build`.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (`-append`).
+    #[arg(long, value_name = "TEXT", requires = "kernel")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs (SNP: one VMSA page each).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// QEMU CPU model (EPYC, EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, …).
+    #[arg(long, value_name = "TYPE", default_value = "EPYC-v4")]
+    pub vcpu_type: String,
+    /// SEV features of the VMSA (hex; QEMU's default 0x1 = SNP active).
+    #[arg(long, value_name = "HEX", default_value = "0x1")]
+    pub sev_features: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `pqcc image measure`; errors are usage or I/O (exit 2).
+pub fn run_measure(a: &MeasureArgs) -> anyhow::Result<()> {
+    use pqcc_verify::tee::measure;
+    let ovmf = read(&a.ovmf, "--ovmf")?;
+    match a.profile {
+        ProfileArg::Snp => {
+            let kernel = a
+                .kernel
+                .as_deref()
+                .map(|p| read(p, "--kernel"))
+                .transpose()?;
+            let initrd = a
+                .initrd
+                .as_deref()
+                .map(|p| read(p, "--initrd"))
+                .transpose()?;
+            let vcpu_sig = measure::vcpu_signature(&a.vcpu_type).ok_or_else(|| {
+                anyhow::anyhow!("--vcpu-type {:?} is not a known EPYC model", a.vcpu_type)
+            })?;
+            let sev_features = u64::from_str_radix(a.sev_features.trim_start_matches("0x"), 16)
+                .map_err(|e| anyhow::anyhow!("--sev-features: {e}"))?;
+            let d = measure::snp_launch_digest(&measure::SnpLaunch {
+                ovmf: &ovmf,
+                kernel: kernel.as_deref(),
+                initrd: initrd.as_deref(),
+                cmdline: a.cmdline.as_deref(),
+                vcpus: a.vcpus,
+                vcpu_sig,
+                sev_features,
+            })?;
+            if a.json {
+                let out = json!({
+                    "profile": "snp",
+                    "measurement": hex::encode(d),
+                    "vcpus": a.vcpus,
+                    "vcpu_type": a.vcpu_type,
+                    "vcpu_sig": format!("{vcpu_sig:#x}"),
+                    "sev_features": format!("{sev_features:#x}"),
+                    "kernel_hashes": kernel.is_some(),
+                });
+                println!("{out}");
+            } else {
+                println!("measurement: {}", hex::encode(d));
+            }
+        }
+        ProfileArg::Tdx => {
+            if a.kernel.is_some() {
+                eprintln!(
+                    "pqcc: note: RTMR1/RTMR2 (kernel, initrd, command line) are not predicted; \
+                     only MRTD is"
+                );
+            }
+            let m = measure::tdx_mrtd(&ovmf)?;
+            if a.json {
+                println!("{}", json!({ "profile": "tdx", "mrtd": hex::encode(m) }));
+            } else {
+                println!("mrtd: {}", hex::encode(m));
+            }
+        }
+    }
+    Ok(())
+}

@@ -294,3 +294,135 @@ fn garbage_evidence_is_a_named_failure_not_a_crash() {
         assert!(out.contains("result: invalid"), "{out}");
     }
 }
+
+/// A minimal SNP-capable OVMF stand-in (64 KiB): SEV metadata with SEC_MEM, SECRETS,
+/// CPUID and KERNEL_HASHES sections and the footer GUID table, as
+/// `verify/tests/measure.rs` builds it (whose values sev-snp-measure confirmed).
+fn synthetic_ovmf() -> Vec<u8> {
+    fn guid_le(s: &str) -> Vec<u8> {
+        let b = hex::decode(s.replace('-', "")).unwrap();
+        [
+            &[b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]][..],
+            &b[8..],
+        ]
+        .concat()
+    }
+    let mut img: Vec<u8> = (0..16 * 4096usize)
+        .map(|i| ((i * 7 + i / 4096) % 251).to_le_bytes()[0])
+        .collect();
+    let sections: [[u32; 3]; 4] = [
+        [0x80_0000, 0x3000, 1],
+        [0x80_3000, 0x1000, 2],
+        [0x80_4000, 0x1000, 3],
+        [0x80_5000, 0x1000, 0x10],
+    ];
+    let mut meta = b"ASEV".to_vec();
+    for v in [16 + 12 * 4u32, 1, 4]
+        .into_iter()
+        .chain(sections.iter().flatten().copied())
+    {
+        meta.extend_from_slice(&v.to_le_bytes());
+    }
+    img[8192..8192 + meta.len()].copy_from_slice(&meta);
+    let entry = |data: Vec<u8>, guid: &str| {
+        let mut e = data.clone();
+        e.extend_from_slice(&u16::try_from(data.len() + 18).unwrap().to_le_bytes());
+        e.extend(guid_le(guid));
+        e
+    };
+    let mut table = entry(
+        (16 * 4096u32 - 8192).to_le_bytes().to_vec(),
+        "dc886566-984a-4798-a75e-5585a7bf67cc",
+    );
+    table.extend(entry(
+        [0x80_5c00u32.to_le_bytes(), 176u32.to_le_bytes()].concat(),
+        "7255371f-3a3b-4b04-927b-1da6efa8d454",
+    ));
+    table.extend(entry(
+        0x80_b004u32.to_le_bytes().to_vec(),
+        "00f771de-1a7e-4fcb-890e-68c77e2fb44e",
+    ));
+    let size = u16::try_from(table.len() + 18).unwrap();
+    table.extend_from_slice(&size.to_le_bytes());
+    table.extend(guid_le("96b582de-1fb2-45f7-baea-a366c55a082d"));
+    let end = img.len() - 32;
+    img[end - table.len()..end].copy_from_slice(&table);
+    img
+}
+
+#[test]
+fn image_measure_snp_and_tdx() {
+    let d = TempDir::new("measure");
+    let ovmf = d.file("ovmf.fd", &synthetic_ovmf());
+    let kernel: Vec<u8> = (0..300_000u32)
+        .map(|i| (i % 253).to_le_bytes()[0])
+        .collect();
+    let initrd: Vec<u8> = (0..70_000u32)
+        .map(|i| (i % 241).to_le_bytes()[0] ^ 0x5a)
+        .collect();
+    let (k, i) = (d.file("k", &kernel), d.file("i", &initrd));
+    let cmdline = "console=ttyS0 pqcc.config=/etc/pqcc/init.toml";
+    let args = [
+        "image",
+        "measure",
+        "--profile",
+        "snp",
+        "--ovmf",
+        &ovmf,
+        "--kernel",
+        &k,
+        "--initrd",
+        &i,
+        "--cmdline",
+        cmdline,
+        "--vcpus",
+        "3",
+        "--vcpu-type",
+        "EPYC-Milan",
+        "--json",
+    ];
+    let (out, _) = expect(&pqcc(&args), 0);
+    let v = json(&out);
+    // sev-snp-measure 0.0.13 on the same inputs.
+    assert_eq!(
+        v["measurement"],
+        "cdcdf42a24a922490502859c6005b25d0025a0c10bb543f25514b95a84cd4ab4ded7abe5ca35db9ed454d1c896c159d3"
+    );
+    assert_eq!(v["kernel_hashes"], true);
+
+    // Usage and firmware errors exit 2 with the reason.
+    let (_, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "snp",
+            "--ovmf",
+            &ovmf,
+            "--vcpu-type",
+            "Skylake",
+        ]),
+        2,
+    );
+    assert!(err.contains("Skylake"), "{err}");
+    let (_, err) = expect(
+        &pqcc(&["image", "measure", "--profile", "tdx", "--ovmf", &ovmf]),
+        2,
+    );
+    assert!(err.contains("no TDX (TDVF) metadata"), "{err}");
+    let blank = d.file("blank.fd", &[0u8; 8192]);
+    let (_, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "snp",
+            "--ovmf",
+            &blank,
+            "--kernel",
+            &k,
+        ]),
+        2,
+    );
+    assert!(err.contains("no SEV metadata"), "{err}");
+}
