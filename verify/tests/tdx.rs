@@ -337,3 +337,20 @@ fn random_and_truncated_inputs_never_panic() {
         let _ = TdxCollateral::from_json(&blob);
     }
 }
+
+#[test]
+fn near_quote_is_up_to_date_in_its_window() {
+    // The second real v4 quote (FMSPC 20a06f000000) with its own collateral, at
+    // 2025-09-27T19:06:40Z (its window ends 2025-10-02T07:03:50Z).
+    let text = String::from_utf8(data("near_quote_hex.txt")).unwrap();
+    let q = hex::decode(text.trim().trim_start_matches("0x")).unwrap();
+    let coll = collateral_from("near_quote_collateral.json");
+    let rd = report_data(&q);
+    let v = check(&q, &policy(), &coll, &rd, 1_759_000_000).expect("NEAR quote verifies");
+    assert_eq!(v.tcb_status, TcbStatus::UpToDate);
+    // And with the other platform's collateral it does not.
+    assert!(matches!(
+        check(&q, &policy(), &collateral(), &rd, NOW).unwrap_err(),
+        TeeError::TdxQuoteRejected(_)
+    ));
+}
