@@ -347,3 +347,56 @@ pub fn verify_chain(
         vcek_hwid,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/sev-snp")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The VCEK binds TCB and chip: a report claiming another TCB or chip is refused
+    /// even though the chain is good (a forged report cannot reach this check through
+    /// `verify`, so it is tested here directly).
+    #[test]
+    fn vcek_extensions_bind_tcb_and_chip() {
+        let chain = verify_chain(
+            &data("vcek_milan.der"),
+            Some(&data("cert_chain_milan")),
+            CertTable::default(),
+            1_735_689_600,
+        )
+        .expect("chain verifies");
+        assert_eq!(chain.product, Product::Milan);
+        let report = data("report_milan.bin");
+        let chip: [u8; 64] = report[0x1A0..0x1E0].try_into().unwrap();
+        let tcb = SnpTcb::from_raw(
+            u64::from_le_bytes(report[0x180..0x188].try_into().unwrap()),
+            Product::Milan,
+        );
+        chain.check_against_report(&tcb, &chip).expect("matches");
+
+        let mut newer = tcb;
+        newer.snp += 1;
+        assert_eq!(
+            chain.check_against_report(&newer, &chip),
+            Err(TeeError::VcekReportMismatch("snp"))
+        );
+        let mut older = tcb;
+        older.microcode -= 1;
+        assert_eq!(
+            chain.check_against_report(&older, &chip),
+            Err(TeeError::VcekReportMismatch("microcode"))
+        );
+        let mut other_chip = chip;
+        other_chip[0] ^= 1;
+        assert_eq!(
+            chain.check_against_report(&tcb, &other_chip),
+            Err(TeeError::VcekReportMismatch("chip id (hwID)"))
+        );
+    }
+}
