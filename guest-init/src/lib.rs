@@ -38,6 +38,7 @@ pub mod fuse;
 pub mod platform;
 pub mod sys;
 pub mod tarindex;
+pub mod tee;
 pub mod workload;
 
 use std::fmt;

@@ -18,6 +18,7 @@ pub mod aead;
 pub mod audit;
 pub mod bench;
 pub mod broker;
+pub mod evidence_cli;
 pub mod hashing;
 pub mod image;
 pub mod keys;

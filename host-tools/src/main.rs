@@ -53,6 +53,9 @@ enum Command {
     /// eBPF load policies.
     #[command(subcommand)]
     Policy(statements::PolicyCommand),
+    /// TEE evidence: verify SEV-SNP reports and TDX quotes offline (`docs/evidence.md`).
+    #[command(subcommand)]
+    Evidence(pqcc_tools::evidence_cli::EvidenceCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -276,6 +279,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(c) => pqcc_tools::broker::cli::run(c),
         // Prints its own results and errors; exits 0, 1 or 2.
         Command::Launch(a) => std::process::exit(pqcc_tools::launch::cli::run(*a)),
+        // Prints its own results and errors; exits 0, 1 (not valid) or 2 (error).
+        Command::Evidence(c) => std::process::exit(pqcc_tools::evidence_cli::run(c)),
         Command::Sign(c) => statements::sign(&c),
         Command::Verify(a) => outcome(statements::verify(&a)?),
         Command::Info(a) => statements::info(&a),

@@ -12,6 +12,9 @@ pub enum ImageCommand {
     /// Build a deterministic initramfs (newc cpio) for pqcc-init; prints its SHA-256
     /// and SHA-384.
     Build(BuildArgs),
+    /// Predict launch measurements of a direct kernel boot: SEV-SNP MEASUREMENT (OVMF,
+    /// kernel-hashes table, VMSAs) or TDX MRTD (`docs/evidence.md`).
+    Measure(crate::evidence_cli::MeasureArgs),
 }
 
 /// `pqcc image build`.
@@ -49,6 +52,7 @@ pub struct BuildArgs {
 /// Runs an image subcommand.
 pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
+        ImageCommand::Measure(a) => crate::evidence_cli::run_measure(&a),
         ImageCommand::Build(a) => {
             let workload = match &a.workload {
                 None => None,

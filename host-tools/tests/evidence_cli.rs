@@ -1,0 +1,428 @@
+//! `pqcc evidence verify` through the real binary with the shared SNP and TDX samples
+//! at pinned times: valid evidence (exit 0, text and JSON with `tcb_status`), failures
+//! with a named reason (exit 1), usage and I/O errors (exit 2), never a panic.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const PQCC: &str = env!("CARGO_BIN_EXE_pqcc");
+
+mod common;
+use common::TempDir;
+
+/// Inside every SNP certificate's window (2025-01-01).
+const SNP_AT: &str = "1735689600";
+/// min(nextUpdate) − 1 of the TDX sample collateral.
+const TDX_AT: &str = "1752919234";
+
+fn data(p: &str) -> String {
+    format!("{}/../../shared/data/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pqcc(args: &[&str]) -> Output {
+    Command::new(PQCC).args(args).output().unwrap()
+}
+
+#[track_caller]
+fn expect(o: &Output, code: i32) -> (String, String) {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit {:?}, expected {code}\nstdout:\n{out}\nstderr:\n{err}",
+        o.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    (out, err)
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn snp_args<'a>(report: &'a str, at: &'a str) -> Vec<&'a str> {
+    vec![
+        "evidence",
+        "verify",
+        "--platform",
+        "snp",
+        "--report",
+        report,
+        "--at",
+        at,
+    ]
+}
+
+#[test]
+fn snp_milan_report_is_valid() {
+    let report = data("sev-snp/report_milan.bin");
+    let vcek = data("sev-snp/vcek_milan.der");
+    let chain = data("sev-snp/cert_chain_milan");
+    let mut args = snp_args(&report, SNP_AT);
+    args.extend(["--vcek", &vcek, "--chain", &chain]);
+    let (out, _) = expect(&pqcc(&args), 0);
+    assert!(out.contains("result: valid"), "{out}");
+    assert!(out.contains("tcb_status: MeetsPolicyMinimum"), "{out}");
+    assert!(out.contains("measurement: 7a1e5c266c0108db"), "{out}");
+    assert!(out.contains("NOT CHECKED"), "{out}");
+
+    // JSON, with the report data checked, and without --chain (built-in ASK).
+    let rd = &std::fs::read(&report).unwrap()[0x50..0x90];
+    let rd = hex::encode(rd);
+    let mut args = snp_args(&report, SNP_AT);
+    args.extend(["--vcek", &vcek, "--expect-report-data", &rd, "--json"]);
+    let (out, _) = expect(&pqcc(&args), 0);
+    let v = json(&out);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["platform"], "snp");
+    assert_eq!(v["tcb_status"], "MeetsPolicyMinimum");
+    assert_eq!(v["report_data"], rd);
+    assert_eq!(v["report_data_checked"], true);
+    assert_eq!(v["measurements"]["reported_tcb"]["microcode"], 115);
+}
+
+#[test]
+fn snp_failures_are_named_and_exit_1() {
+    let report = data("sev-snp/report_milan.bin");
+    let vcek = data("sev-snp/vcek_milan.der");
+    let d = TempDir::new("evidence-snp");
+
+    // A flipped byte in the signed part.
+    let mut r = std::fs::read(&report).unwrap();
+    r[0x95] ^= 1;
+    let bad = d.file("flipped.bin", &r);
+    let mut args = snp_args(&bad, SNP_AT);
+    args.extend(["--vcek", &vcek, "--json"]);
+    let (out, _) = expect(&pqcc(&args), 1);
+    let v = json(&out);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["error_kind"], "ReportSignatureInvalid");
+    assert!(v["tcb_status"].is_null());
+
+    // After the VCEK's notAfter.
+    let mut args = snp_args(&report, "1901474624");
+    args.extend(["--vcek", &vcek]);
+    let (out, _) = expect(&pqcc(&args), 1);
+    assert!(
+        out.contains("VCEK certificate not valid at 1901474624"),
+        "{out}"
+    );
+
+    // Another product's chain.
+    let genoa = d.file(
+        "genoa.pem",
+        &[
+            std::fs::read(data("sev-snp/ask_genoa.pem")).unwrap(),
+            std::fs::read(data("sev-snp/ark_genoa.pem")).unwrap(),
+        ]
+        .concat(),
+    );
+    let mut args = snp_args(&report, SNP_AT);
+    args.extend(["--vcek", &vcek, "--chain", &genoa]);
+    let (out, _) = expect(&pqcc(&args), 1);
+    assert!(out.contains("error_kind: ChainBroken"), "{out}");
+
+    // Wrong expected report data.
+    let mut args = snp_args(&report, SNP_AT);
+    let zeros = "00".repeat(64);
+    args.extend(["--vcek", &vcek, "--expect-report-data", &zeros]);
+    let (out, _) = expect(&pqcc(&args), 1);
+    assert!(out.contains("report data is not the expected"), "{out}");
+
+    // No VCEK anywhere.
+    let (out, _) = expect(&pqcc(&snp_args(&report, SNP_AT)), 1);
+    assert!(out.contains("VCEK certificate missing"), "{out}");
+
+    // A policy with a TCB minimum above the report.
+    let pol = d.file("p.toml", b"platform = \"snp\"\ninsecure_any_measurement = true\n[snp]\nmin_tcb = { microcode = 200 }\n");
+    let mut args = snp_args(&report, SNP_AT);
+    args.extend(["--vcek", &vcek, "--policy", &pol]);
+    let (out, _) = expect(&pqcc(&args), 1);
+    assert!(
+        out.contains("microcode 115 is below the policy minimum 200"),
+        "{out}"
+    );
+}
+
+#[test]
+fn tdx_quote_is_up_to_date() {
+    let quote = data("tdx/tdx_quote");
+    let coll = data("tdx/tdx_quote_collateral.json");
+    let args = [
+        "evidence",
+        "verify",
+        "--platform",
+        "tdx",
+        "--quote",
+        &quote,
+        "--collateral",
+        &coll,
+        "--at",
+        TDX_AT,
+        "--json",
+    ];
+    let (out, _) = expect(&pqcc(&args), 0);
+    let v = json(&out);
+    assert_eq!(v["tcb_status"], "UpToDate");
+    assert_eq!(v["platform"], "tdx");
+    assert!(
+        v["measurements"]["mrtd"]
+            .as_str()
+            .unwrap()
+            .starts_with("91eb2b44")
+    );
+    assert_eq!(v["measurements"]["rtmr3"], "00".repeat(48));
+
+    // One second later a CRL has expired.
+    let args = [
+        "evidence",
+        "verify",
+        "--platform",
+        "tdx",
+        "--quote",
+        &quote,
+        "--collateral",
+        &coll,
+        "--at",
+        "1752919235",
+    ];
+    let (out, _) = expect(&pqcc(&args), 1);
+    assert!(out.contains("CrlExpired"), "{out}");
+
+    // A flipped byte of the TD report.
+    let d = TempDir::new("evidence-tdx");
+    let mut q = std::fs::read(&quote).unwrap();
+    q[300] ^= 0x40;
+    let bad = d.file("q", &q);
+    let args = [
+        "evidence",
+        "verify",
+        "--platform",
+        "tdx",
+        "--quote",
+        &bad,
+        "--collateral",
+        &coll,
+        "--at",
+        TDX_AT,
+    ];
+    let (out, _) = expect(&pqcc(&args), 1);
+    assert!(out.contains("error_kind: TdxQuoteRejected"), "{out}");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let report = data("sev-snp/report_milan.bin");
+    let quote = data("tdx/tdx_quote");
+    let coll = data("tdx/tdx_quote_collateral.json");
+    // Missing file.
+    let (_, err) = expect(&pqcc(&snp_args("/nonexistent/report", SNP_AT)), 2);
+    assert!(err.contains("/nonexistent/report"), "{err}");
+    // TDX without collateral; SNP with a TDX flag; both inputs.
+    expect(
+        &pqcc(&["evidence", "verify", "--platform", "tdx", "--quote", &quote]),
+        2,
+    );
+    let mut a = snp_args(&report, SNP_AT);
+    a.extend(["--collateral", &coll]);
+    expect(&pqcc(&a), 2);
+    let mut a = snp_args(&report, SNP_AT);
+    a.extend(["--evidence", &report]);
+    expect(&pqcc(&a), 2);
+    // Bad hex, bad platform, malformed collateral, policy for the other platform.
+    let mut a = snp_args(&report, SNP_AT);
+    a.extend(["--expect-report-data", "zz"]);
+    expect(&pqcc(&a), 2);
+    expect(
+        &pqcc(&[
+            "evidence",
+            "verify",
+            "--platform",
+            "sgx",
+            "--report",
+            &report,
+        ]),
+        2,
+    );
+    let d = TempDir::new("evidence-usage");
+    let junk = d.file("c.json", b"{\"not\": 1}");
+    let args = [
+        "evidence",
+        "verify",
+        "--platform",
+        "tdx",
+        "--quote",
+        &quote,
+        "--collateral",
+        &junk,
+    ];
+    let (_, err) = expect(&pqcc(&args), 2);
+    assert!(err.contains("TDX collateral malformed"), "{err}");
+    let pol = d.file("p.toml", b"platform = \"tdx\"\n");
+    let mut a = snp_args(&report, SNP_AT);
+    a.extend(["--policy", &pol]);
+    expect(&pqcc(&a), 2);
+}
+
+#[test]
+fn garbage_evidence_is_a_named_failure_not_a_crash() {
+    let d = TempDir::new("evidence-garbage");
+    let vcek = data("sev-snp/vcek_milan.der");
+    let coll = data("tdx/tdx_quote_collateral.json");
+    for (i, len) in [0usize, 1, 100, 1184, 1200, 5000].into_iter().enumerate() {
+        let blob: Vec<u8> = (0..len).map(|j| (j * 31 + i).to_le_bytes()[0]).collect();
+        let f = d.file(&format!("g{i}"), &blob);
+        let mut a = snp_args(&f, SNP_AT);
+        a.extend(["--vcek", &vcek]);
+        let (out, _) = expect(&pqcc(&a), 1);
+        assert!(out.contains("result: invalid"), "{out}");
+        let a = [
+            "evidence",
+            "verify",
+            "--platform",
+            "tdx",
+            "--quote",
+            &f,
+            "--collateral",
+            &coll,
+            "--at",
+            TDX_AT,
+        ];
+        let (out, _) = expect(&pqcc(&a), 1);
+        assert!(out.contains("result: invalid"), "{out}");
+    }
+}
+
+/// A minimal SNP-capable OVMF stand-in (64 KiB): SEV metadata with SEC_MEM, SECRETS,
+/// CPUID and KERNEL_HASHES sections and the footer GUID table, as
+/// `verify/tests/measure.rs` builds it (whose values sev-snp-measure confirmed).
+fn synthetic_ovmf() -> Vec<u8> {
+    fn guid_le(s: &str) -> Vec<u8> {
+        let b = hex::decode(s.replace('-', "")).unwrap();
+        [
+            &[b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]][..],
+            &b[8..],
+        ]
+        .concat()
+    }
+    let mut img: Vec<u8> = (0..16 * 4096usize)
+        .map(|i| ((i * 7 + i / 4096) % 251).to_le_bytes()[0])
+        .collect();
+    let sections: [[u32; 3]; 4] = [
+        [0x80_0000, 0x3000, 1],
+        [0x80_3000, 0x1000, 2],
+        [0x80_4000, 0x1000, 3],
+        [0x80_5000, 0x1000, 0x10],
+    ];
+    let mut meta = b"ASEV".to_vec();
+    for v in [16 + 12 * 4u32, 1, 4]
+        .into_iter()
+        .chain(sections.iter().flatten().copied())
+    {
+        meta.extend_from_slice(&v.to_le_bytes());
+    }
+    img[8192..8192 + meta.len()].copy_from_slice(&meta);
+    let entry = |data: Vec<u8>, guid: &str| {
+        let mut e = data.clone();
+        e.extend_from_slice(&u16::try_from(data.len() + 18).unwrap().to_le_bytes());
+        e.extend(guid_le(guid));
+        e
+    };
+    let mut table = entry(
+        (16 * 4096u32 - 8192).to_le_bytes().to_vec(),
+        "dc886566-984a-4798-a75e-5585a7bf67cc",
+    );
+    table.extend(entry(
+        [0x80_5c00u32.to_le_bytes(), 176u32.to_le_bytes()].concat(),
+        "7255371f-3a3b-4b04-927b-1da6efa8d454",
+    ));
+    table.extend(entry(
+        0x80_b004u32.to_le_bytes().to_vec(),
+        "00f771de-1a7e-4fcb-890e-68c77e2fb44e",
+    ));
+    let size = u16::try_from(table.len() + 18).unwrap();
+    table.extend_from_slice(&size.to_le_bytes());
+    table.extend(guid_le("96b582de-1fb2-45f7-baea-a366c55a082d"));
+    let end = img.len() - 32;
+    img[end - table.len()..end].copy_from_slice(&table);
+    img
+}
+
+#[test]
+fn image_measure_snp_and_tdx() {
+    let d = TempDir::new("measure");
+    let ovmf = d.file("ovmf.fd", &synthetic_ovmf());
+    let kernel: Vec<u8> = (0..300_000u32)
+        .map(|i| (i % 253).to_le_bytes()[0])
+        .collect();
+    let initrd: Vec<u8> = (0..70_000u32)
+        .map(|i| (i % 241).to_le_bytes()[0] ^ 0x5a)
+        .collect();
+    let (k, i) = (d.file("k", &kernel), d.file("i", &initrd));
+    let cmdline = "console=ttyS0 pqcc.config=/etc/pqcc/init.toml";
+    let args = [
+        "image",
+        "measure",
+        "--profile",
+        "snp",
+        "--ovmf",
+        &ovmf,
+        "--kernel",
+        &k,
+        "--initrd",
+        &i,
+        "--cmdline",
+        cmdline,
+        "--vcpus",
+        "3",
+        "--vcpu-type",
+        "EPYC-Milan",
+        "--json",
+    ];
+    let (out, _) = expect(&pqcc(&args), 0);
+    let v = json(&out);
+    // sev-snp-measure 0.0.13 on the same inputs.
+    assert_eq!(
+        v["measurement"],
+        "cdcdf42a24a922490502859c6005b25d0025a0c10bb543f25514b95a84cd4ab4ded7abe5ca35db9ed454d1c896c159d3"
+    );
+    assert_eq!(v["kernel_hashes"], true);
+
+    // Usage and firmware errors exit 2 with the reason.
+    let (_, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "snp",
+            "--ovmf",
+            &ovmf,
+            "--vcpu-type",
+            "Skylake",
+        ]),
+        2,
+    );
+    assert!(err.contains("Skylake"), "{err}");
+    let (_, err) = expect(
+        &pqcc(&["image", "measure", "--profile", "tdx", "--ovmf", &ovmf]),
+        2,
+    );
+    assert!(err.contains("no TDX (TDVF) metadata"), "{err}");
+    let blank = d.file("blank.fd", &[0u8; 8192]);
+    let (_, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "snp",
+            "--ovmf",
+            &blank,
+            "--kernel",
+            &k,
+        ]),
+        2,
+    );
+    assert!(err.contains("no SEV metadata"), "{err}");
+}
