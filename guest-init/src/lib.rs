@@ -179,8 +179,8 @@ pub trait Attestation {
     fn attest(&mut self, config: &Config, model: &OpenedModel) -> Result<Grants, String>;
 }
 
-/// The attestation of this build: evidence from a [`platform::Platform`] (only
-/// [`platform::InsecureNone`] here; TDX and SEV-SNP plug in through the same trait),
+/// The attestation of this build: evidence from a [`platform::Platform`]
+/// ([`platform::InsecureNone`], or [`platform::Tee`] for TDX and SEV-SNP),
 /// the v1 handshake with the configured broker ([`broker`]), and the released secrets
 /// written to [`broker::SECRETS_DIR`] for the workload (`PQCC_SECRETS_DIR`).
 ///
@@ -194,11 +194,8 @@ impl Attestation for BrokerAttestation {
     fn attest(&mut self, config: &Config, _model: &OpenedModel) -> Result<Grants, String> {
         let mut platform: Box<dyn platform::Platform> = match config.platform {
             Platform::InsecureNone => Box::new(platform::InsecureNone),
-            Platform::Tdx | Platform::Snp => {
-                return Err(
-                    "this build has no TDX/SNP evidence support; refusing to continue".into(),
-                );
-            }
+            Platform::Tdx => Box::new(platform::Tee(tee::TeeKind::Tdx)),
+            Platform::Snp => Box::new(platform::Tee(tee::TeeKind::Snp)),
         };
         let Some(b) = &config.broker else {
             if config.platform == Platform::InsecureNone {

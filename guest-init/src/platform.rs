@@ -3,8 +3,8 @@
 //! A platform turns the handshake's 64-byte binding value into an evidence blob whose
 //! report data is exactly that value. This build implements [`InsecureNone`] (no TEE:
 //! the blob is the binding value itself, which proves nothing about the machine and is
-//! accepted only by brokers whose policy says `insecure_no_tee`). TDX and SEV-SNP
-//! implement the same trait (`docs/evidence.md`).
+//! accepted only by brokers whose policy says `insecure_no_tee`) and [`Tee`] (TDX and
+//! SEV-SNP reports, `docs/evidence.md`).
 
 use pqcc_core::wire;
 
@@ -27,5 +27,23 @@ impl Platform for InsecureNone {
 
     fn evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
         Ok(report_data.to_vec())
+    }
+}
+
+/// A real TEE: TDX or SEV-SNP evidence collected through configfs-tsm or the guest
+/// device ([`crate::tee::collect`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Tee(pub crate::tee::TeeKind);
+
+impl Platform for Tee {
+    fn kind(&self) -> wire::Platform {
+        match self.0 {
+            crate::tee::TeeKind::Snp => wire::Platform::SevSnp,
+            crate::tee::TeeKind::Tdx => wire::Platform::Tdx,
+        }
+    }
+
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
+        crate::tee::collect(self.0, report_data, std::path::Path::new("/"))
     }
 }

@@ -447,3 +447,73 @@ fn policy_check_refuses_unsafe_policies() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("rule `tiny`: platform none"));
     let _ = Path::new("");
 }
+
+/// A genuine SEV-SNP report (AMD Milan, `../shared/data/sev-snp`) relayed into a
+/// handshake: its signature and chain verify, but its report data is not this
+/// handshake's binding value, so the broker refuses it as a replay.
+#[test]
+fn a_genuine_snp_report_not_bound_to_the_handshake_is_refused() {
+    let data = common::shared_data().join("sev-snp");
+    let text = format!(
+        r#"[secrets.model-key]
+file = "model.key"
+
+[[rule]]
+name = "snp"
+platform = "sev-snp"
+models = ["tiny@r1:{root}"]
+secrets = ["model-key"]
+snp_vcek = "{vcek}"
+snp_chain = "{chain}"
+[rule.tee]
+platform = "snp"
+insecure_any_measurement = true
+"#,
+        root = hex::encode(ROOT),
+        vcek = data.join("vcek_milan.der").display(),
+        chain = data.join("cert_chain_milan").display(),
+    );
+    let b = start("broker-snp", &text);
+    let report = fs::read(data.join("report_milan.bin")).unwrap();
+    let (mut s, ch) = connect(&b);
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let a = Initiator::new(&b.pk)
+        .unwrap()
+        .handle_challenge(&ch, &mut rng)
+        .unwrap();
+    let mut bundle = vec![0u8; wire::MAX_EVIDENCE_LEN];
+    let n = EvidenceBundle::new(claims(&ROOT), &report, None)
+        .encode(&mut bundle)
+        .unwrap();
+    let mut hello = vec![0u8; wire::HELLO_MAX_LEN];
+    let (_, hlen) = a
+        .write_hello(
+            Evidence {
+                platform: Platform::SevSnp,
+                data: wire::Bytes(&bundle[..n]),
+            },
+            &mut hello,
+        )
+        .unwrap();
+    write_msg(&mut s, &hello[..hlen]);
+    assert_eq!(reject_of(&read_msg(&mut s)), Some(RejectReason::Replay));
+    let a = wait_records(&b, 1);
+    assert_eq!(a[0].0, "deny");
+    assert!(
+        a[0].1.starts_with("replay: sev-snp evidence: "),
+        "{}",
+        a[0].1
+    );
+    // A TDX rule without its DCAP collateral does not load.
+    let dir = TempDir::new("broker-tdx-policy");
+    let p = dir.path().join("broker.toml");
+    fs::write(
+        &p,
+        text.replace("sev-snp", "tdx")
+            .replace("platform = \"snp\"", "platform = \"tdx\""),
+    )
+    .unwrap();
+    let out = pqcc().args(["broker", "check"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tdx_collateral"));
+}

@@ -17,6 +17,17 @@
 //! models = ["tiny@r1:<64 hex root hash>"]
 //! gpu = "none"               # none | required
 //! secrets = ["model-key", "session-dek"]
+//!
+//! [[rule]]                   # a TEE rule: the evidence is verified with pqcc-verify
+//! name = "prod-snp"
+//! platform = "sev-snp"
+//! models = ["tiny@r1:<64 hex root hash>"]
+//! secrets = ["model-key"]
+//! [rule.tee]                 # pqcc_verify::tee::TeePolicy (docs/evidence.md)
+//! platform = "snp"
+//! snp = { min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }, measurements = ["<96 hex>"] }
+//! # tdx_collateral = "collateral.json"   # TDX rules: the DCAP collateral (required)
+//! # snp_vcek = "vcek.der", snp_chain = "ask_ark.pem"  # SNP reports without a cert table
 //! ```
 //!
 //! Nothing is admitted by default: a guest that no rule matches is rejected, a rule
@@ -30,6 +41,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pqcc_core::wire::{MAX_GRANT_NAME_LEN, MAX_GRANTS, Platform};
+use pqcc_verify::tee::{Collateral, TeePlatform, TeePolicy, tdx::TdxCollateral};
 use serde::Deserialize;
 
 /// Default for [`Policy::handshake_timeout_s`].
@@ -135,6 +147,18 @@ pub struct Rule {
     pub gpu: GpuRequirement,
     /// Secrets released on a match, in order (the grant streams are 1, 2, …).
     pub secrets: Vec<String>,
+    /// For TDX and SEV-SNP rules: what the evidence must satisfy, and the collateral
+    /// its verification needs.
+    pub tee: Option<TeeRule>,
+}
+
+/// A TEE rule's verification inputs.
+#[derive(Debug, Clone)]
+pub struct TeeRule {
+    /// The requirements (platform, TCB, measurements, debug).
+    pub policy: TeePolicy,
+    /// VCEK / chain / DCAP collateral, loaded when the policy is.
+    pub collateral: Collateral,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +190,10 @@ struct RawRule {
     models: Vec<String>,
     gpu: Option<String>,
     secrets: Vec<String>,
+    tee: Option<TeePolicy>,
+    tdx_collateral: Option<PathBuf>,
+    snp_vcek: Option<PathBuf>,
+    snp_chain: Option<PathBuf>,
 }
 
 /// Parses a platform name as written in policies and configs.
@@ -256,13 +284,59 @@ impl Policy {
             if platform != Platform::InsecureNone && r.insecure_no_tee {
                 bail!("rule `{n}`: insecure_no_tee only applies to platform \"none\"");
             }
-            if platform != Platform::InsecureNone {
-                bail!(
-                    "rule `{n}`: platform \"{}\" evidence verification is not available in \
-                     this build of the broker",
+            let read = |p: &Option<PathBuf>, what: &str| -> Result<Option<Vec<u8>>> {
+                p.as_ref()
+                    .map(|p| {
+                        let p = if p.is_absolute() {
+                            p.clone()
+                        } else {
+                            base.join(p)
+                        };
+                        std::fs::read(&p)
+                            .with_context(|| format!("rule `{n}`: {what} {}", p.display()))
+                    })
+                    .transpose()
+            };
+            let tee = match (platform, r.tee) {
+                (Platform::InsecureNone, None) => None,
+                (Platform::InsecureNone, Some(_)) => {
+                    bail!("rule `{n}`: a [rule.tee] table needs platform sev-snp or tdx")
+                }
+                (_, None) => bail!(
+                    "rule `{n}`: platform \"{}\" needs a [rule.tee] table (measurements, TCB)",
                     r.platform
-                );
-            }
+                ),
+                (p, Some(policy)) => {
+                    let want = if p == Platform::Tdx {
+                        TeePlatform::Tdx
+                    } else {
+                        TeePlatform::Snp
+                    };
+                    if policy.platform != want {
+                        bail!("rule `{n}`: [rule.tee] platform differs from the rule's");
+                    }
+                    let tdx = match read(&r.tdx_collateral, "tdx_collateral")? {
+                        Some(b) => Some(
+                            TdxCollateral::from_json(&b)
+                                .map_err(|e| anyhow::anyhow!("rule `{n}`: tdx_collateral: {e}"))?,
+                        ),
+                        None if want == TeePlatform::Tdx => {
+                            bail!(
+                                "rule `{n}`: a TDX rule needs tdx_collateral (DCAP collateral JSON)"
+                            )
+                        }
+                        None => None,
+                    };
+                    Some(TeeRule {
+                        policy,
+                        collateral: Collateral {
+                            snp_vcek: read(&r.snp_vcek, "snp_vcek")?,
+                            snp_chain: read(&r.snp_chain, "snp_chain")?,
+                            tdx,
+                        },
+                    })
+                }
+            };
             if r.models.is_empty() {
                 bail!("rule `{n}`: `models` is empty: the rule would admit no model");
             }
@@ -297,6 +371,7 @@ impl Policy {
                 models,
                 gpu,
                 secrets: r.secrets,
+                tee,
             });
         }
         Ok(Self {

@@ -31,6 +31,7 @@ use pqcc_core::wire::{
     ACCEPT_MAX_LEN, CHALLENGE_MAX_LEN, DType, FRAME_HEADER_MAX_LEN, Grant, HELLO_MAX_LEN, Platform,
     REJECT_MAX_LEN, RejectReason, TensorMetadata,
 };
+use pqcc_verify::tee::{TeeError, TeePlatform};
 use zeroize::Zeroizing;
 
 use super::io::{Conn, read_msg, write_msg};
@@ -409,23 +410,13 @@ impl Broker {
     ) -> Result<(String, String, Vec<(String, Zeroizing<Vec<u8>>)>), Refusal> {
         let bundle = EvidenceBundle::decode(data)
             .map_err(|e| refuse(RejectReason::Evidence, format!("evidence bundle: {e}")))?;
-        match platform {
-            Platform::InsecureNone => {
-                // No report to verify: the one check is that the guest bound this very
-                // challenge and key (a Hello from another connection fails here).
-                if !ct_eq(bundle.tee.0, binding) {
-                    return Err(refuse(
-                        RejectReason::Replay,
-                        "evidence is not bound to this challenge (replayed or relayed Hello)",
-                    ));
-                }
-            }
-            other => {
-                return Err(refuse(
-                    RejectReason::Evidence,
-                    format!("no {} evidence verifier in this build", other.name()),
-                ));
-            }
+        if platform == Platform::InsecureNone && !ct_eq(bundle.tee.0, binding) {
+            // No report to verify: the one check is that the guest bound this very
+            // challenge and key (a Hello from another connection fails here).
+            return Err(refuse(
+                RejectReason::Replay,
+                "evidence is not bound to this challenge (replayed or relayed Hello)",
+            ));
         }
         let c = bundle.claims;
         let model = format!(
@@ -446,6 +437,37 @@ impl Broker {
                     ),
                 )
             })?;
+        if let Some(tee) = &rule.tee {
+            let kind = if platform == Platform::Tdx {
+                TeePlatform::Tdx
+            } else {
+                TeePlatform::Snp
+            };
+            let mut expected = [0u8; 64];
+            expected.copy_from_slice(binding);
+            let v = pqcc_verify::tee::verify(
+                kind,
+                bundle.tee.0,
+                &tee.policy,
+                &tee.collateral,
+                &expected,
+                now_unix(),
+            )
+            .map_err(|e| {
+                let reason = match e {
+                    TeeError::ReportDataMismatch => RejectReason::Replay,
+                    _ => RejectReason::Evidence,
+                };
+                refuse(reason, format!("{} evidence: {e}", platform.name()))
+            })?;
+            if self.verbose {
+                eprintln!(
+                    "broker: {} evidence verified, TCB {:?}",
+                    platform.name(),
+                    v.tcb_status
+                );
+            }
+        }
         match (rule.gpu, bundle.gpu) {
             (GpuRequirement::None, _) => {}
             (GpuRequirement::Required, None) => {
