@@ -25,8 +25,8 @@ use zeroize::Zeroize;
 
 use crate::{
     Backend, BufferHandle, DeviceInfo, GpuError,
-    kernel::{self, CTX_WORDS, FINAL_THREADS, MAX_AAD, THREADS},
-    plan::{TensorPlan, commit_all, plan_tensor},
+    kernel::{self, CTX_WORDS, FINAL_THREADS, KernelConfig, MAX_AAD, THREADS},
+    plan::{Planner, TensorPlan, commit_all, plan_tensor},
 };
 
 fn drv(e: result::DriverError) -> GpuError {
@@ -150,16 +150,16 @@ fn le_words<const N: usize>(b: &[u8]) -> [u32; N] {
 }
 
 impl FrameParams {
-    /// Work split for one frame: `seg` virtual blocks per thread, so that the grid has
-    /// at least two blocks per SM where the frame is large enough and never more than
-    /// FINAL_THREADS partials.
+    /// Work split for one frame: `seg` virtual blocks per thread (a power of two up to
+    /// 64), the largest that keeps the grid at `grid_target` blocks or more, and never
+    /// more than FINAL_THREADS partials.
     fn new(
         iv: &[u8; 12],
         len: usize,
         aad_len: usize,
         tag: &[u8; TAG_LEN],
         index: u32,
-        sms: u32,
+        grid_target: u32,
     ) -> Result<Self, GpuError> {
         let len32 = u32::try_from(len).map_err(|_| GpuError::InvalidArgument("frame too long"))?;
         if len > 256 << 20 {
@@ -169,7 +169,7 @@ impl FrameParams {
             return Err(GpuError::InvalidArgument("AAD longer than 4096 bytes"));
         }
         let n = len.div_ceil(16) as u64 + aad_len.div_ceil(16) as u64 + 1;
-        let target = 2 * u64::from(sms.max(1));
+        let target = u64::from(grid_target.max(1));
         let t = u64::from(THREADS);
         let mut seg = 1u64;
         while seg < 64 && n / (t * seg * 2) >= target {
@@ -227,6 +227,8 @@ pub struct CudaBackend {
     buffers: HashMap<u64, DevBuf>,
     next: u64,
     info: DeviceInfo,
+    /// Thread blocks a frame's grid aims for (SMs × blocks per SM).
+    grid_target: u32,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -243,7 +245,21 @@ impl CudaBackend {
     /// Opens device `ordinal` with `streams` streams (at least 1) and compiles the kernel
     /// for its compute capability.
     pub fn new(ordinal: usize, streams: usize) -> Result<Self, GpuError> {
+        Self::with_config(ordinal, streams, KernelConfig::default())
+    }
+
+    /// [`CudaBackend::new`] with a kernel configuration other than the default.
+    pub fn with_config(
+        ordinal: usize,
+        streams: usize,
+        cfg: KernelConfig,
+    ) -> Result<Self, GpuError> {
         cuda_available()?;
+        if cfg.blocks_per_sm == 0 {
+            return Err(GpuError::InvalidArgument(
+                "blocks_per_sm must be at least 1",
+            ));
+        }
         let ctx = CudaContext::new(ordinal).map_err(drv)?;
         // SAFETY: turned off before any buffer exists; this module synchronises streams
         // itself (see the module documentation).
@@ -258,7 +274,8 @@ impl CudaBackend {
             compute_capability: Some((major as u32, minor as u32)),
             multiprocessors: sms as u32,
         };
-        let ptx = kernel::compile_ptx(major as u32, minor as u32)?;
+        let grid_target = (sms as u32).max(1) * cfg.blocks_per_sm;
+        let ptx = kernel::compile_ptx_with(major as u32, minor as u32, &cfg)?;
         let module = ctx.load_module(ptx).map_err(drv)?;
         let f = |n: &str| module.load_function(n).map_err(drv);
         let k = Kernels {
@@ -279,6 +296,7 @@ impl CudaBackend {
             buffers: HashMap::new(),
             next: 0,
             info,
+            grid_target,
         })
     }
 
@@ -387,7 +405,7 @@ impl CudaBackend {
             ));
         }
         let dst_p = self.ptr(&d.slice);
-        let p = FrameParams::new(iv, ct.len(), aad.len(), tag, 0, self.info.multiprocessors)?;
+        let p = FrameParams::new(iv, ct.len(), aad.len(), tag, 0, self.grid_target)?;
         let aad_d = self.alloc_raw::<u8>(MAX_AAD)?;
         let parts = self.alloc_raw::<u32>(4 * FINAL_THREADS as usize)?;
         let status = self.alloc_raw::<u32>(1)?;
@@ -665,7 +683,7 @@ impl<const W: usize> GpuOpener<W> {
     pub fn open_tensor(&mut self, now: u64, frames: &[&[u8]]) -> Result<BufferHandle, GpuError> {
         let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
         let dst = self.alloc_dst(plan.total_len)?;
-        match self.run(&plan, frames, false, dst) {
+        match self.run(now, frames, false, dst) {
             Ok(()) => Ok(dst),
             Err(e) => {
                 self.backend.free(dst)?;
@@ -682,8 +700,7 @@ impl<const W: usize> GpuOpener<W> {
         frames: &[&[u8]],
         dst: BufferHandle,
     ) -> Result<(), GpuError> {
-        let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
-        self.run(&plan, frames, false, dst)
+        self.run(now, frames, false, dst)
     }
 
     /// Like [`GpuOpener::open_tensor_into`] for frames that already lie in pinned memory
@@ -702,8 +719,7 @@ impl<const W: usize> GpuOpener<W> {
                 "frame range outside the pinned buffer",
             ))?);
         }
-        let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
-        self.run(&plan, &frames, true, dst)
+        self.run(now, &frames, true, dst)
     }
 
     fn alloc_dst(&mut self, len: usize) -> Result<BufferHandle, GpuError> {
@@ -713,20 +729,15 @@ impl<const W: usize> GpuOpener<W> {
 
     fn run(
         &mut self,
-        plan: &TensorPlan,
+        now: u64,
         frames: &[&[u8]],
         pinned: bool,
         dst: BufferHandle,
     ) -> Result<(), GpuError> {
         let d = self.backend.buf(dst)?;
-        if d.len < plan.total_len {
-            return Err(GpuError::InvalidArgument(
-                "destination shorter than the tensor",
-            ));
-        }
         let (dst_p, dst_len) = (self.backend.ptr(&d.slice), d.len);
-        let r = self.enqueue_and_wait(plan, frames, pinned, dst_p);
-        let r = r.and_then(|()| commit_all(&mut self.channel, plan));
+        let r = self.enqueue_and_wait(now, frames, pinned, dst_p, dst_len);
+        let r = r.and_then(|plan| commit_all(&mut self.channel, &plan));
         if r.is_err() {
             let _ = self.backend.sync_all();
             self.backend.zero_device(dst_p, dst_len.max(1))?;
@@ -734,23 +745,35 @@ impl<const W: usize> GpuOpener<W> {
         r
     }
 
+    /// Checks each frame on the host and, as soon as it passed, enqueues its copies and
+    /// kernels, so host checks overlap the GPU work of earlier frames. Nothing is
+    /// committed here; on error the caller zeroes the destination.
     fn enqueue_and_wait(
         &mut self,
-        plan: &TensorPlan,
+        now: u64,
         frames: &[&[u8]],
         pinned: bool,
         dst_p: u64,
-    ) -> Result<(), GpuError> {
-        let n = plan.frames.len();
+        dst_len: usize,
+    ) -> Result<TensorPlan, GpuError> {
+        let n = frames.len();
         let status = self.backend.alloc_raw::<u32>(n)?;
         let status_p = self.backend.ptr(&status);
-        self.backend.zero_device(status_p, 4 * n)?;
-        let sms = self.backend.info.multiprocessors;
-        for (i, (f, frame)) in plan.frames.iter().zip(frames).enumerate() {
+        self.backend.zero_device(status_p, 4 * n.max(1))?;
+        let grid = self.backend.grid_target;
+        let mut planner = Planner::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let (f, total) = planner.push(&self.channel, now, frame)?;
+            if total > dst_len {
+                return Err(GpuError::InvalidArgument(
+                    "destination shorter than the tensor",
+                ));
+            }
             let (aad, ct) = f.parts(frame)?;
             let index =
                 u32::try_from(i).map_err(|_| GpuError::InvalidArgument("too many frames"))?;
-            let p = FrameParams::new(f.nonce(), ct.len(), aad.len(), &f.tag, index, sms)?;
+            let p = FrameParams::new(f.nonce(), ct.len(), aad.len(), &f.tag, index, grid)?;
+            let data_p = dst_p + f.offset as u64;
             let k = i % self.slots.len();
             let s = self.backend.streams[k].clone();
             let slot = &mut self.slots[k];
@@ -758,11 +781,10 @@ impl<const W: usize> GpuOpener<W> {
                 self.backend.ptr(&slot.aad),
                 self.backend.ptr(&slot.partials),
             );
-            let data_p = dst_p + f.offset as u64;
             if pinned {
                 // SAFETY: the sources lie in the caller's pinned buffer, borrowed until
-                // this function has synchronised all streams; destinations were sized
-                // by the plan (offset + len <= total_len <= dst length; aad <= MAX_AAD).
+                // this function has synchronised all streams; the destinations were
+                // checked (offset + len <= total <= dst_len; aad <= MAX_AAD).
                 unsafe {
                     result::memcpy_htod_async(aad_p, aad, s.cu_stream()).map_err(drv)?;
                     if !ct.is_empty() {
@@ -803,6 +825,7 @@ impl<const W: usize> GpuOpener<W> {
             self.backend
                 .launch_open(&s, &self.key, data_p, aad_p, parts_p, status_p, &p)?;
         }
+        let plan = planner.finish()?;
         self.backend.sync_all()?;
         let mut st = vec![0u32; n];
         // SAFETY: `status` holds n u32; all streams are idle.
@@ -810,7 +833,7 @@ impl<const W: usize> GpuOpener<W> {
         drop(status);
         match st.iter().position(|&v| v != 1) {
             Some(frame) => Err(GpuError::TagMismatch { frame }),
-            None => Ok(()),
+            None => Ok(plan),
         }
     }
 
@@ -846,7 +869,7 @@ impl<const W: usize> GpuOpener<W> {
         let status_p = self.backend.ptr(&status);
         let aad_all = self.backend.alloc_raw::<u8>(n * MAX_AAD)?;
         let aad_all_p = self.backend.ptr(&aad_all);
-        let sms = self.backend.info.multiprocessors;
+        let sms = self.backend.grid_target;
         let mut params = Vec::with_capacity(n);
         for (i, (f, frame)) in plan.frames.iter().zip(&frames).enumerate() {
             let (aad, ct) = f.parts(frame)?;

@@ -16,8 +16,8 @@ pub const SOURCE: &str = include_str!("kernel/aes_gcm.cu");
 pub const THREADS: u32 = 256;
 /// Threads of `gcm_open_final`, the most partials one frame may produce.
 pub const FINAL_THREADS: u32 = 1024;
-/// Words of a device key context (`CTX_WORDS`): round keys and H^(2^k).
-pub const CTX_WORDS: usize = 64 + 4 * 64;
+/// Words of a device key context (`CTX_WORDS`): round keys, H^(2^k), H^i for i < THREADS.
+pub const CTX_WORDS: usize = 64 + 4 * 64 + 4 * THREADS as usize;
 /// Longest AAD (frame header) the opener stages per frame.
 pub const MAX_AAD: usize = 4096;
 
@@ -33,13 +33,44 @@ pub fn nvrtc_available() -> Result<(), GpuError> {
     }
 }
 
+/// Tuning of the kernel and of the work split (`pqcc bench gpu` exposes both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Blocks of `gcm_open_main` that must fit on one SM at once: caps the registers
+    /// per thread (`__launch_bounds__(THREADS, min_blocks)`); more blocks, more spills.
+    pub min_blocks_per_sm: u32,
+    /// Thread blocks one frame's grid aims for, per SM (the split makes each thread
+    /// handle more blocks until the grid is about this many blocks per SM).
+    pub blocks_per_sm: u32,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            min_blocks_per_sm: 1,
+            blocks_per_sm: 1,
+        }
+    }
+}
+
 /// Compiles [`SOURCE`] to PTX for `compute_<major><minor>`.
 pub fn compile_ptx(major: u32, minor: u32) -> Result<Ptx, GpuError> {
+    compile_ptx_with(major, minor, &KernelConfig::default())
+}
+
+/// Compiles [`SOURCE`] to PTX for `compute_<major><minor>` with `cfg`.
+pub fn compile_ptx_with(major: u32, minor: u32, cfg: &KernelConfig) -> Result<Ptx, GpuError> {
     nvrtc_available()?;
+    if !(1..=8).contains(&cfg.min_blocks_per_sm) {
+        return Err(GpuError::InvalidArgument(
+            "min_blocks_per_sm must be 1 to 8",
+        ));
+    }
     let opts = CompileOptions {
         options: vec![
             format!("--gpu-architecture=compute_{major}{minor}"),
             "--std=c++17".into(),
+            format!("-DMIN_BLOCKS={}", cfg.min_blocks_per_sm),
         ],
         name: Some("aes_gcm.cu".into()),
         ..Default::default()

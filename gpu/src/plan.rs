@@ -50,10 +50,99 @@ pub(crate) struct TensorPlan {
     pub total_len: usize,
 }
 
-/// Checks `frames` as the complete, in-order chunks of one tensor: each passes
-/// [`Opener::check`] (header, epoch, key lifetime, replay window); sequence numbers
-/// strictly increase; the chunks continue each other from offset 0 to FINAL with the
-/// same metadata ([`TensorAssembler`]). Changes no state.
+/// Checks frames one at a time as the complete, in-order chunks of one tensor: each
+/// passes [`Opener::check`] (header, epoch, key lifetime, replay window); sequence
+/// numbers strictly increase; the chunks continue each other from offset 0 to FINAL
+/// with the same metadata ([`TensorAssembler`]). Changes no channel state, so a caller
+/// may start work on a frame as soon as it is checked and still refuse the whole tensor.
+pub(crate) struct Planner {
+    asm: TensorAssembler<1>,
+    frames: Vec<FramePlan>,
+    total_len: Option<usize>,
+    complete: bool,
+}
+
+impl Planner {
+    pub fn new() -> Self {
+        Self {
+            asm: TensorAssembler::new(),
+            frames: Vec::new(),
+            total_len: None,
+            complete: false,
+        }
+    }
+
+    /// Checks the next frame; returns its plan and the tensor's total length.
+    pub fn push<A, const W: usize>(
+        &mut self,
+        opener: &Opener<A, W>,
+        now: u64,
+        frame: &[u8],
+    ) -> Result<(&FramePlan, usize), GpuError>
+    where
+        A: pqcc_core::aead::Aes256GcmProvider,
+    {
+        let i = self.frames.len();
+        let refuse = |error| GpuError::Channel { frame: i, error };
+        if self.complete {
+            // A chunk after FINAL belongs to another tensor.
+            return Err(refuse(Error::ChunkOutOfOrder));
+        }
+        let pending = opener.check(now, frame).map_err(refuse)?;
+        let ef = EncryptedFrame::parse(frame).map_err(refuse)?;
+        if let Some(prev) = self.frames.last() {
+            if pending.seq == prev.pending.seq {
+                return Err(refuse(Error::Replay { seq: pending.seq }));
+            }
+            if pending.seq < prev.pending.seq {
+                return Err(refuse(Error::ChunkOutOfOrder));
+            }
+        }
+        let pos = self.asm.accept(&ef.header).map_err(refuse)?;
+        self.complete = pos.complete;
+        let total =
+            usize::try_from(ef.header.meta.total_len).map_err(|_| refuse(Error::Oversize))?;
+        let total = *self.total_len.get_or_insert(total);
+        let offset = usize::try_from(pos.offset).map_err(|_| refuse(Error::Oversize))?;
+        if offset
+            .checked_add(ef.ciphertext.len())
+            .is_none_or(|end| end > total)
+        {
+            return Err(refuse(Error::ChunkOutOfOrder));
+        }
+        self.frames.push(FramePlan {
+            pending,
+            offset,
+            header_len: ef.aad.len(),
+            ciphertext_len: ef.ciphertext.len(),
+            tag: ef.tag,
+        });
+        let last = self
+            .frames
+            .last()
+            .ok_or(GpuError::InvalidArgument("no frames"))?;
+        Ok((last, total))
+    }
+
+    /// The whole tensor's plan, once its FINAL chunk was seen.
+    pub fn finish(self) -> Result<TensorPlan, GpuError> {
+        let Some(total_len) = self.total_len else {
+            return Err(GpuError::InvalidArgument("no frames"));
+        };
+        if !self.complete {
+            return Err(GpuError::Channel {
+                frame: self.frames.len().saturating_sub(1),
+                error: Error::TensorTruncated,
+            });
+        }
+        Ok(TensorPlan {
+            frames: self.frames,
+            total_len,
+        })
+    }
+}
+
+/// [`Planner`] over all of `frames`.
 pub(crate) fn plan_tensor<'f, A, const W: usize>(
     opener: &Opener<A, W>,
     now: u64,
@@ -62,59 +151,11 @@ pub(crate) fn plan_tensor<'f, A, const W: usize>(
 where
     A: pqcc_core::aead::Aes256GcmProvider,
 {
-    let mut asm = TensorAssembler::<1>::new();
-    let mut out: Vec<FramePlan> = Vec::new();
-    let mut total_len = None;
-    let mut complete = false;
-    for (i, frame) in frames.into_iter().enumerate() {
-        let refuse = |error| GpuError::Channel { frame: i, error };
-        if complete {
-            // A chunk after FINAL belongs to another tensor.
-            return Err(refuse(Error::ChunkOutOfOrder));
-        }
-        let pending = opener.check(now, frame).map_err(refuse)?;
-        let ef = EncryptedFrame::parse(frame).map_err(refuse)?;
-        if let Some(prev) = out.last() {
-            if pending.seq == prev.pending.seq {
-                return Err(refuse(Error::Replay { seq: pending.seq }));
-            }
-            if pending.seq < prev.pending.seq {
-                return Err(refuse(Error::ChunkOutOfOrder));
-            }
-        }
-        let pos = asm.accept(&ef.header).map_err(refuse)?;
-        complete = pos.complete;
-        let total =
-            usize::try_from(ef.header.meta.total_len).map_err(|_| refuse(Error::Oversize))?;
-        total_len.get_or_insert(total);
-        let offset = usize::try_from(pos.offset).map_err(|_| refuse(Error::Oversize))?;
-        if offset
-            .checked_add(ef.ciphertext.len())
-            .is_none_or(|end| end > total)
-        {
-            return Err(refuse(Error::ChunkOutOfOrder));
-        }
-        out.push(FramePlan {
-            pending,
-            offset,
-            header_len: ef.aad.len(),
-            ciphertext_len: ef.ciphertext.len(),
-            tag: ef.tag,
-        });
+    let mut p = Planner::new();
+    for f in frames {
+        p.push(opener, now, f)?;
     }
-    let Some(total_len) = total_len else {
-        return Err(GpuError::InvalidArgument("no frames"));
-    };
-    if !complete {
-        return Err(GpuError::Channel {
-            frame: out.len().saturating_sub(1),
-            error: Error::TensorTruncated,
-        });
-    }
-    Ok(TensorPlan {
-        frames: out,
-        total_len,
-    })
+    p.finish()
 }
 
 /// Records every frame of a verified tensor in the replay window, in order.

@@ -11,14 +11,14 @@
 //   gcm_zero_bad    zeroes the frame's bytes in VRAM unless its status is 1, so a frame
 //                   whose tag failed never leaves plaintext behind.
 // Keys: gcm_setup expands the AES-256 key (FIPS 197, 5.2) and H = CIPH_K(0^128), and
-// stores H^(2^k) for k < 64, then zeroes the raw key it was given.
+// stores H^(2^k) for k < 64 and H^i for i < THREADS, then zeroes the raw key it was given.
 //
 // GHASH in parallel. With X_0..X_{N-1} the GHASH input blocks, GHASH = sum X_i H^(N-i)
 // = R * H with R = sum X_i H^(N-1-i). Leading zero blocks change nothing, so the input
 // is front-padded to V = blocks * THREADS * seg blocks. Thread t of a block handles the
-// virtual blocks t, t+THREADS, ..., (Horner with H^THREADS), the threads of a block are
-// combined by a tree in powers H^(2^k), and the blocks by another tree in
-// H^(THREADS*seg*2^k) in gcm_open_final.
+// virtual blocks t, t+THREADS, ... (Horner with H^THREADS); the threads' sums are
+// weighted by H^(THREADS-1-t) and XORed into one value per block; the blocks are
+// combined by a tree in powers H^(THREADS*seg*2^k) in gcm_open_final.
 //
 // Side channels: AES uses one T-table replicated 32 times in shared memory, entry x of
 // lane l at [x*32 + l], so every lane reads its own bank: no bank conflicts, and the
@@ -31,10 +31,14 @@ typedef unsigned long long u64;
 typedef unsigned char u8;
 
 #define THREADS 256
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 1  // resident blocks per SM the compiler must allow (register cap)
+#endif
 #define FINAL_THREADS 1024
 #define CTX_RK 0
 #define CTX_HPOW 64
-#define CTX_WORDS (64 + 4 * 64)
+#define CTX_HLIN (64 + 4 * 64)
+#define CTX_WORDS (CTX_HLIN + 4 * THREADS)
 
 __device__ const u32 T0G[256] = {
     0xc66363a5u, 0xf87c7c84u, 0xee777799u, 0xf67b7b8du, 0xfff2f20du, 0xd66b6bbdu, 0xde6f6fb1u, 0x91c5c554u,
@@ -167,6 +171,14 @@ __device__ void aes_block_single(const u32 *t, const u32 *rk, const u32 in[4], u
 #undef SB
 }
 
+__device__ __forceinline__ gf ctx_hlin(const u32 *ctx, u32 i) {
+    const uint4 q = *(const uint4 *)(ctx + CTX_HLIN + 4 * i);
+    gf r;
+    r.lo = (u64)q.x | ((u64)q.y << 32);
+    r.hi = (u64)q.z | ((u64)q.w << 32);
+    return r;
+}
+
 // Key setup, one thread: key = 32 raw bytes (8 little-endian words as copied), ctx out.
 extern "C" __global__ void gcm_setup(u32 *key, u32 *ctx) {
     __shared__ u32 t[256];
@@ -200,6 +212,14 @@ extern "C" __global__ void gcm_setup(u32 *key, u32 *ctx) {
         u32 *d = ctx + CTX_HPOW + 4 * k;
         d[0] = (u32)p.lo; d[1] = (u32)(p.lo >> 32); d[2] = (u32)p.hi; d[3] = (u32)(p.hi >> 32);
         p = gf_mul(p, p);
+    }
+    // H^i for i < THREADS: the weights of the threads' partial sums.
+    gf h = ctx_pow(ctx, 0), q;
+    q.lo = 1; q.hi = 0;
+    for (int i = 0; i < THREADS; i++) {
+        u32 *d = ctx + CTX_HLIN + 4 * i;
+        d[0] = (u32)q.lo; d[1] = (u32)(q.lo >> 32); d[2] = (u32)q.hi; d[3] = (u32)(q.hi >> 32);
+        q = gf_mul(q, h);
     }
     for (int i = 0; i < 8; i++) key[i] = 0;
     for (int i = 0; i < 60; i++) rk[i] = 0;
@@ -248,34 +268,51 @@ __device__ __forceinline__ gf ghash_block(const frame_params &p, const u8 *data,
 // CTR keystream block for ciphertext block j: CIPH_K(IV || be32(j + 2)), as
 // little-endian memory words. tsh is the replicated table, lane = threadIdx.x & 31.
 __device__ __forceinline__ void aes_ctr(const u32 *tsh, const u32 *rk, const frame_params &p, u32 j, u32 lane, u32 out[4]) {
-#define TL(x) tsh[((x) << 5) | lane]
+    // Byte k of a state word, as a table index: __byte_perm moves it to the low byte.
+    const u32 *tl = tsh + lane;
+#define B3(x) (tl[__byte_perm((x), 0, 0x4443) << 5])
+#define B2(x) (tl[__byte_perm((x), 0, 0x4442) << 5])
+#define B1(x) (tl[__byte_perm((x), 0, 0x4441) << 5])
+#define B0(x) (tl[__byte_perm((x), 0, 0x4440) << 5])
     u32 s0 = bswap32(p.iv[0]) ^ rk[0], s1 = bswap32(p.iv[1]) ^ rk[1], s2 = bswap32(p.iv[2]) ^ rk[2], s3 = (j + 2u) ^ rk[3];
 #pragma unroll
     for (int r = 1; r < 14; r++) {
         const u32 *k = rk + 4 * r;
-        u32 n0 = TL(s0 >> 24) ^ ror8(TL((s1 >> 16) & 255)) ^ ror16(TL((s2 >> 8) & 255)) ^ ror24(TL(s3 & 255)) ^ k[0];
-        u32 n1 = TL(s1 >> 24) ^ ror8(TL((s2 >> 16) & 255)) ^ ror16(TL((s3 >> 8) & 255)) ^ ror24(TL(s0 & 255)) ^ k[1];
-        u32 n2 = TL(s2 >> 24) ^ ror8(TL((s3 >> 16) & 255)) ^ ror16(TL((s0 >> 8) & 255)) ^ ror24(TL(s1 & 255)) ^ k[2];
-        u32 n3 = TL(s3 >> 24) ^ ror8(TL((s0 >> 16) & 255)) ^ ror16(TL((s1 >> 8) & 255)) ^ ror24(TL(s2 & 255)) ^ k[3];
+        u32 n0 = B3(s0) ^ ror8(B2(s1)) ^ ror16(B1(s2)) ^ ror24(B0(s3)) ^ k[0];
+        u32 n1 = B3(s1) ^ ror8(B2(s2)) ^ ror16(B1(s3)) ^ ror24(B0(s0)) ^ k[1];
+        u32 n2 = B3(s2) ^ ror8(B2(s3)) ^ ror16(B1(s0)) ^ ror24(B0(s1)) ^ k[2];
+        u32 n3 = B3(s3) ^ ror8(B2(s0)) ^ ror16(B1(s1)) ^ ror24(B0(s2)) ^ k[3];
         s0 = n0; s1 = n1; s2 = n2; s3 = n3;
     }
     const u32 *k = rk + 56;
-#define SB(x) ((TL(x) >> 16) & 255u)
-    out[0] = bswap32(((SB(s0 >> 24) << 24) | (SB((s1 >> 16) & 255) << 16) | (SB((s2 >> 8) & 255) << 8) | SB(s3 & 255)) ^ k[0]);
-    out[1] = bswap32(((SB(s1 >> 24) << 24) | (SB((s2 >> 16) & 255) << 16) | (SB((s3 >> 8) & 255) << 8) | SB(s0 & 255)) ^ k[1]);
-    out[2] = bswap32(((SB(s2 >> 24) << 24) | (SB((s3 >> 16) & 255) << 16) | (SB((s0 >> 8) & 255) << 8) | SB(s1 & 255)) ^ k[2]);
-    out[3] = bswap32(((SB(s3 >> 24) << 24) | (SB((s0 >> 16) & 255) << 16) | (SB((s1 >> 8) & 255) << 8) | SB(s2 & 255)) ^ k[3]);
-#undef SB
-#undef TL
+    // Last round: SubBytes only; S[x] is byte 2 of T0[x] (T0[x] = 2S, S, S, 3S).
+#define LASTW(a, b, c, d) __byte_perm(__byte_perm((c), (d), 0x0026), __byte_perm((a), (b), 0x2600), 0x7610)
+    u32 o0 = LASTW(B3(s0), B2(s1), B1(s2), B0(s3));
+    u32 o1 = LASTW(B3(s1), B2(s2), B1(s3), B0(s0));
+    u32 o2 = LASTW(B3(s2), B2(s3), B1(s0), B0(s1));
+    u32 o3 = LASTW(B3(s3), B2(s0), B1(s1), B0(s2));
+#undef LASTW
+    out[0] = bswap32(o0 ^ k[0]);
+    out[1] = bswap32(o1 ^ k[1]);
+    out[2] = bswap32(o2 ^ k[2]);
+    out[3] = bswap32(o3 ^ k[3]);
+#undef B3
+#undef B2
+#undef B1
+#undef B0
 }
 
 // Decrypts `data` (p.len bytes) in place and writes one GHASH partial per block.
-extern "C" __global__ void __launch_bounds__(THREADS) gcm_open_main(u8 *data, const u8 *aad, const u32 *ctx, frame_params p, u32 *partials) {
-    __shared__ u32 tsh[256 * 32];
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(u8 *data, const u8 *aad, const u32 *ctx, frame_params p, u32 *partials) {
+    __shared__ __align__(16) u32 tsh[256 * 32];
     __shared__ u32 rk[60];
     __shared__ u64 red[THREADS / 32][2];
     const u32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    for (u32 i = tid; i < 256 * 32; i += THREADS) tsh[i] = T0G[i >> 5];
+    for (u32 i = tid; i < 256 * 8; i += THREADS) {
+        const u32 v = T0G[i >> 3];
+        uint4 q; q.x = v; q.y = v; q.z = v; q.w = v;
+        ((uint4 *)tsh)[i] = q;
+    }
     if (tid < 60) rk[tid] = ctx[CTX_RK + tid];
     __syncthreads();
 
@@ -315,29 +352,22 @@ extern "C" __global__ void __launch_bounds__(THREADS) gcm_open_main(u8 *data, co
         }
     }
     // Horner in H^THREADS: y_t = sum_s X_(t + s*THREADS) H^(THREADS*(seg-1-s)). The block's
-    // value is sum_t y_t H^(THREADS-1-t): combine neighbours, left * H^(2^k) + right,
-    // first across the lanes of a warp, then across the warps.
+    // value is sum_t y_t H^(THREADS-1-t): one product per thread with its weight (a
+    // table from the key setup), then a plain XOR reduction.
+    y = gf_mul(y, ctx_hlin(ctx, THREADS - 1 - tid));
 #pragma unroll
-    for (int k = 0; k < 5; k++) {
-        gf o;
-        o.lo = __shfl_down_sync(0xffffffffu, y.lo, 1 << k);
-        o.hi = __shfl_down_sync(0xffffffffu, y.hi, 1 << k);
-        gf m = gf_xor(gf_mul(y, ctx_pow(ctx, k)), o);
-        if ((lane & ((2u << k) - 1)) == 0) y = m;
+    for (int k = 16; k > 0; k >>= 1) {
+        y.lo ^= __shfl_xor_sync(0xffffffffu, y.lo, k);
+        y.hi ^= __shfl_xor_sync(0xffffffffu, y.hi, k);
     }
     if (lane == 0) { red[warp][0] = y.lo; red[warp][1] = y.hi; }
     __syncthreads();
     if (tid == 0) {
-        gf acc = {0, 0};
-        const gf h32 = ctx_pow(ctx, 5);
-        for (int w = 0; w < THREADS / 32; w++) {
-            gf x; x.lo = red[w][0]; x.hi = red[w][1];
-            acc = gf_xor(gf_mul(acc, h32), x);
-        }
-        partials[4 * blockIdx.x + 0] = (u32)acc.lo;
-        partials[4 * blockIdx.x + 1] = (u32)(acc.lo >> 32);
-        partials[4 * blockIdx.x + 2] = (u32)acc.hi;
-        partials[4 * blockIdx.x + 3] = (u32)(acc.hi >> 32);
+        u64 lo = 0, hi = 0;
+        for (int w = 0; w < THREADS / 32; w++) { lo ^= red[w][0]; hi ^= red[w][1]; }
+        uint4 o;
+        o.x = (u32)lo; o.y = (u32)(lo >> 32); o.z = (u32)hi; o.w = (u32)(hi >> 32);
+        *(uint4 *)(partials + 4 * blockIdx.x) = o;
     }
 }
 

@@ -27,11 +27,16 @@ use pqcc_core::{
 use pqcc_gpu::{
     Backend,
     cuda::{CudaBackend, GpuOpener, PinnedBuffer, cuda_available},
+    kernel::KernelConfig,
 };
 use serde_json::json;
 use zeroize::Zeroize;
 
 use super::{Stats, gbps, human_size, parse_size, unix_now};
+use crate::aead::AwsLcAesGcm;
+
+/// Seals with AWS-LC: the sender's side is not what is measured, only prepared.
+type BenchSealer = Sealer<AwsLcAesGcm>;
 
 /// Arguments of `pqcc bench gpu`.
 #[derive(Debug, Args)]
@@ -40,9 +45,16 @@ pub struct GpuArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_size,
           default_value = "1M,4M,16M,64M,256M,1G")]
     pub sizes: Vec<usize>,
-    /// Frame (chunk) size: the unit of copy/decrypt overlap (at most 16 MiB).
-    #[arg(long, default_value = "4M", value_parser = parse_size)]
-    pub chunk: usize,
+    /// Frame (chunk) size: the unit of copy/decrypt overlap (at most 16 MiB)
+    /// [default: size/16 between 64 KiB and 4 MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub chunk: Option<usize>,
+    /// Kernel tuning: blocks per SM the register allocation must allow (1 to 8).
+    #[arg(long, default_value_t = KernelConfig::default().min_blocks_per_sm)]
+    pub min_blocks: u32,
+    /// Kernel tuning: thread blocks per SM one frame's grid aims for.
+    #[arg(long, default_value_t = KernelConfig::default().blocks_per_sm)]
+    pub blocks_per_sm: u32,
     /// CUDA streams.
     #[arg(long, default_value_t = 4)]
     pub streams: usize,
@@ -73,7 +85,7 @@ fn fill(buf: &mut [u8], seed: u64) {
 
 /// Seals `data` as one tensor into `out` (pinned), returning the frame ranges.
 fn seal_into(
-    sealer: &mut Sealer,
+    sealer: &mut BenchSealer,
     id: u64,
     data: &[u8],
     chunk: usize,
@@ -99,15 +111,20 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     if a.sizes.is_empty() || a.runs == 0 || a.streams == 0 {
         bail!("--sizes, --runs and --streams must be non-empty / at least 1");
     }
-    if a.chunk == 0 || a.chunk > 16 << 20 {
+    if a.chunk.is_some_and(|c| c == 0 || c > 16 << 20) {
         bail!("--chunk must be between 1 byte and 16 MiB");
     }
     cuda_available().context("pqcc bench gpu needs a CUDA GPU")?;
-    let backend = CudaBackend::new(a.device, a.streams)?;
+    let cfg = KernelConfig {
+        min_blocks_per_sm: a.min_blocks,
+        blocks_per_sm: a.blocks_per_sm,
+    };
+    let backend = CudaBackend::with_config(a.device, a.streams, cfg)?;
     let info = backend.device_info();
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
-    let mut sealer: Sealer = Sealer::new(&Secret::new(key), PREFIX, Limits::default(), unix_now());
+    let mut sealer: BenchSealer =
+        Sealer::new(&Secret::new(key), PREFIX, Limits::default(), unix_now());
     let mut g: GpuOpener = GpuOpener::new(
         backend,
         Secret::new(key),
@@ -117,25 +134,27 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     )?;
     key.zeroize();
     eprintln!(
-        "pqcc bench gpu: {} (sm_{}{}, {} SMs, {:.1} GiB), chunk {}, {} streams, {} runs",
+        "pqcc bench gpu: {} (sm_{}{}, {} SMs, {:.1} GiB), {} streams, {} runs, kernel {:?}",
         info.name,
         info.compute_capability.map_or(0, |c| c.0),
         info.compute_capability.map_or(0, |c| c.1),
         info.multiprocessors,
         info.total_memory as f64 / (1u64 << 30) as f64,
-        human_size(a.chunk),
         a.streams,
-        a.runs
+        a.runs,
+        cfg
     );
     if !a.json {
         println!(
-            "{:>9}  {:>12}  {:>12}  {:>7}  {:>13}",
-            "size", "plain GB/s", "sealed GB/s", "ratio", "kernel GB/s"
+            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}",
+            "size", "chunk", "plain GB/s", "sealed GB/s", "ratio", "kernel GB/s"
         );
     }
     let mut id = 0u64;
     for &size in &a.sizes {
-        let frames = size.div_ceil(a.chunk).max(1);
+        let chunk = a.chunk.unwrap_or((size / 16).clamp(64 << 10, 4 << 20));
+        let t0 = Instant::now();
+        let frames = size.div_ceil(chunk).max(1);
         let cap = size + frames * (FRAME_HEADER_MAX_LEN + 16);
         let mut pinned = g.backend().alloc_pinned(cap)?;
         let mut data = vec![0u8; size];
@@ -144,19 +163,18 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
 
         // Kernel-only throughput on one sealed copy (its frames are never committed).
         id += 1;
-        let ranges = seal_into(&mut sealer, id, &data, a.chunk, &mut pinned)?;
+        let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
         let kernel_s = g.time_kernels(unix_now(), &pinned, &ranges, a.runs.max(3))?;
         // Warm-up of both paths with those frames.
-        g.backend_ref()
-            .time_plain_copy(&pinned, size, dst, a.chunk)?;
+        g.backend_ref().time_plain_copy(&pinned, size, dst, chunk)?;
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
 
         let (mut plain, mut sealed) = (Vec::new(), Vec::new());
         for _ in 0..a.runs {
             id += 1;
-            let ranges = seal_into(&mut sealer, id, &data, a.chunk, &mut pinned)?;
+            let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
             // The plain side copies the first `size` bytes of the same pinned buffer.
-            plain.push(time_plain(&g, &pinned, size, dst, a.chunk)?);
+            plain.push(time_plain(&g, &pinned, size, dst, chunk)?);
             let t = Instant::now();
             g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
             sealed.push(t.elapsed().as_secs_f64());
@@ -167,6 +185,11 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             bail!("size {size}: the GPU opened wrong bytes");
         }
         g.backend().free(dst)?;
+        eprintln!(
+            "  {}: {:.1} s (sealing, copies, checks included)",
+            human_size(size),
+            t0.elapsed().as_secs_f64()
+        );
         let (p, s) = (Stats::of(&mut plain), Stats::of(&mut sealed));
         let n = size as u64;
         let (pg, sg, kg) = (gbps(n, p.p50), gbps(n, s.p50), gbps(n, kernel_s));
@@ -175,7 +198,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
-                    "bench": "gpu", "device": info.name, "size": size, "chunk": a.chunk,
+                    "bench": "gpu", "device": info.name, "size": size, "chunk": chunk,
+                    "min_blocks": cfg.min_blocks_per_sm, "blocks_per_sm": cfg.blocks_per_sm,
                     "streams": a.streams, "runs": a.runs,
                     "plain_gbps": pg, "sealed_gbps": sg, "ratio": ratio, "kernel_gbps": kg,
                     "plain_s_p50": p.p50, "sealed_s_p50": s.p50, "kernel_s_p50": kernel_s,
@@ -183,8 +207,9 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             );
         } else {
             println!(
-                "{:>9}  {:>12.2}  {:>12.2}  {:>6.3}x  {:>13.1}",
+                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.1}",
                 human_size(size),
+                human_size(chunk),
                 pg,
                 sg,
                 ratio,
