@@ -25,7 +25,7 @@ use zeroize::Zeroize;
 
 use crate::{
     Backend, BufferHandle, DeviceInfo, GpuError,
-    kernel::{self, CTX_WORDS, FINAL_THREADS, KernelConfig, MAX_AAD, THREADS},
+    kernel::{self, CTX_WORDS, FINAL_THREADS, INLINE_AAD, KernelConfig, MAX_AAD, THREADS},
     plan::{Planner, TensorPlan, commit_all, plan_tensor},
 };
 
@@ -123,7 +123,7 @@ impl Drop for PinnedBuffer {
 
 /// Per-frame parameters of the kernels (`struct frame_params` in the source).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct FrameParams {
     iv: [u32; 3],
     len: u32,
@@ -135,10 +135,29 @@ struct FrameParams {
     n_parts: u32,
     index: u32,
     tag: [u32; 4],
+    aad_inline: [u32; INLINE_AAD / 4],
+}
+
+impl Default for FrameParams {
+    fn default() -> Self {
+        Self {
+            iv: [0; 3],
+            len: 0,
+            aad_len: 0,
+            n_blocks: 0,
+            zpad: 0,
+            seg: 0,
+            log_blk: 0,
+            n_parts: 0,
+            index: 0,
+            tag: [0; 4],
+            aad_inline: [0; INLINE_AAD / 4],
+        }
+    }
 }
 
 // SAFETY: `FrameParams` is `repr(C)`, made of `u32`s only, and matches the layout of
-// `struct frame_params` in `aes_gcm.cu` (15 consecutive 32-bit words).
+// `struct frame_params` in `aes_gcm.cu` (15 + INLINE_AAD/4 consecutive 32-bit words).
 unsafe impl DeviceRepr for FrameParams {}
 
 fn le_words<const N: usize>(b: &[u8]) -> [u32; N] {
@@ -156,7 +175,7 @@ impl FrameParams {
     fn new(
         iv: &[u8; 12],
         len: usize,
-        aad_len: usize,
+        aad: &[u8],
         tag: &[u8; TAG_LEN],
         index: u32,
         grid_target: u32,
@@ -165,6 +184,7 @@ impl FrameParams {
         if len > 256 << 20 {
             return Err(GpuError::InvalidArgument("frame longer than 256 MiB"));
         }
+        let aad_len = aad.len();
         if aad_len > MAX_AAD {
             return Err(GpuError::InvalidArgument("AAD longer than 4096 bytes"));
         }
@@ -193,6 +213,13 @@ impl FrameParams {
             n_parts: small(parts)?,
             index,
             tag: le_words::<4>(tag),
+            aad_inline: if aad_len <= INLINE_AAD {
+                let mut b = [0u8; INLINE_AAD];
+                b[..aad_len].copy_from_slice(aad);
+                le_words::<{ INLINE_AAD / 4 }>(&b)
+            } else {
+                [0; INLINE_AAD / 4]
+            },
         })
     }
 }
@@ -202,7 +229,6 @@ struct Kernels {
     setup: CudaFunction,
     main: CudaFunction,
     fin: CudaFunction,
-    zero: CudaFunction,
 }
 
 struct DevBuf {
@@ -282,7 +308,6 @@ impl CudaBackend {
             setup: f("gcm_setup")?,
             main: f("gcm_open_main")?,
             fin: f("gcm_open_final")?,
-            zero: f("gcm_zero_bad")?,
             _module: module.clone(),
         };
         let mut s = Vec::new();
@@ -405,7 +430,7 @@ impl CudaBackend {
             ));
         }
         let dst_p = self.ptr(&d.slice);
-        let p = FrameParams::new(iv, ct.len(), aad.len(), tag, 0, self.grid_target)?;
+        let p = FrameParams::new(iv, ct.len(), aad, tag, 0, self.grid_target)?;
         let aad_d = self.alloc_raw::<u8>(MAX_AAD)?;
         let parts = self.alloc_raw::<u32>(4 * FINAL_THREADS as usize)?;
         let status = self.alloc_raw::<u32>(1)?;
@@ -419,7 +444,7 @@ impl CudaBackend {
             if !ct.is_empty() {
                 result::memcpy_htod_sync(dst_p, ct).map_err(drv)?;
             }
-            if !aad.is_empty() {
+            if aad.len() > INLINE_AAD {
                 result::memcpy_htod_sync(aad_p, aad).map_err(drv)?;
             }
         }
@@ -435,8 +460,8 @@ impl CudaBackend {
         }
     }
 
-    /// Enqueues the three kernels for one frame on `s`: decrypt + GHASH partials, tag
-    /// check into `status[p.index]`, zeroing of the frame unless its status is 1.
+    /// Enqueues the two kernels for one frame on `s`: decrypt + GHASH partials, then the
+    /// tag check into `status[p.index]`, which zeroes the frame unless the tag verified.
     #[allow(clippy::too_many_arguments)]
     fn launch_open(
         &self,
@@ -449,7 +474,6 @@ impl CudaBackend {
         p: &FrameParams,
     ) -> Result<(), GpuError> {
         let ctx_p = self.ptr(&key.ctx);
-        let len = p.len;
         let mut b = s.launch_builder(&self.k.main);
         b.arg(&data).arg(&aad).arg(&ctx_p).arg(p).arg(&partials);
         let cfg = LaunchConfig {
@@ -462,26 +486,15 @@ impl CudaBackend {
         // CTX_WORDS, `partials` 4 * FINAL_THREADS >= 4 * p.n_parts words.
         unsafe { b.launch(cfg) }.map_err(drv)?;
         let mut b = s.launch_builder(&self.k.fin);
-        b.arg(&ctx_p).arg(p).arg(&partials).arg(&status);
+        b.arg(&ctx_p).arg(p).arg(&partials).arg(&status).arg(&data);
         let cfg = LaunchConfig {
             grid_dim: (1, 1, 1),
             block_dim: (FINAL_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: gcm_open_final(const u32 *ctx, frame_params, const u32 *partials,
-        // u32 *status): status has more than p.index entries (callers allocate one per frame).
-        unsafe { b.launch(cfg) }.map_err(drv)?;
-        let idx = p.index;
-        let mut b = s.launch_builder(&self.k.zero);
-        b.arg(&data).arg(&len).arg(&status).arg(&idx);
-        let blocks = len.div_ceil(THREADS * 4).clamp(1, 1024);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: gcm_zero_bad(u8 *data, u32 len, const u32 *status, u32 index) with the
-        // same `data`/`len` as above.
+        // u32 *status, u8 *data): status has more than p.index entries (callers allocate
+        // one per frame); `data` is the frame's p.len bytes, as for gcm_open_main.
         unsafe { b.launch(cfg) }.map_err(drv)?;
         Ok(())
     }
@@ -772,7 +785,7 @@ impl<const W: usize> GpuOpener<W> {
             let (aad, ct) = f.parts(frame)?;
             let index =
                 u32::try_from(i).map_err(|_| GpuError::InvalidArgument("too many frames"))?;
-            let p = FrameParams::new(f.nonce(), ct.len(), aad.len(), &f.tag, index, grid)?;
+            let p = FrameParams::new(f.nonce(), ct.len(), aad, &f.tag, index, grid)?;
             let data_p = dst_p + f.offset as u64;
             let k = i % self.slots.len();
             let s = self.backend.streams[k].clone();
@@ -786,7 +799,9 @@ impl<const W: usize> GpuOpener<W> {
                 // this function has synchronised all streams; the destinations were
                 // checked (offset + len <= total <= dst_len; aad <= MAX_AAD).
                 unsafe {
-                    result::memcpy_htod_async(aad_p, aad, s.cu_stream()).map_err(drv)?;
+                    if aad.len() > INLINE_AAD {
+                        result::memcpy_htod_async(aad_p, aad, s.cu_stream()).map_err(drv)?;
+                    }
                     if !ct.is_empty() {
                         result::memcpy_htod_async(data_p, ct, s.cu_stream()).map_err(drv)?;
                     }
@@ -878,7 +893,7 @@ impl<const W: usize> GpuOpener<W> {
             params.push(FrameParams::new(
                 f.nonce(),
                 ct.len(),
-                aad.len(),
+                aad,
                 &f.tag,
                 index,
                 sms,
@@ -889,7 +904,7 @@ impl<const W: usize> GpuOpener<W> {
                 if !ct.is_empty() {
                     result::memcpy_htod_sync(pr_p + f.offset as u64, ct).map_err(drv)?;
                 }
-                if !aad.is_empty() {
+                if aad.len() > INLINE_AAD {
                     result::memcpy_htod_sync(aad_all_p + (i * MAX_AAD) as u64, aad).map_err(drv)?;
                 }
             }

@@ -18,8 +18,12 @@ pub const THREADS: u32 = 256;
 pub const FINAL_THREADS: u32 = 1024;
 /// Words of a device key context (`CTX_WORDS`): round keys, H^(2^k), H^i for i < THREADS.
 pub const CTX_WORDS: usize = 64 + 4 * 64 + 4 * THREADS as usize;
-/// Longest AAD (frame header) the opener stages per frame.
+/// Longest AAD the opener accepts.
 pub const MAX_AAD: usize = 4096;
+/// AAD up to this length (every channel frame header: `FRAME_HEADER_MAX_LEN` is 269)
+/// travels inside the kernel's parameters (`INLINE_AAD` in the source).
+pub const INLINE_AAD: usize = 272;
+const _: () = assert!(pqcc_core::wire::FRAME_HEADER_MAX_LEN <= INLINE_AAD);
 
 /// Whether NVRTC can be loaded; `Err` says why not.
 pub fn nvrtc_available() -> Result<(), GpuError> {
@@ -47,7 +51,7 @@ pub struct KernelConfig {
 impl Default for KernelConfig {
     fn default() -> Self {
         Self {
-            min_blocks_per_sm: 1,
+            min_blocks_per_sm: 2,
             blocks_per_sm: 1,
         }
     }

@@ -1,15 +1,15 @@
 // AES-256-GCM decryption in VRAM for pqcc-gpu (compiled at run time by NVRTC).
 //
-// NIST SP 800-38D, decryption (section 7.2) split over three kernels per frame:
+// NIST SP 800-38D, decryption (section 7.2) split over two kernels per frame:
 //   gcm_open_main   CTR keystream (steps 3-4: GCTR with inc32 from J0+1) XORed into the
 //                   ciphertext in place, and GHASH (step 5) over the virtual sequence
 //                   zeros || A || 0-pad || C || 0-pad || len(A)||len(C), one partial
 //                   value per thread block;
-//   gcm_open_final  reduces the partials, S = GHASH, T' = MSB(GCTR(J0, S)) (step 6), and
-//                   compares T' with the received tag in constant time (step 7), writing
-//                   status 1 (tag verified) or 2 (tag mismatch);
-//   gcm_zero_bad    zeroes the frame's bytes in VRAM unless its status is 1, so a frame
-//                   whose tag failed never leaves plaintext behind.
+//   gcm_open_final  reduces the partials, S = GHASH, T' = MSB(GCTR(J0, S)) (step 6),
+//                   compares T' with the received tag in constant time (step 7), writes
+//                   status 1 (tag verified) or 2 (tag mismatch), and on a mismatch zeroes
+//                   the frame's bytes in VRAM, so a frame whose tag failed never leaves
+//                   plaintext behind.
 // Keys: gcm_setup expands the AES-256 key (FIPS 197, 5.2) and H = CIPH_K(0^128), and
 // stores H^(2^k) for k < 64 and H^i for i < THREADS, then zeroes the raw key it was given.
 //
@@ -35,6 +35,7 @@ typedef unsigned char u8;
 #define MIN_BLOCKS 1  // resident blocks per SM the compiler must allow (register cap)
 #endif
 #define FINAL_THREADS 1024
+#define INLINE_AAD 272  // a frame header (FRAME_HEADER_MAX_LEN = 269) travels in the launch
 #define CTX_RK 0
 #define CTX_HPOW 64
 #define CTX_HLIN (64 + 4 * 64)
@@ -230,7 +231,7 @@ extern "C" __global__ void gcm_setup(u32 *key, u32 *ctx) {
 struct frame_params {
     u32 iv[3];      // nonce as little-endian memory words
     u32 len;        // ciphertext bytes
-    u32 aad_len;    // AAD bytes (at most 1024)
+    u32 aad_len;    // AAD bytes (at most 4096)
     u32 n_blocks;   // N = ceil(aad/16) + ceil(len/16) + 1
     u32 zpad;       // leading zero blocks: blocks * THREADS * seg - N
     u32 seg;        // virtual blocks per thread (power of two)
@@ -238,6 +239,7 @@ struct frame_params {
     u32 n_parts;    // thread blocks of gcm_open_main
     u32 index;      // this frame's status slot
     u32 tag[4];     // received tag as little-endian memory words
+    u32 aad_inline[INLINE_AAD / 4];  // the AAD itself when aad_len <= INLINE_AAD
 };
 
 // Virtual block v of the GHASH input, for the slow path (edges and unaligned data).
@@ -303,7 +305,9 @@ __device__ __forceinline__ void aes_ctr(const u32 *tsh, const u32 *rk, const fra
 }
 
 // Decrypts `data` (p.len bytes) in place and writes one GHASH partial per block.
-extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(u8 *data, const u8 *aad, const u32 *ctx, frame_params p, u32 *partials) {
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(u8 *data, const u8 *aad_mem, const u32 *ctx, const __grid_constant__ frame_params p, u32 *partials) {
+    // Short AAD (every channel header) comes with the parameters: no copy of its own.
+    const u8 *aad = p.aad_len <= INLINE_AAD ? (const u8 *)p.aad_inline : aad_mem;
     __shared__ __align__(16) u32 tsh[256 * 32];
     __shared__ u32 rk[60];
     __shared__ u64 red[THREADS / 32][2];
@@ -372,7 +376,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
 }
 
 // Reduces the partials (one block of FINAL_THREADS), computes and checks the tag.
-extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const u32 *ctx, frame_params p, const u32 *partials, u32 *status) {
+extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const u32 *ctx, const __grid_constant__ frame_params p, const u32 *partials, u32 *status, u8 *data) {
+    __shared__ u32 verdict;
     __shared__ u64 v[FINAL_THREADS][2];
     __shared__ u32 t[256];
     __shared__ u32 rk[60];
@@ -408,13 +413,13 @@ extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const
         gf_to_words(s, sw);
         u32 diff = 0;
         for (int k = 0; k < 4; k++) diff |= (sw[k] ^ bswap32(e[k])) ^ p.tag[k];
-        status[p.index] = diff == 0 ? 1u : 2u;
+        verdict = diff == 0 ? 1u : 2u;
+        status[p.index] = verdict;
         for (int k = 0; k < 4; k++) { e[k] = 0; sw[k] = 0; }
     }
-}
-
-// Zeroes `len` bytes at `data` unless status[index] == 1 (grid-stride).
-extern "C" __global__ void gcm_zero_bad(u8 *data, u32 len, const u32 *status, u32 index) {
-    if (status[index] == 1u) return;
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += (u64)gridDim.x * blockDim.x) data[i] = 0;
+    __syncthreads();
+    // A frame whose tag failed is zeroed here, in stream order, before anyone can read it.
+    if (verdict != 1u) {
+        for (u64 i = tid; i < p.len; i += FINAL_THREADS) data[i] = 0;
+    }
 }

@@ -46,7 +46,7 @@ pub struct GpuArgs {
           default_value = "1M,4M,16M,64M,256M,1G")]
     pub sizes: Vec<usize>,
     /// Frame (chunk) size: the unit of copy/decrypt overlap (at most 16 MiB)
-    /// [default: size/16 between 64 KiB and 4 MiB].
+    /// [default: size/8 between 256 KiB and 4 MiB].
     #[arg(long, value_parser = parse_size)]
     pub chunk: Option<usize>,
     /// Kernel tuning: blocks per SM the register allocation must allow (1 to 8).
@@ -152,7 +152,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     }
     let mut id = 0u64;
     for &size in &a.sizes {
-        let chunk = a.chunk.unwrap_or((size / 16).clamp(64 << 10, 4 << 20));
+        let chunk = a.chunk.unwrap_or((size / 8).clamp(256 << 10, 4 << 20));
         let t0 = Instant::now();
         let frames = size.div_ceil(chunk).max(1);
         let cap = size + frames * (FRAME_HEADER_MAX_LEN + 16);
