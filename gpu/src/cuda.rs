@@ -489,7 +489,7 @@ impl CudaBackend {
         b.arg(&ctx_p).arg(p).arg(&partials).arg(&status).arg(&data);
         let cfg = LaunchConfig {
             grid_dim: (1, 1, 1),
-            block_dim: (FINAL_THREADS, 1, 1),
+            block_dim: (p.n_parts.next_power_of_two().clamp(64, FINAL_THREADS), 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: gcm_open_final(const u32 *ctx, frame_params, const u32 *partials,

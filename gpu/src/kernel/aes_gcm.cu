@@ -375,27 +375,32 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
     }
 }
 
-// Reduces the partials (one block of FINAL_THREADS), computes and checks the tag.
+// Reduces the partials (one block of up to FINAL_THREADS threads), computes and checks the tag.
 extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const u32 *ctx, const __grid_constant__ frame_params p, const u32 *partials, u32 *status, u8 *data) {
     __shared__ u32 verdict;
     __shared__ u64 v[FINAL_THREADS][2];
     __shared__ u32 t[256];
     __shared__ u32 rk[60];
     const u32 tid = threadIdx.x;
-    for (u32 i = tid; i < 256; i += FINAL_THREADS) t[i] = T0G[i];
+    for (u32 i = tid; i < 256; i += blockDim.x) t[i] = T0G[i];
     if (tid < 60) rk[tid] = ctx[CTX_RK + tid];
-    // Front-pad with zeros to FINAL_THREADS entries (leading zeros do not change GHASH).
-    u32 pad = FINAL_THREADS - p.n_parts;
-    if (tid < pad) { v[tid][0] = 0; v[tid][1] = 0; }
-    else {
-        const u32 *q = partials + 4 * (tid - pad);
-        v[tid][0] = (u64)q[0] | ((u64)q[1] << 32);
-        v[tid][1] = (u64)q[2] | ((u64)q[3] << 32);
+    // Front-pad with zeros to the next power of two (leading zeros do not change GHASH);
+    // launched with at least that many threads (at most FINAL_THREADS).
+    u32 np2 = 1;
+    while (np2 < p.n_parts) np2 <<= 1;
+    const u32 pad = np2 - p.n_parts;
+    if (tid < np2) {
+        if (tid < pad) { v[tid][0] = 0; v[tid][1] = 0; }
+        else {
+            const u32 *q = partials + 4 * (tid - pad);
+            v[tid][0] = (u64)q[0] | ((u64)q[1] << 32);
+            v[tid][1] = (u64)q[2] | ((u64)q[3] << 32);
+        }
     }
     __syncthreads();
-    for (u32 k = 0, span = 1; span < FINAL_THREADS; k++, span <<= 1) {
+    for (u32 k = 0, span = 1; span < np2; k++, span <<= 1) {
         gf m;
-        bool act = (tid % (2 * span)) == 0;
+        bool act = tid < np2 && (tid % (2 * span)) == 0;
         if (act) {
             gf l; l.lo = v[tid][0]; l.hi = v[tid][1];
             gf r; r.lo = v[tid + span][0]; r.hi = v[tid + span][1];
@@ -420,6 +425,6 @@ extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const
     __syncthreads();
     // A frame whose tag failed is zeroed here, in stream order, before anyone can read it.
     if (verdict != 1u) {
-        for (u64 i = tid; i < p.len; i += FINAL_THREADS) data[i] = 0;
+        for (u64 i = tid; i < p.len; i += blockDim.x) data[i] = 0;
     }
 }

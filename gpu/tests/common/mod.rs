@@ -23,7 +23,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 32) as u8).collect()
+        (0..n).map(|_| self.next().to_le_bytes()[4]).collect()
     }
     pub fn key(&mut self) -> [u8; 32] {
         let mut k = [0u8; 32];
