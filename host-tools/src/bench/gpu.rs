@@ -55,8 +55,9 @@ pub struct GpuArgs {
     /// Kernel tuning: thread blocks per SM one frame's grid aims for.
     #[arg(long, default_value_t = KernelConfig::default().blocks_per_sm)]
     pub blocks_per_sm: u32,
-    /// CUDA streams.
-    #[arg(long, default_value_t = 4)]
+    /// CUDA streams (frames in flight: while one frame's kernels run, the next one's
+    /// copy proceeds; two keep the copy engine busy when the kernel outruns PCIe).
+    #[arg(long, default_value_t = 2)]
     pub streams: usize,
     /// Timed runs of each side per size (medians reported).
     #[arg(long, default_value_t = 5)]
