@@ -772,7 +772,35 @@ impl<const W: usize> GpuOpener<W> {
         let n = frames.len();
         let status = self.backend.alloc_raw::<u32>(n)?;
         let status_p = self.backend.ptr(&status);
-        self.backend.zero_device(status_p, 4 * n.max(1))?;
+        let r = self
+            .backend
+            .zero_device(status_p, 4 * n.max(1))
+            .and_then(|()| self.enqueue(now, frames, pinned, dst_p, dst_len, status_p));
+        // Every stream must be idle before anything is read back or freed, also after an
+        // error midway (`status` is freed in stream 0's order only).
+        let synced = self.backend.sync_all();
+        let plan = r?;
+        synced?;
+        let mut st = vec![0u32; n];
+        // SAFETY: `status` holds n u32; all streams are idle.
+        unsafe { result::memcpy_dtoh_sync(&mut st, status_p) }.map_err(drv)?;
+        drop(status);
+        match st.iter().position(|&v| v != 1) {
+            Some(frame) => Err(GpuError::TagMismatch { frame }),
+            None => Ok(plan),
+        }
+    }
+
+    /// The enqueueing half of [`GpuOpener::enqueue_and_wait`].
+    fn enqueue(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst_p: u64,
+        dst_len: usize,
+        status_p: u64,
+    ) -> Result<TensorPlan, GpuError> {
         let grid = self.backend.grid_target;
         let mut planner = Planner::new();
         for (i, frame) in frames.iter().enumerate() {
@@ -840,16 +868,7 @@ impl<const W: usize> GpuOpener<W> {
             self.backend
                 .launch_open(&s, &self.key, data_p, aad_p, parts_p, status_p, &p)?;
         }
-        let plan = planner.finish()?;
-        self.backend.sync_all()?;
-        let mut st = vec![0u32; n];
-        // SAFETY: `status` holds n u32; all streams are idle.
-        unsafe { result::memcpy_dtoh_sync(&mut st, status_p) }.map_err(drv)?;
-        drop(status);
-        match st.iter().position(|&v| v != 1) {
-            Some(frame) => Err(GpuError::TagMismatch { frame }),
-            None => Ok(plan),
-        }
+        planner.finish()
     }
 
     /// Kernel-only timing for `pqcc bench gpu`: the frames of `src` (pinned, `ranges`)
@@ -876,17 +895,41 @@ impl<const W: usize> GpuOpener<W> {
             .collect::<Result<_, _>>()?;
         let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
         let total = plan.total_len;
+        let n = plan.frames.len();
         let pristine = self.backend.alloc_raw::<u8>(total)?;
         let work = self.backend.alloc_raw::<u8>(total)?;
-        let (pr_p, wk_p) = (self.backend.ptr(&pristine), self.backend.ptr(&work));
-        let n = plan.frames.len();
         let status = self.backend.alloc_raw::<u32>(n)?;
-        let status_p = self.backend.ptr(&status);
         let aad_all = self.backend.alloc_raw::<u8>(n * MAX_AAD)?;
-        let aad_all_p = self.backend.ptr(&aad_all);
+        let b = self.backend.ptr(&pristine);
+        let w = self.backend.ptr(&work);
+        let s = self.backend.ptr(&status);
+        let a = self.backend.ptr(&aad_all);
+        let r = self.time_kernels_inner(&plan, &frames, [b, w, s, a], iterations);
+        // Idle every stream before the scratch buffers are wiped and freed, also after an
+        // error midway (their frees are ordered on stream 0 only).
+        let synced = self.backend.sync_all();
+        let wiped = self.backend.zero_device(w, total.max(1));
+        drop((pristine, work, status, aad_all));
+        let t = r?;
+        synced?;
+        wiped?;
+        Ok(t)
+    }
+
+    /// The timed loop of [`GpuOpener::time_kernels`]; `bufs` = device pointers of the
+    /// pristine ciphertext, the work copy, the status words and the AAD area.
+    fn time_kernels_inner(
+        &mut self,
+        plan: &TensorPlan,
+        frames: &[&[u8]],
+        bufs: [u64; 4],
+        iterations: usize,
+    ) -> Result<f64, GpuError> {
+        let [pr_p, wk_p, status_p, aad_all_p] = bufs;
+        let (total, n) = (plan.total_len, plan.frames.len());
         let sms = self.backend.grid_target;
         let mut params = Vec::with_capacity(n);
-        for (i, (f, frame)) in plan.frames.iter().zip(&frames).enumerate() {
+        for (i, (f, frame)) in plan.frames.iter().zip(frames).enumerate() {
             let (aad, ct) = f.parts(frame)?;
             let index =
                 u32::try_from(i).map_err(|_| GpuError::InvalidArgument("too many frames"))?;
@@ -951,7 +994,6 @@ impl<const W: usize> GpuOpener<W> {
                 return Err(GpuError::TagMismatch { frame });
             }
         }
-        self.backend.zero_device(wk_p, total.max(1))?;
         times.sort_by(f64::total_cmp);
         Ok(times[times.len() / 2])
     }

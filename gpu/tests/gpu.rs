@@ -215,3 +215,41 @@ fn gpu_rekey_follows_the_channel() {
     let h = g.open_tensor(NOW, &refs).unwrap();
     assert_eq!(g.backend().download(h).unwrap(), data);
 }
+
+#[test]
+fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
+    let Some(b) = backend("refused midway") else {
+        return;
+    };
+    let mut rng = Rng(0x5eed);
+    let key = rng.key();
+    let mut s = sealer(&key);
+    let mut g = gpu_opener(b, &key);
+    let data = rng.bytes(8 << 20);
+    let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
+    let other = seal_tensor(&mut s, 2, &rng.bytes(1 << 20), 1 << 20);
+    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    // Frame 5 belongs to another tensor: refused after frames 0..4 were already enqueued.
+    let mut spliced = refs.clone();
+    spliced[5] = &other[0];
+    let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
+    let e = g.open_tensor_into(NOW, &spliced, dst).unwrap_err();
+    assert!(matches!(e, GpuError::Channel { frame: 5, .. }), "{e}");
+    assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
+    // Truncated (no FINAL): refused after every frame was enqueued.
+    let e = g.open_tensor_into(NOW, &refs[..7], dst).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GpuError::Channel {
+                error: Error::TensorTruncated,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Nothing was committed.
+    g.open_tensor_into(NOW, &refs, dst).unwrap();
+    assert_eq!(g.backend().download(dst).unwrap(), data);
+    println!("[gpu] refusals midway: destination zeroed, nothing committed");
+}
