@@ -45,7 +45,34 @@ for p in "${PACKAGES[@]}"; do
 done
 
 step "cargo doc -D warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools -p pqcc-gpu
+
+# NVRTC needs no GPU: the nvidia-cuda-nvrtc wheel (CUDA 13, matching pqcc-gpu's cudarc
+# feature) carries libnvrtc, so the GPU kernel is compiled to PTX here too
+# (pqcc-gpu/tests/nvrtc.rs). Fetched once into target/nvrtc; only the two libraries are
+# unpacked. Without pip or network the test prints why it skipped.
+step "libnvrtc for the kernel compile test"
+NVRTC_DIR=target/nvrtc/nvidia/cu13/lib
+mkdir -p target/nvrtc
+if [ ! -e "$NVRTC_DIR/libnvrtc.so.13" ]; then
+    if python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_12_x86_64 \
+        --platform manylinux2010_x86_64 --platform manylinux_2_17_x86_64 \
+        --python-version 3.12 -d target/nvrtc "nvidia-cuda-nvrtc==13.0.*" >/dev/null 2>&1; then
+        python3 - <<'PY'
+import glob, zipfile
+whl = glob.glob("target/nvrtc/nvidia_cuda_nvrtc-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    for n in ("libnvrtc.so.13", "libnvrtc-builtins.so.13.0"):
+        z.extract("nvidia/cu13/lib/" + n, "target/nvrtc")
+PY
+        rm -f target/nvrtc/nvidia_cuda_nvrtc-*.whl
+    else
+        echo "note: could not fetch nvidia-cuda-nvrtc; the NVRTC test will skip" >&2
+    fi
+fi
+if [ -e "$NVRTC_DIR/libnvrtc.so.13" ]; then
+    export LD_LIBRARY_PATH="$PWD/$NVRTC_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 
 step "cargo test (workspace)"
 mkdir -p target

@@ -153,6 +153,9 @@ enum BenchCommand {
     /// Building a model archive against GNU tar + `veritysetup format` on the same
     /// generated tree, with a byte-for-byte comparison.
     Model(bench::model::ModelArgs),
+    /// Sealed frames opened in VRAM (AES-256-GCM kernel) against plain pinned
+    /// host→device copies, 1 MiB to 1 GiB, with the kernel's own throughput (`docs/gpu.md`).
+    Gpu(bench::gpu::GpuArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -288,6 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             outcome(statements::policy_check(&a)?)
         }
         Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
+        Command::Bench(BenchCommand::Gpu(a)) => bench::gpu::run(&a),
         Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
             file: a.file,
             size: a.size,

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod channel;
+pub mod gpu;
 pub mod handshake;
 pub mod model;
 pub mod openssl;

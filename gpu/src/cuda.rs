@@ -1,0 +1,1007 @@
+//! The CUDA backend and the GPU opener.
+//!
+//! cudarc loads `libcuda` and `libnvrtc` at run time, so this module builds everywhere;
+//! [`cuda_available`] says whether it can run here and why not. Every call that reaches
+//! the driver goes through a [`CudaBackend`], which is only constructed after that check.
+//!
+//! Synchronisation is explicit: cudarc's per-buffer event tracking is switched off
+//! (it would serialise the streams on the shared destination buffer), every allocation
+//! is made on stream 0 and completed before other streams use it, each stream only
+//! touches its own scratch buffers and disjoint parts of the destination, and all
+//! streams are synchronised before anything is freed or reported.
+
+use std::{collections::HashMap, sync::Arc};
+
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    LaunchConfig, PushKernelArg, result, sys,
+};
+use pqcc_core::{
+    aead::{RustCryptoAesGcm, TAG_LEN},
+    channel::{DEFAULT_WINDOW_WORDS, Limits, Opener},
+    secret::Secret,
+};
+use zeroize::Zeroize;
+
+use crate::{
+    Backend, BufferHandle, DeviceInfo, GpuError,
+    kernel::{self, CTX_WORDS, FINAL_THREADS, INLINE_AAD, KernelConfig, MAX_AAD, THREADS},
+    plan::{Planner, TensorPlan, commit_all, plan_tensor},
+};
+
+fn drv(e: result::DriverError) -> GpuError {
+    GpuError::Driver(e.to_string())
+}
+
+/// Whether a CUDA driver, at least one device and NVRTC are present; `Err` says which
+/// is missing. Call this before [`CudaBackend::new`] in code that should degrade to the
+/// CPU fallback (tests print the reason and skip).
+pub fn cuda_available() -> Result<(), GpuError> {
+    // SAFETY: `is_culib_present` only tries to dlopen libcuda by its known names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(GpuError::Unavailable(
+            "libcuda (the NVIDIA driver) not found".into(),
+        ));
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => {}
+        Ok(_) => return Err(GpuError::Unavailable("no CUDA device".into())),
+        Err(e) => return Err(GpuError::Unavailable(format!("cuInit/device count: {e}"))),
+    }
+    kernel::nvrtc_available()
+}
+
+/// Page-locked host memory: the source of asynchronous host→device copies. Zeroized
+/// before it is freed.
+pub struct PinnedBuffer {
+    ptr: *mut u8,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl std::fmt::Debug for PinnedBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedBuffer")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl PinnedBuffer {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self, GpuError> {
+        ctx.bind_to_thread().map_err(drv)?;
+        let len = len.max(1);
+        // SAFETY: plain page-locked allocation (flags 0: cached, not write-combined);
+        // the pointer is checked for null and owned by the returned value.
+        let ptr = unsafe { result::malloc_host(len, 0) }
+            .map_err(drv)?
+            .cast::<u8>();
+        if ptr.is_null() {
+            return Err(GpuError::Driver("cuMemHostAlloc returned null".into()));
+        }
+        // SAFETY: `ptr` points to `len` writable bytes that nothing else references.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(Self {
+            ptr,
+            len,
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer is empty (never: allocations are at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes. Do not call while a copy from this buffer is in flight (the owner's
+    /// methods synchronise before they return).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live allocation of `len` bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The bytes, writable (same rule as [`PinnedBuffer::as_slice`]).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PinnedBuffer {
+    fn drop(&mut self) {
+        self.as_mut_slice().zeroize();
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: `ptr` came from `malloc_host` and is freed exactly once, here.
+        let _ = unsafe { result::free_host(self.ptr.cast()) };
+    }
+}
+
+/// Per-frame parameters of the kernels (`struct frame_params` in the source).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct FrameParams {
+    iv: [u32; 3],
+    len: u32,
+    aad_len: u32,
+    n_blocks: u32,
+    zpad: u32,
+    seg: u32,
+    log_blk: u32,
+    n_parts: u32,
+    index: u32,
+    tag: [u32; 4],
+    aad_inline: [u32; INLINE_AAD / 4],
+}
+
+impl Default for FrameParams {
+    fn default() -> Self {
+        Self {
+            iv: [0; 3],
+            len: 0,
+            aad_len: 0,
+            n_blocks: 0,
+            zpad: 0,
+            seg: 0,
+            log_blk: 0,
+            n_parts: 0,
+            index: 0,
+            tag: [0; 4],
+            aad_inline: [0; INLINE_AAD / 4],
+        }
+    }
+}
+
+// SAFETY: `FrameParams` is `repr(C)`, made of `u32`s only, and matches the layout of
+// `struct frame_params` in `aes_gcm.cu` (15 + INLINE_AAD/4 consecutive 32-bit words).
+unsafe impl DeviceRepr for FrameParams {}
+
+fn le_words<const N: usize>(b: &[u8]) -> [u32; N] {
+    let mut w = [0u32; N];
+    for (i, c) in b.chunks_exact(4).take(N).enumerate() {
+        w[i] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    w
+}
+
+impl FrameParams {
+    /// Work split for one frame: `seg` virtual blocks per thread (a power of two up to
+    /// 64), the largest that keeps the grid at `grid_target` blocks or more, and never
+    /// more than FINAL_THREADS partials.
+    fn new(
+        iv: &[u8; 12],
+        len: usize,
+        aad: &[u8],
+        tag: &[u8; TAG_LEN],
+        index: u32,
+        grid_target: u32,
+    ) -> Result<Self, GpuError> {
+        let len32 = u32::try_from(len).map_err(|_| GpuError::InvalidArgument("frame too long"))?;
+        if len > 256 << 20 {
+            return Err(GpuError::InvalidArgument("frame longer than 256 MiB"));
+        }
+        let aad_len = aad.len();
+        if aad_len > MAX_AAD {
+            return Err(GpuError::InvalidArgument("AAD longer than 4096 bytes"));
+        }
+        let n = len.div_ceil(16) as u64 + aad_len.div_ceil(16) as u64 + 1;
+        let target = u64::from(grid_target.max(1));
+        let t = u64::from(THREADS);
+        let mut seg = 1u64;
+        while seg < 64 && n / (t * seg * 2) >= target {
+            seg *= 2;
+        }
+        while n.div_ceil(t * seg) > u64::from(FINAL_THREADS) {
+            seg *= 2;
+        }
+        let parts = n.div_ceil(t * seg);
+        let zpad = parts * t * seg - n;
+        let small =
+            |v: u64| u32::try_from(v).map_err(|_| GpuError::InvalidArgument("frame too long"));
+        Ok(Self {
+            iv: le_words::<3>(iv),
+            len: len32,
+            aad_len: small(aad_len as u64)?,
+            n_blocks: small(n)?,
+            zpad: small(zpad)?,
+            seg: small(seg)?,
+            log_blk: (t * seg).trailing_zeros(),
+            n_parts: small(parts)?,
+            index,
+            tag: le_words::<4>(tag),
+            aad_inline: if aad_len <= INLINE_AAD {
+                let mut b = [0u8; INLINE_AAD];
+                b[..aad_len].copy_from_slice(aad);
+                le_words::<{ INLINE_AAD / 4 }>(&b)
+            } else {
+                [0; INLINE_AAD / 4]
+            },
+        })
+    }
+}
+
+struct Kernels {
+    _module: Arc<CudaModule>,
+    setup: CudaFunction,
+    main: CudaFunction,
+    fin: CudaFunction,
+}
+
+struct DevBuf {
+    slice: CudaSlice<u8>,
+    len: usize,
+}
+
+/// Scratch of one stream: the frame's AAD, the GHASH partials, and the staging buffer
+/// (with the event after its last copy) for frames that arrive in pageable memory.
+struct Slot {
+    aad: CudaSlice<u8>,
+    partials: CudaSlice<u32>,
+    staging: Option<PinnedBuffer>,
+    copied: CudaEvent,
+}
+
+/// The CUDA device: memory, streams and the compiled kernels.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    streams: Vec<Arc<CudaStream>>,
+    k: Kernels,
+    buffers: HashMap<u64, DevBuf>,
+    next: u64,
+    info: DeviceInfo,
+    /// Thread blocks a frame's grid aims for (SMs × blocks per SM).
+    grid_target: u32,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.info.name)
+            .field("streams", &self.streams.len())
+            .field("buffers", &self.buffers.len())
+            .finish()
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal` with `streams` streams (at least 1) and compiles the kernel
+    /// for its compute capability.
+    pub fn new(ordinal: usize, streams: usize) -> Result<Self, GpuError> {
+        Self::with_config(ordinal, streams, KernelConfig::default())
+    }
+
+    /// [`CudaBackend::new`] with a kernel configuration other than the default.
+    pub fn with_config(
+        ordinal: usize,
+        streams: usize,
+        cfg: KernelConfig,
+    ) -> Result<Self, GpuError> {
+        cuda_available()?;
+        if cfg.blocks_per_sm == 0 {
+            return Err(GpuError::InvalidArgument(
+                "blocks_per_sm must be at least 1",
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(drv)?;
+        // SAFETY: turned off before any buffer exists; this module synchronises streams
+        // itself (see the module documentation).
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx.compute_capability().map_err(drv)?;
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv)?;
+        let info = DeviceInfo {
+            name: ctx.name().map_err(drv)?,
+            total_memory: ctx.total_mem().map_err(drv)? as u64,
+            compute_capability: Some((major as u32, minor as u32)),
+            multiprocessors: sms as u32,
+        };
+        let grid_target = (sms as u32).max(1) * cfg.blocks_per_sm;
+        let ptx = kernel::compile_ptx_with(major as u32, minor as u32, &cfg)?;
+        let module = ctx.load_module(ptx).map_err(drv)?;
+        let f = |n: &str| module.load_function(n).map_err(drv);
+        let k = Kernels {
+            setup: f("gcm_setup")?,
+            main: f("gcm_open_main")?,
+            fin: f("gcm_open_final")?,
+            _module: module.clone(),
+        };
+        let mut s = Vec::new();
+        for _ in 0..streams.max(1) {
+            s.push(ctx.new_stream().map_err(drv)?);
+        }
+        Ok(Self {
+            ctx,
+            streams: s,
+            k,
+            buffers: HashMap::new(),
+            next: 0,
+            info,
+            grid_target,
+        })
+    }
+
+    /// The number of streams.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Page-locked host memory of `len` bytes (zeroed).
+    pub fn alloc_pinned(&self, len: usize) -> Result<PinnedBuffer, GpuError> {
+        PinnedBuffer::new(&self.ctx, len)
+    }
+
+    fn s0(&self) -> &Arc<CudaStream> {
+        &self.streams[0]
+    }
+
+    fn sync_all(&self) -> Result<(), GpuError> {
+        for s in &self.streams {
+            s.synchronize().map_err(drv)?;
+        }
+        Ok(())
+    }
+
+    /// Allocates on stream 0 and waits, so any stream may use the memory at once.
+    fn alloc_raw<T: DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>, GpuError> {
+        // SAFETY: the contents are unspecified; every caller writes before reading or
+        // zeroes the memory first.
+        let s = unsafe { self.s0().alloc::<T>(len.max(1)) }.map_err(drv)?;
+        self.s0().synchronize().map_err(drv)?;
+        Ok(s)
+    }
+
+    fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        // Event tracking is off, so the returned guard does nothing.
+        s.device_ptr(self.s0()).0
+    }
+
+    fn buf(&self, h: BufferHandle) -> Result<&DevBuf, GpuError> {
+        self.buffers.get(&h.0).ok_or(GpuError::UnknownBuffer(h.0))
+    }
+
+    fn insert(&mut self, slice: CudaSlice<u8>, len: usize) -> BufferHandle {
+        self.next += 1;
+        self.buffers.insert(self.next, DevBuf { slice, len });
+        BufferHandle(self.next)
+    }
+
+    fn zero_device(&self, ptr: u64, len: usize) -> Result<(), GpuError> {
+        // SAFETY: `ptr..ptr+len` lies inside a live allocation of this context.
+        unsafe { result::memset_d8_async(ptr, 0, len, self.s0().cu_stream()) }.map_err(drv)?;
+        self.s0().synchronize().map_err(drv)
+    }
+
+    /// Uploads a frame key: the key goes through a pinned buffer that is zeroized after
+    /// the copy, is expanded on the GPU (round keys, H and its powers), and the raw key
+    /// is zeroed in VRAM. `key` is consumed and zeroized on return.
+    pub fn upload_key(&mut self, key: Secret<32>) -> Result<DeviceKey, GpuError> {
+        let mut pinned = self.alloc_pinned(32)?;
+        pinned.as_mut_slice()[..32].copy_from_slice(key.expose());
+        drop(key);
+        let raw = self.alloc_raw::<u32>(8)?;
+        let ctx_buf = self.alloc_raw::<u32>(CTX_WORDS)?;
+        let (raw_p, ctx_p) = (self.ptr(&raw), self.ptr(&ctx_buf));
+        let s = self.s0().clone();
+        let r = (|| {
+            // SAFETY: `raw` holds 32 bytes; `pinned` stays alive until the synchronize below.
+            unsafe { result::memcpy_htod_async(raw_p, &pinned.as_slice()[..32], s.cu_stream()) }
+                .map_err(drv)?;
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = s.launch_builder(&self.k.setup);
+            b.arg(&raw_p).arg(&ctx_p);
+            // SAFETY: gcm_setup(u32 *key, u32 *ctx): 8 and CTX_WORDS words, both allocated above.
+            unsafe { b.launch(cfg) }.map_err(drv)?;
+            s.synchronize().map_err(drv)
+        })();
+        drop(pinned);
+        // gcm_setup zeroes the raw key itself; zero it again in case the launch failed.
+        let z = self.zero_device(raw_p, 32);
+        r?;
+        z?;
+        Ok(DeviceKey { ctx: ctx_buf })
+    }
+
+    /// Opens one AES-256-GCM message with a 96-bit nonce on the GPU into `dst` (at least
+    /// `ct.len()` bytes). On a tag mismatch the first `ct.len()` bytes of `dst` are
+    /// zeroed by the GPU and the result is [`GpuError::TagMismatch`]. Used for the
+    /// Wycheproof vectors and for opening sealed chunks that are not channel frames.
+    pub fn open_raw_into(
+        &mut self,
+        key: &DeviceKey,
+        iv: &[u8; 12],
+        aad: &[u8],
+        ct: &[u8],
+        tag: &[u8; TAG_LEN],
+        dst: BufferHandle,
+    ) -> Result<(), GpuError> {
+        let d = self.buf(dst)?;
+        if d.len < ct.len() {
+            return Err(GpuError::InvalidArgument(
+                "destination shorter than the ciphertext",
+            ));
+        }
+        let dst_p = self.ptr(&d.slice);
+        let p = FrameParams::new(iv, ct.len(), aad, tag, 0, self.grid_target)?;
+        let aad_d = self.alloc_raw::<u8>(MAX_AAD)?;
+        let parts = self.alloc_raw::<u32>(4 * FINAL_THREADS as usize)?;
+        let status = self.alloc_raw::<u32>(1)?;
+        let (aad_p, parts_p, status_p) = (self.ptr(&aad_d), self.ptr(&parts), self.ptr(&status));
+        let s = self.s0().clone();
+        // SAFETY: synchronous copies of ciphertext (not secret) into allocations of at
+        // least that size (checked above: `d.len >= ct.len()`, `aad.len() <= MAX_AAD`).
+        unsafe {
+            result::memset_d8_async(status_p, 0, 4, s.cu_stream()).map_err(drv)?;
+            s.synchronize().map_err(drv)?;
+            if !ct.is_empty() {
+                result::memcpy_htod_sync(dst_p, ct).map_err(drv)?;
+            }
+            if aad.len() > INLINE_AAD {
+                result::memcpy_htod_sync(aad_p, aad).map_err(drv)?;
+            }
+        }
+        self.launch_open(&s, key, dst_p, aad_p, parts_p, status_p, &p)?;
+        s.synchronize().map_err(drv)?;
+        let mut st = [0u32; 1];
+        // SAFETY: `status` holds one u32; the stream has completed.
+        unsafe { result::memcpy_dtoh_sync(&mut st, status_p) }.map_err(drv)?;
+        if st[0] == 1 {
+            Ok(())
+        } else {
+            Err(GpuError::TagMismatch { frame: 0 })
+        }
+    }
+
+    /// Enqueues the two kernels for one frame on `s`: decrypt + GHASH partials, then the
+    /// tag check into `status[p.index]`, which zeroes the frame unless the tag verified.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_open(
+        &self,
+        s: &CudaStream,
+        key: &DeviceKey,
+        data: u64,
+        aad: u64,
+        partials: u64,
+        status: u64,
+        p: &FrameParams,
+    ) -> Result<(), GpuError> {
+        let ctx_p = self.ptr(&key.ctx);
+        let mut b = s.launch_builder(&self.k.main);
+        b.arg(&data).arg(&aad).arg(&ctx_p).arg(p).arg(&partials);
+        let cfg = LaunchConfig {
+            grid_dim: (p.n_parts, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: gcm_open_main(u8 *data, const u8 *aad, const u32 *ctx, frame_params,
+        // u32 *partials): `data` holds p.len bytes, `aad` MAX_AAD >= p.aad_len, `ctx`
+        // CTX_WORDS, `partials` 4 * FINAL_THREADS >= 4 * p.n_parts words.
+        unsafe { b.launch(cfg) }.map_err(drv)?;
+        let mut b = s.launch_builder(&self.k.fin);
+        b.arg(&ctx_p).arg(p).arg(&partials).arg(&status).arg(&data);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (p.n_parts.next_power_of_two().clamp(64, FINAL_THREADS), 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: gcm_open_final(const u32 *ctx, frame_params, const u32 *partials,
+        // u32 *status, u8 *data): status has more than p.index entries (callers allocate
+        // one per frame); `data` is the frame's p.len bytes, as for gcm_open_main.
+        unsafe { b.launch(cfg) }.map_err(drv)?;
+        Ok(())
+    }
+
+    /// Times plain host→device copies of the first `len` bytes of `src` into `dst` in `chunk`-byte pieces spread
+    /// over the streams (the same split the opener uses), without decryption: the
+    /// anchor of `pqcc bench gpu`. Returns seconds of wall time (enqueue to completion).
+    pub fn time_plain_copy(
+        &self,
+        src: &PinnedBuffer,
+        len: usize,
+        dst: BufferHandle,
+        chunk: usize,
+    ) -> Result<f64, GpuError> {
+        let d = self.buf(dst)?;
+        let src = src
+            .as_slice()
+            .get(..len)
+            .ok_or(GpuError::InvalidArgument("source shorter than len"))?;
+        if d.len < len || chunk == 0 {
+            return Err(GpuError::InvalidArgument(
+                "destination too short or empty chunk",
+            ));
+        }
+        let dst_p = self.ptr(&d.slice);
+        let t = std::time::Instant::now();
+        for (i, c) in src.chunks(chunk).enumerate() {
+            let s = &self.streams[i % self.streams.len()];
+            // SAFETY: `c` lies in pinned memory alive until the synchronize below;
+            // the destination range lies inside `dst` (length checked above).
+            unsafe { result::memcpy_htod_async(dst_p + (i * chunk) as u64, c, s.cu_stream()) }
+                .map_err(drv)?;
+        }
+        self.sync_all()?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        let _ = self.sync_all();
+        let s = self.s0().clone();
+        for b in self.buffers.values() {
+            let p = b.slice.device_ptr(&s).0;
+            // SAFETY: zeroing a live allocation of this context before it is freed.
+            let _ = unsafe { result::memset_d8_async(p, 0, b.len.max(1), s.cu_stream()) };
+        }
+        let _ = s.synchronize();
+    }
+}
+
+impl Backend for CudaBackend {
+    fn device_info(&self) -> DeviceInfo {
+        self.info.clone()
+    }
+
+    fn upload(&mut self, bytes: &[u8]) -> Result<BufferHandle, GpuError> {
+        let slice = self.alloc_raw::<u8>(bytes.len())?;
+        let mut pinned = self.alloc_pinned(bytes.len())?;
+        pinned.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: `slice` holds at least bytes.len() bytes; synchronous copy.
+        unsafe { result::memcpy_htod_sync(self.ptr(&slice), &pinned.as_slice()[..bytes.len()]) }
+            .map_err(drv)?;
+        Ok(self.insert(slice, bytes.len()))
+    }
+
+    fn alloc_zeroed(&mut self, len: usize) -> Result<BufferHandle, GpuError> {
+        let slice = self.alloc_raw::<u8>(len)?;
+        self.zero_device(self.ptr(&slice), len.max(1))?;
+        Ok(self.insert(slice, len))
+    }
+
+    fn download(&mut self, handle: BufferHandle) -> Result<Vec<u8>, GpuError> {
+        self.sync_all()?;
+        let d = self.buf(handle)?;
+        let mut out = vec![0u8; d.len];
+        if d.len > 0 {
+            // SAFETY: `out` has exactly the buffer's length; all streams are idle.
+            unsafe { result::memcpy_dtoh_sync(&mut out, self.ptr(&d.slice)) }.map_err(drv)?;
+        }
+        Ok(out)
+    }
+
+    fn len_of(&self, handle: BufferHandle) -> Result<usize, GpuError> {
+        Ok(self.buf(handle)?.len)
+    }
+
+    fn free(&mut self, handle: BufferHandle) -> Result<(), GpuError> {
+        self.sync_all()?;
+        let d = self
+            .buffers
+            .remove(&handle.0)
+            .ok_or(GpuError::UnknownBuffer(handle.0))?;
+        self.zero_device(self.ptr(&d.slice), d.len.max(1))?;
+        drop(d);
+        self.s0().synchronize().map_err(drv)
+    }
+}
+
+/// A frame key expanded in VRAM (round keys, H and H^(2^k)). The host keeps no copy.
+pub struct DeviceKey {
+    ctx: CudaSlice<u32>,
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceKey(<in VRAM>)")
+    }
+}
+
+impl DeviceKey {
+    /// Zeroes the key context in VRAM (also done on drop of the opener that owns it).
+    fn wipe(&self, b: &CudaBackend) -> Result<(), GpuError> {
+        b.zero_device(b.ptr(&self.ctx), CTX_WORDS * 4)
+    }
+}
+
+/// Opens tensors of one channel direction in VRAM.
+///
+/// The host side runs `pqcc_core`'s [`Opener`] for its header, freshness and replay
+/// checks only (its own AEAD is built over an all-zero key and never used); the frame
+/// key lives in a [`DeviceKey`].
+pub struct GpuOpener<const W: usize = DEFAULT_WINDOW_WORDS> {
+    backend: CudaBackend,
+    key: DeviceKey,
+    channel: Opener<RustCryptoAesGcm, W>,
+    slots: Vec<Slot>,
+}
+
+impl<const W: usize> std::fmt::Debug for GpuOpener<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuOpener")
+            .field("backend", &self.backend)
+            .field("key", &self.key)
+            .field("epoch", &self.channel.epoch())
+            .finish()
+    }
+}
+
+impl<const W: usize> GpuOpener<W> {
+    /// An opener for the direction with frame `key` and nonce `prefix` (from
+    /// `pqcc_core::handshake::SessionKeys`). The key is uploaded to the GPU and the
+    /// host copy zeroized.
+    pub fn new(
+        mut backend: CudaBackend,
+        key: Secret<32>,
+        prefix: [u8; 4],
+        limits: Limits,
+        now: u64,
+    ) -> Result<Self, GpuError> {
+        let key = backend.upload_key(key)?;
+        let mut slots = Vec::new();
+        for _ in 0..backend.stream_count() {
+            slots.push(Slot {
+                aad: backend.alloc_raw::<u8>(MAX_AAD)?,
+                partials: backend.alloc_raw::<u32>(4 * FINAL_THREADS as usize)?,
+                staging: None,
+                copied: backend.ctx.new_event(None).map_err(drv)?,
+            });
+        }
+        let placeholder = Secret::new([0u8; 32]);
+        Ok(Self {
+            channel: Opener::new(&placeholder, prefix, limits, now),
+            backend,
+            key,
+            slots,
+        })
+    }
+
+    /// The backend the tensors land in.
+    pub fn backend(&mut self) -> &mut CudaBackend {
+        &mut self.backend
+    }
+
+    /// The backend, shared.
+    pub fn backend_ref(&self) -> &CudaBackend {
+        &self.backend
+    }
+
+    /// The current key epoch.
+    pub fn epoch(&self) -> u32 {
+        self.channel.epoch()
+    }
+
+    /// Moves to the next epoch with `next_key` ([`crate::next_epoch_key`] of the
+    /// current key); the old key context is zeroed in VRAM.
+    pub fn rekey(&mut self, now: u64, next_key: Secret<32>) -> Result<(), GpuError> {
+        let new = self.backend.upload_key(next_key)?;
+        self.channel
+            .rekey(now)
+            .map_err(|error| GpuError::Channel { frame: 0, error })?;
+        let old = std::mem::replace(&mut self.key, new);
+        old.wipe(&self.backend)
+    }
+
+    /// Opens the frames of one tensor (all chunks, in order, FINAL last; in pageable
+    /// memory, staged through pinned buffers) into a new device buffer of the tensor's
+    /// length. All frames verify or none is accepted.
+    pub fn open_tensor(&mut self, now: u64, frames: &[&[u8]]) -> Result<BufferHandle, GpuError> {
+        let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
+        let dst = self.alloc_dst(plan.total_len)?;
+        match self.run(now, frames, false, dst) {
+            Ok(()) => Ok(dst),
+            Err(e) => {
+                self.backend.free(dst)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Like [`GpuOpener::open_tensor`] into an existing buffer (at least the tensor's
+    /// length). On any failure after the checks the buffer is zeroed in VRAM.
+    pub fn open_tensor_into(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        dst: BufferHandle,
+    ) -> Result<(), GpuError> {
+        self.run(now, frames, false, dst)
+    }
+
+    /// Like [`GpuOpener::open_tensor_into`] for frames that already lie in pinned memory
+    /// (`ranges` of `src`, e.g. a receive buffer): they are copied to VRAM directly.
+    pub fn open_tensor_pinned(
+        &mut self,
+        now: u64,
+        src: &PinnedBuffer,
+        ranges: &[std::ops::Range<usize>],
+        dst: BufferHandle,
+    ) -> Result<(), GpuError> {
+        let all = src.as_slice();
+        let mut frames = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            frames.push(all.get(r.clone()).ok_or(GpuError::InvalidArgument(
+                "frame range outside the pinned buffer",
+            ))?);
+        }
+        self.run(now, &frames, true, dst)
+    }
+
+    fn alloc_dst(&mut self, len: usize) -> Result<BufferHandle, GpuError> {
+        let slice = self.backend.alloc_raw::<u8>(len)?;
+        Ok(self.backend.insert(slice, len))
+    }
+
+    fn run(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst: BufferHandle,
+    ) -> Result<(), GpuError> {
+        let d = self.backend.buf(dst)?;
+        let (dst_p, dst_len) = (self.backend.ptr(&d.slice), d.len);
+        let r = self.enqueue_and_wait(now, frames, pinned, dst_p, dst_len);
+        let r = r.and_then(|plan| commit_all(&mut self.channel, &plan));
+        if r.is_err() {
+            let _ = self.backend.sync_all();
+            self.backend.zero_device(dst_p, dst_len.max(1))?;
+        }
+        r
+    }
+
+    /// Checks each frame on the host and, as soon as it passed, enqueues its copies and
+    /// kernels, so host checks overlap the GPU work of earlier frames. Nothing is
+    /// committed here; on error the caller zeroes the destination.
+    fn enqueue_and_wait(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst_p: u64,
+        dst_len: usize,
+    ) -> Result<TensorPlan, GpuError> {
+        let n = frames.len();
+        let status = self.backend.alloc_raw::<u32>(n)?;
+        let status_p = self.backend.ptr(&status);
+        let r = self
+            .backend
+            .zero_device(status_p, 4 * n.max(1))
+            .and_then(|()| self.enqueue(now, frames, pinned, dst_p, dst_len, status_p));
+        // Every stream must be idle before anything is read back or freed, also after an
+        // error midway (`status` is freed in stream 0's order only).
+        let synced = self.backend.sync_all();
+        let plan = r?;
+        synced?;
+        let mut st = vec![0u32; n];
+        // SAFETY: `status` holds n u32; all streams are idle.
+        unsafe { result::memcpy_dtoh_sync(&mut st, status_p) }.map_err(drv)?;
+        drop(status);
+        match st.iter().position(|&v| v != 1) {
+            Some(frame) => Err(GpuError::TagMismatch { frame }),
+            None => Ok(plan),
+        }
+    }
+
+    /// The enqueueing half of [`GpuOpener::enqueue_and_wait`].
+    fn enqueue(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst_p: u64,
+        dst_len: usize,
+        status_p: u64,
+    ) -> Result<TensorPlan, GpuError> {
+        let grid = self.backend.grid_target;
+        let mut planner = Planner::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let (f, total) = planner.push(&self.channel, now, frame)?;
+            if total > dst_len {
+                return Err(GpuError::InvalidArgument(
+                    "destination shorter than the tensor",
+                ));
+            }
+            let (aad, ct) = f.parts(frame)?;
+            let index =
+                u32::try_from(i).map_err(|_| GpuError::InvalidArgument("too many frames"))?;
+            let p = FrameParams::new(f.nonce(), ct.len(), aad, &f.tag, index, grid)?;
+            let data_p = dst_p + f.offset as u64;
+            let k = i % self.slots.len();
+            let s = self.backend.streams[k].clone();
+            let slot = &mut self.slots[k];
+            let (aad_p, parts_p) = (
+                self.backend.ptr(&slot.aad),
+                self.backend.ptr(&slot.partials),
+            );
+            if pinned {
+                // SAFETY: the sources lie in the caller's pinned buffer, borrowed until
+                // this function has synchronised all streams; the destinations were
+                // checked (offset + len <= total <= dst_len; aad <= MAX_AAD).
+                unsafe {
+                    if aad.len() > INLINE_AAD {
+                        result::memcpy_htod_async(aad_p, aad, s.cu_stream()).map_err(drv)?;
+                    }
+                    if !ct.is_empty() {
+                        result::memcpy_htod_async(data_p, ct, s.cu_stream()).map_err(drv)?;
+                    }
+                }
+            } else {
+                // Wait until the previous copy out of this slot's staging buffer is done.
+                slot.copied.synchronize().map_err(drv)?;
+                let need = MAX_AAD + ct.len();
+                if slot.staging.as_ref().is_none_or(|b| b.len() < need) {
+                    slot.staging = None;
+                    slot.staging = Some(PinnedBuffer::new(&self.backend.ctx, need)?);
+                }
+                let st = slot
+                    .staging
+                    .as_mut()
+                    .ok_or(GpuError::InvalidArgument("staging buffer missing"))?;
+                let buf = st.as_mut_slice();
+                buf[..aad.len()].copy_from_slice(aad);
+                buf[MAX_AAD..MAX_AAD + ct.len()].copy_from_slice(ct);
+                // SAFETY: as above; the staging buffer is not written again before
+                // `copied` (recorded right after these copies) has completed.
+                unsafe {
+                    result::memcpy_htod_async(aad_p, &buf[..aad.len()], s.cu_stream())
+                        .map_err(drv)?;
+                    if !ct.is_empty() {
+                        result::memcpy_htod_async(
+                            data_p,
+                            &buf[MAX_AAD..MAX_AAD + ct.len()],
+                            s.cu_stream(),
+                        )
+                        .map_err(drv)?;
+                    }
+                }
+                slot.copied.record(&s).map_err(drv)?;
+            }
+            self.backend
+                .launch_open(&s, &self.key, data_p, aad_p, parts_p, status_p, &p)?;
+        }
+        planner.finish()
+    }
+
+    /// Kernel-only timing for `pqcc bench gpu`: the frames of `src` (pinned, `ranges`)
+    /// are copied to VRAM once, then opened in place `iterations` times (each time from
+    /// a pristine device copy, restored outside the timed region), timed with device
+    /// events around the decryption and tag kernels of all frames. Checks that every
+    /// frame verified. Returns seconds per iteration (median). Does not touch the replay
+    /// window (nothing is delivered).
+    pub fn time_kernels(
+        &mut self,
+        now: u64,
+        src: &PinnedBuffer,
+        ranges: &[std::ops::Range<usize>],
+        iterations: usize,
+    ) -> Result<f64, GpuError> {
+        let all = src.as_slice();
+        let frames: Vec<&[u8]> = ranges
+            .iter()
+            .map(|r| {
+                all.get(r.clone()).ok_or(GpuError::InvalidArgument(
+                    "frame range outside the pinned buffer",
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
+        let total = plan.total_len;
+        let n = plan.frames.len();
+        let pristine = self.backend.alloc_raw::<u8>(total)?;
+        let work = self.backend.alloc_raw::<u8>(total)?;
+        let status = self.backend.alloc_raw::<u32>(n)?;
+        let aad_all = self.backend.alloc_raw::<u8>(n * MAX_AAD)?;
+        let b = self.backend.ptr(&pristine);
+        let w = self.backend.ptr(&work);
+        let s = self.backend.ptr(&status);
+        let a = self.backend.ptr(&aad_all);
+        let r = self.time_kernels_inner(&plan, &frames, [b, w, s, a], iterations);
+        // Idle every stream before the scratch buffers are wiped and freed, also after an
+        // error midway (their frees are ordered on stream 0 only).
+        let synced = self.backend.sync_all();
+        let wiped = self.backend.zero_device(w, total.max(1));
+        drop((pristine, work, status, aad_all));
+        let t = r?;
+        synced?;
+        wiped?;
+        Ok(t)
+    }
+
+    /// The timed loop of [`GpuOpener::time_kernels`]; `bufs` = device pointers of the
+    /// pristine ciphertext, the work copy, the status words and the AAD area.
+    fn time_kernels_inner(
+        &mut self,
+        plan: &TensorPlan,
+        frames: &[&[u8]],
+        bufs: [u64; 4],
+        iterations: usize,
+    ) -> Result<f64, GpuError> {
+        let [pr_p, wk_p, status_p, aad_all_p] = bufs;
+        let (total, n) = (plan.total_len, plan.frames.len());
+        let sms = self.backend.grid_target;
+        let mut params = Vec::with_capacity(n);
+        for (i, (f, frame)) in plan.frames.iter().zip(frames).enumerate() {
+            let (aad, ct) = f.parts(frame)?;
+            let index =
+                u32::try_from(i).map_err(|_| GpuError::InvalidArgument("too many frames"))?;
+            params.push(FrameParams::new(
+                f.nonce(),
+                ct.len(),
+                aad,
+                &f.tag,
+                index,
+                sms,
+            )?);
+            // SAFETY: synchronous copies of ciphertext and headers into allocations sized
+            // by the plan (offset + len <= total) and n * MAX_AAD (aad <= MAX_AAD).
+            unsafe {
+                if !ct.is_empty() {
+                    result::memcpy_htod_sync(pr_p + f.offset as u64, ct).map_err(drv)?;
+                }
+                if aad.len() > INLINE_AAD {
+                    result::memcpy_htod_sync(aad_all_p + (i * MAX_AAD) as u64, aad).map_err(drv)?;
+                }
+            }
+        }
+        let s0 = self.backend.s0().clone();
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations.max(1) {
+            // SAFETY: device-to-device copy between two allocations of `total` bytes.
+            unsafe {
+                result::memcpy_dtod_async(wk_p, pr_p, total, s0.cu_stream()).map_err(drv)?;
+                result::memset_d8_async(status_p, 0, 4 * n, s0.cu_stream()).map_err(drv)?;
+            }
+            s0.synchronize().map_err(drv)?;
+            let start = s0
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv)?;
+            for (i, (f, p)) in plan.frames.iter().zip(&params).enumerate() {
+                let s = &self.backend.streams[i % self.slots.len()];
+                s.wait(&start).map_err(drv)?;
+                let parts_p = self.backend.ptr(&self.slots[i % self.slots.len()].partials);
+                let aad_p = aad_all_p + (i * MAX_AAD) as u64;
+                self.backend.launch_open(
+                    s,
+                    &self.key,
+                    wk_p + f.offset as u64,
+                    aad_p,
+                    parts_p,
+                    status_p,
+                    p,
+                )?;
+            }
+            for s in &self.backend.streams[1..] {
+                s0.join(s).map_err(drv)?;
+            }
+            let end = s0
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv)?;
+            let ms = start.elapsed_ms(&end).map_err(drv)?;
+            times.push(f64::from(ms) / 1e3);
+            let mut st = vec![0u32; n];
+            // SAFETY: `status` holds n u32; s0 joined every stream and `end` completed.
+            unsafe { result::memcpy_dtoh_sync(&mut st, status_p) }.map_err(drv)?;
+            if let Some(frame) = st.iter().position(|&v| v != 1) {
+                return Err(GpuError::TagMismatch { frame });
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+}
+
+impl<const W: usize> Drop for GpuOpener<W> {
+    fn drop(&mut self) {
+        let _ = self.backend.sync_all();
+        let _ = self.key.wipe(&self.backend);
+    }
+}

@@ -1,0 +1,51 @@
+//! Errors of the GPU data path.
+
+use std::fmt;
+
+/// Why a GPU operation or a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// A frame was refused by the channel's host-side checks (header, epoch, key
+    /// lifetime, replay window, tensor ordering).
+    Channel {
+        /// Index of the frame in the call.
+        frame: usize,
+        /// The channel's reason.
+        error: pqcc_core::Error,
+    },
+    /// A frame's GCM tag did not verify; the destination buffer was zeroed.
+    TagMismatch {
+        /// Index of the first frame whose tag failed.
+        frame: usize,
+    },
+    /// No usable CUDA driver, device or NVRTC library (the reason says which).
+    Unavailable(String),
+    /// A CUDA driver call failed.
+    Driver(String),
+    /// NVRTC could not compile the kernel.
+    Compile(String),
+    /// The caller passed something unusable (the text says what).
+    InvalidArgument(&'static str),
+    /// The buffer handle is not (or no longer) allocated in this backend.
+    UnknownBuffer(u64),
+}
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Channel { frame, error } => write!(f, "frame {frame} refused: {error}"),
+            Self::TagMismatch { frame } => write!(
+                f,
+                "frame {frame}: authentication tag mismatch (destination zeroed in VRAM)"
+            ),
+            Self::Unavailable(why) => write!(f, "GPU unavailable: {why}"),
+            Self::Driver(e) => write!(f, "CUDA driver error: {e}"),
+            Self::Compile(e) => write!(f, "NVRTC compilation failed: {e}"),
+            Self::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Self::UnknownBuffer(h) => write!(f, "unknown buffer handle {h}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
