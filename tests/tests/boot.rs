@@ -16,6 +16,7 @@
 mod common;
 
 use std::{
+    ffi::OsString,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -54,9 +55,10 @@ fn kernel() -> &'static Path {
     })
 }
 
-/// The static guest binaries: (pqcc-init, the model-sha256 test workload).
-fn guest_bins() -> &'static (PathBuf, PathBuf) {
-    static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+/// The static guest binaries: (pqcc-init, the model-sha256 and broker-echo test
+/// workloads).
+fn guest_bins() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static B: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     B.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
@@ -72,6 +74,8 @@ fn guest_bins() -> &'static (PathBuf, PathBuf) {
                 "pqcc-init",
                 "--example",
                 "model-sha256",
+                "--example",
+                "broker-echo",
                 "--message-format=json",
                 "--manifest-path",
             ])
@@ -84,7 +88,7 @@ fn guest_bins() -> &'static (PathBuf, PathBuf) {
             "static build of pqcc-init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let (mut init, mut workload) = (None, None);
+        let (mut init, mut workload, mut echo) = (None, None, None);
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -96,12 +100,14 @@ fn guest_bins() -> &'static (PathBuf, PathBuf) {
             match v["target"]["name"].as_str() {
                 Some("pqcc-init") => init = exe,
                 Some("model-sha256") => workload = exe,
+                Some("broker-echo") => echo = exe,
                 _ => {}
             }
         }
         (
             init.expect("cargo reported pqcc-init"),
             workload.expect("cargo reported model-sha256"),
+            echo.expect("cargo reported broker-echo"),
         )
     })
 }
@@ -238,7 +244,13 @@ disk_wait_ms = {wait}
 
 /// Builds an initramfs around `config` (raw text) in `dir`.
 fn image(dir: &Path, config: &str) -> PathBuf {
-    let (init, workload) = guest_bins();
+    image_with(dir, config, &guest_bins().1, &[])
+}
+
+/// Builds an initramfs around `config` with `workload` and, besides the kernel
+/// folder's modules.list, the modules in `extra`.
+fn image_with(dir: &Path, config: &str, workload: &Path, extra: &[PathBuf]) -> PathBuf {
+    let init = &guest_bins().0;
     let cfg = dir.join("init.toml");
     fs::write(&cfg, config).unwrap();
     let out = dir.join("initrd.img");
@@ -250,12 +262,47 @@ fn image(dir: &Path, config: &str) -> PathBuf {
             .arg(&cfg)
             .arg("--workload")
             .arg(workload)
-            .arg("--kernel-release")
-            .arg(kernel())
+            .args(if extra.is_empty() {
+                vec![OsString::from("--kernel-release"), kernel().into()]
+            } else {
+                let mut m = vec![OsString::from("--modules")];
+                m.extend(kernel_modules().into_iter().map(OsString::from));
+                m.extend(extra.iter().map(OsString::from));
+                m
+            })
             .arg("-o")
             .arg(&out),
     );
     out
+}
+
+/// The module files of the kernel folder's modules.list, in order.
+fn kernel_modules() -> Vec<PathBuf> {
+    fs::read_to_string(kernel().join("modules.list"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| kernel().join(l.trim()))
+        .collect()
+}
+
+/// A module file of the guest kernel by file name (e.g. `virtio_console.ko`).
+fn kernel_module(name: &str) -> PathBuf {
+    fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+        for e in fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if e.file_type().ok()?.is_dir() {
+                if let Some(f) = find(&p, name) {
+                    return Some(f);
+                }
+            } else if e.file_name() == name {
+                return Some(p);
+            }
+        }
+        None
+    }
+    find(&kernel().join("root/lib/modules"), name)
+        .unwrap_or_else(|| panic!("{name} is not in the guest kernel package"))
 }
 
 struct Boot {
@@ -418,7 +465,14 @@ fn boot_workload_failure_and_crash_are_reported() {
             ..Cfg::default()
         }),
     );
-    let b = boot("exit-3", &img, &m.dir, &[]);
+    // Nothing listens on this broker socket: QEMU starts anyway (reconnect=1).
+    let nobody = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let b = boot(
+        "exit-3",
+        &img,
+        &m.dir,
+        &["--broker".as_ref(), nobody.as_ref()],
+    );
     assert!(
         b.console.contains("workload exited with status 3"),
         "{}",
@@ -550,4 +604,60 @@ fn boot_refuses_malformed_config() {
     let b = boot("bad-config", &img, &m.dir, &[]);
     b.assert_refused("config");
     assert!(b.console.contains("unknown field"), "{}", b.console);
+}
+
+/// The broker port of `pqcc launch --broker unix:PATH` (the contract with the broker):
+/// QEMU connects to the broker's socket, the guest finds the port as `/dev/hvc0`
+/// (named `org.pqcc.broker`), and bytes go both ways unchanged once the guest puts
+/// the tty in raw mode. The other boots show that QEMU also starts when nothing
+/// listens on the socket.
+#[test]
+fn boot_broker_port_reaches_the_host() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    let m = model();
+    let dir = TempDir::new("boot-broker");
+    let cfg = Cfg {
+        args: vec!["/dev/hvc0"],
+        extra_modules: vec!["/lib/modules/virtio_console.ko"],
+        ..Cfg::default()
+    };
+    let img = image_with(
+        dir.path(),
+        &config_text(&cfg),
+        &guest_bins().2,
+        &[kernel_module("virtio_console.ko")],
+    );
+    let sock = dir.path().join("broker.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let broker = std::thread::spawn(move || -> Vec<u8> {
+        let (conn, _) = listener.accept().expect("QEMU connects to the broker");
+        conn.set_read_timeout(Some(Duration::from_secs(BOOT_TIMEOUT_S.into())))
+            .unwrap();
+        let mut r = BufReader::new(conn.try_clone().unwrap());
+        let mut got = Vec::new();
+        r.read_until(b'\n', &mut got).unwrap();
+        (&conn).write_all(b"pong from broker\n").unwrap();
+        got
+    });
+    let spec = format!("unix:{}", sock.display());
+    let b = boot(
+        "broker",
+        &img,
+        &m.dir,
+        &["--broker".as_ref(), spec.as_ref()],
+    );
+    let got = broker.join().expect("broker thread");
+    assert_eq!(got, b"ping from guest\n", "{}", b.console);
+    assert!(
+        b.console.contains("broker-echo: port vport") && b.console.contains(" org.pqcc.broker"),
+        "{}",
+        b.console
+    );
+    assert!(
+        b.console.contains("broker-echo: got pong from broker\n"),
+        "{}",
+        b.console
+    );
+    assert_eq!(b.status, 0, "{}", b.result);
 }

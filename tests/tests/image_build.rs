@@ -261,7 +261,7 @@ fn image_build_refuses_duplicates() {
 fn image_build_decompresses_zstd_and_xz_modules() {
     let i = Inputs::new();
     let mut e = module(0, 0);
-    e.extend((0..40_000u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8));
+    e.extend((0..40_000u32).map(|n| n.wrapping_mul(2_654_435_761).to_le_bytes()[1]));
     let f = module(7, 9000);
     fs::write(i.p("e.ko"), &e).unwrap();
     fs::write(i.p("f.ko"), &f).unwrap();
