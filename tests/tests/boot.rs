@@ -363,6 +363,17 @@ impl Boot {
 /// Boots the kernel with `initrd` and the model in `model_dir` through
 /// `pqcc launch --profile none` (TCG), plus `extra` arguments.
 fn boot(tag: &str, initrd: &Path, model_dir: &Path, extra: &[&std::ffi::OsStr]) -> Boot {
+    boot_as(tag, initrd, model_dir, &model().root, extra)
+}
+
+/// [`boot`] with `--model tiny@r1:ROOT`.
+fn boot_as(
+    tag: &str,
+    initrd: &Path,
+    model_dir: &Path,
+    root: &str,
+    extra: &[&std::ffi::OsStr],
+) -> Boot {
     // One guest at a time: TCG is CPU-bound and the machines are small.
     static ONE: Mutex<()> = Mutex::new(());
     let _guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
@@ -375,7 +386,7 @@ fn boot(tag: &str, initrd: &Path, model_dir: &Path, extra: &[&std::ffi::OsStr]) 
         .arg(kernel().join("vmlinux"))
         .arg("--initrd")
         .arg(initrd)
-        .args(["--model", &format!("tiny@r1:{}", model().root)])
+        .args(["--model", &format!("tiny@r1:{root}")])
         .arg("--model-dir")
         .arg(model_dir)
         .args(extra);
@@ -544,7 +555,11 @@ fn boot_refuses_wrong_root_hash() {
         ..Cfg::default()
     };
     let img = image(dir.path(), &config_text(&cfg));
-    let b = boot("wrong-root", &img, &m.dir, &[]);
+    // `pqcc launch` compares the initramfs's config with --model and the model
+    // directory's .hash file; an operator who gets both wrong past it (a directory
+    // without the .hash file) still meets the guest's check.
+    let disks = model_dir_with(dir.path(), &m.tar, &m.verity);
+    let b = boot_as("wrong-root", &img, &disks, &cfg.root, &[]);
     b.assert_refused("verity");
 }
 

@@ -624,3 +624,104 @@ fn qemu_that_cannot_start_is_an_error() {
     let out = f.launch(&["--profile", "none", "--qemu", "/nonexistent/qemu"]);
     refused(&out, &["starting /nonexistent/qemu"]);
 }
+
+/// An initramfs from `pqcc image build` around `config` (a fake /init), in the fixture.
+fn pqcc_image(f: &Fixture, name: &str, config: &str, gzip: bool) {
+    let p = f.path();
+    fs::write(p.join("init"), b"\x7fELF fake init").unwrap();
+    fs::write(p.join(format!("{name}.toml")), config).unwrap();
+    let mut c = pqcc();
+    c.current_dir(p)
+        .args(["image", "build", "--init", "init", "--config"])
+        .arg(format!("{name}.toml"))
+        .arg("-o")
+        .arg(name);
+    if gzip {
+        c.arg("--gzip");
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+fn guest_config(name: &str, root: &str, data: &str, hash: &str, platform: &str) -> String {
+    format!(
+        "[model]\nname = \"{name}\"\nrevision = \"r1\"\nroot_hash = \"{root}\"\nsalt = \"\"\n\
+         data_blocks = 2\ndata_serial = \"{data}\"\nhash_serial = \"{hash}\"\n\n\
+         [platform]\nrequired = \"{platform}\"\ninsecure_no_tee = true\n\n\
+         [workload]\ncommand = \"/bin/workload\"\n"
+    )
+}
+
+/// The launch reads `/etc/pqcc/init.toml` back out of a pqcc initramfs: the disk
+/// serials default to the config's, and a different model, root hash, serial or
+/// platform is refused before QEMU starts.
+#[test]
+fn initrd_config_is_compared_with_the_launch() {
+    let f = Fixture::new("launch-initrd");
+    let run = |initrd: &str, extra: &[&str]| {
+        pqcc()
+            .current_dir(f.path())
+            .args(["launch", "--dry-run"])
+            .args(["--kernel", "vmlinux", "--initrd", initrd])
+            .args([
+                "--model",
+                &format!("org/tiny@r1:{ROOT}"),
+                "--model-dir",
+                "models",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let good = guest_config("org/tiny", ROOT, "s-data", "s-hash", "none");
+    pqcc_image(&f, "good.img", &good, false);
+    pqcc_image(&f, "good.img.gz", &good, true);
+    for img in ["good.img", "good.img.gz"] {
+        let out = run(img, &["--profile", "none"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+        let l: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+        let mut l2 = l.clone();
+        // check_invariants expects the fixture's initrd name.
+        for a in &mut l2 {
+            if a == img {
+                *a = "initrd.img".into();
+            }
+        }
+        check_invariants(&l2, "s-data", "s-hash");
+    }
+    // Serials given that differ from the config's.
+    refused(
+        &run("good.img", &["--profile", "none", "--hash-serial", "other"]),
+        &[
+            "does not match this launch",
+            "hash disk serial: init.toml \"s-hash\"",
+        ],
+    );
+    // Another platform.
+    refused(
+        &run("good.img", &["--profile", "tdx", "--firmware", "OVMF.fd"]),
+        &["platform: init.toml \"none\", launch \"tdx\""],
+    );
+    // Another model or root hash in the image.
+    let other = guest_config("org/other", &"1".repeat(64), "s-data", "s-hash", "none");
+    pqcc_image(&f, "other.img", &other, false);
+    refused(
+        &run("other.img", &["--profile", "none"]),
+        &["model name: init.toml \"org/other\"", "root hash"],
+    );
+    // A config without the fields the launch compares.
+    pqcc_image(&f, "bare.img", "[workload]\ncommand = \"/w\"\n", false);
+    refused(
+        &run("bare.img", &["--profile", "none"]),
+        &["has no string model.name"],
+    );
+    // Not a pqcc image: a warning, and the launch goes on with the default serials.
+    let out = run("initrd.img", &["--profile", "none"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("initrd.img is not a pqcc image"),
+        "{}",
+        text(&out.stderr)
+    );
+}
