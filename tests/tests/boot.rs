@@ -2,10 +2,13 @@
 //! `pqcc image build`, a Debian kernel from `scripts/guest-kernel.sh`, and a model
 //! built with `pqcc model build` on two read-only virtio disks.
 //!
-//! The happy path checks what the workload read through the file view (FUSE over
-//! dm-verity) against the host's SHA-256 of the same files and the exit status QEMU reports (`isa-debug-exit`). Each
-//! refusal checks exactly one `pqcc-init: FATAL <stage>:` line and that the workload
-//! never ran.
+//! Every guest is started by `pqcc launch --profile none` (qemu/none.args, TCG), so
+//! the harness is the product's own launcher. The happy path checks what the
+//! workload read through the file view (FUSE over dm-verity) against the host's
+//! SHA-256 of the same files, the exit status QEMU reports (`isa-debug-exit`) and the
+//! one `pqcc launch` derives from it. Each refusal checks exactly one
+//! `pqcc-init: FATAL <stage>:` line, that the workload never ran, and that
+//! `pqcc launch` exits 1 naming the stage.
 //!
 //! Needs `qemu-system-x86_64`, `apt-get download` access for the kernel (cached in
 //! `target/guest-kernel/`), kmod and xz-utils; `scripts/test.sh` installs them.
@@ -13,6 +16,7 @@
 mod common;
 
 use std::{
+    ffi::OsString,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -51,7 +55,8 @@ fn kernel() -> &'static Path {
     })
 }
 
-/// The static guest binaries: (pqcc-init, the model-sha256 test workload).
+/// The static guest binaries: (pqcc-init, the model-sha256 test workload). The broker
+/// link is exercised end to end by `demo.rs` (the real broker through `pqcc launch`).
 fn guest_bins() -> &'static (PathBuf, PathBuf) {
     static B: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     B.get_or_init(|| {
@@ -106,6 +111,8 @@ fn guest_bins() -> &'static (PathBuf, PathBuf) {
 /// A built model: the archive, its hash file, root hash, and the host's SHA-256 of
 /// each file.
 struct Model {
+    /// The `pqcc model build` output directory.
+    dir: PathBuf,
     tar: PathBuf,
     verity: PathBuf,
     root: String,
@@ -143,6 +150,7 @@ fn model() -> &'static Model {
         let tar = PathBuf::from(v["archive"].as_str().unwrap());
         let blocks = fs::metadata(&tar).unwrap().len() / 4096;
         Model {
+            dir: dir.join("out"),
             verity: PathBuf::from(v["verity"].as_str().unwrap()),
             root: v["root_hash"].as_str().unwrap().to_owned(),
             tar,
@@ -232,7 +240,13 @@ disk_wait_ms = {wait}
 
 /// Builds an initramfs around `config` (raw text) in `dir`.
 fn image(dir: &Path, config: &str) -> PathBuf {
-    let (init, workload) = guest_bins();
+    image_with(dir, config, &guest_bins().1, &[])
+}
+
+/// Builds an initramfs around `config` with `workload` and, besides the kernel
+/// folder's modules.list, the modules in `extra`.
+fn image_with(dir: &Path, config: &str, workload: &Path, extra: &[PathBuf]) -> PathBuf {
+    let init = &guest_bins().0;
     let cfg = dir.join("init.toml");
     fs::write(&cfg, config).unwrap();
     let out = dir.join("initrd.img");
@@ -244,19 +258,57 @@ fn image(dir: &Path, config: &str) -> PathBuf {
             .arg(&cfg)
             .arg("--workload")
             .arg(workload)
-            .arg("--kernel-release")
-            .arg(kernel())
+            .args(if extra.is_empty() {
+                vec![OsString::from("--kernel-release"), kernel().into()]
+            } else {
+                let mut m = vec![OsString::from("--modules")];
+                m.extend(kernel_modules().into_iter().map(OsString::from));
+                m.extend(extra.iter().map(OsString::from));
+                m
+            })
             .arg("-o")
             .arg(&out),
     );
     out
 }
 
+/// The module files of the kernel folder's modules.list, in order.
+fn kernel_modules() -> Vec<PathBuf> {
+    fs::read_to_string(kernel().join("modules.list"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| kernel().join(l.trim()))
+        .collect()
+}
+
+/// A module file of the guest kernel by file name (e.g. `virtio_console.ko`).
+fn kernel_module(name: &str) -> PathBuf {
+    fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+        for e in fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if e.file_type().ok()?.is_dir() {
+                if let Some(f) = find(&p, name) {
+                    return Some(f);
+                }
+            } else if e.file_name() == name {
+                return Some(p);
+            }
+        }
+        None
+    }
+    find(&kernel().join("root/lib/modules"), name)
+        .unwrap_or_else(|| panic!("{name} is not in the guest kernel package"))
+}
+
 struct Boot {
+    /// The serial console (with QEMU's and pqcc's diagnostics: `pqcc launch --json`
+    /// sends the console to stderr).
     console: String,
-    /// QEMU's exit status: 0 after a plain power-off, `code * 2 + 1` after
-    /// `isa-debug-exit`, 124 on timeout.
+    /// The exit status of `pqcc launch`: 0 workload OK, 1 refused or failed, 2 error.
     status: i32,
+    /// `pqcc launch --json`'s result.
+    result: serde_json::Value,
     wall: Duration,
 }
 
@@ -264,7 +316,8 @@ impl Boot {
     fn fatal_lines(&self) -> Vec<&str> {
         self.console
             .lines()
-            .filter(|l| l.contains("pqcc-init: FATAL"))
+            // `pqcc launch`'s own summary line (`pqcc: launch: …`) quotes it.
+            .filter(|l| l.contains("pqcc-init: FATAL") && !l.starts_with("pqcc: "))
             .collect()
     }
 
@@ -272,7 +325,16 @@ impl Boot {
         self.console.contains("workload: exec") || self.console.contains("model-sha256:")
     }
 
-    /// Asserts one FATAL line for `stage`, a power-off, and no workload.
+    /// QEMU's exit status: 0 after a plain power-off, `code * 2 + 1` after
+    /// `isa-debug-exit`.
+    fn qemu_status(&self) -> i64 {
+        self.result["qemu_status"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no QEMU status in {}", self.result))
+    }
+
+    /// Asserts one FATAL line for `stage`, a power-off, no workload, and that
+    /// `pqcc launch` says so (exit 1, the stage in its result).
     fn assert_refused(&self, stage: &str) {
         let f = self.fatal_lines();
         assert_eq!(f.len(), 1, "expected one FATAL line:\n{}", self.console);
@@ -284,65 +346,78 @@ impl Boot {
         );
         assert!(!self.workload_ran(), "workload ran:\n{}", self.console);
         assert_eq!(
-            self.status, 0,
+            self.qemu_status(),
+            0,
             "expected a plain power-off:\n{}",
             self.console
         );
+        assert_eq!(self.status, 1, "pqcc launch: {}", self.result);
+        assert_eq!(self.result["fatal_stage"], stage, "{}", self.result);
     }
 }
 
-/// Boots the kernel with `initrd` and the given (file, serial) disks, read-only.
-fn boot(tag: &str, initrd: &Path, disks: &[(&Path, &str)]) -> Boot {
+/// Boots the kernel with `initrd` and the model in `model_dir` through
+/// `pqcc launch --profile none` (TCG), plus `extra` arguments.
+fn boot(tag: &str, initrd: &Path, model_dir: &Path, extra: &[&std::ffi::OsStr]) -> Boot {
+    boot_as(tag, initrd, model_dir, &model().root, extra)
+}
+
+/// [`boot`] with `--model tiny@r1:ROOT`.
+fn boot_as(
+    tag: &str,
+    initrd: &Path,
+    model_dir: &Path,
+    root: &str,
+    extra: &[&std::ffi::OsStr],
+) -> Boot {
     // One guest at a time: TCG is CPU-bound and the machines are small.
     static ONE: Mutex<()> = Mutex::new(());
     let _guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cmd = Command::new("timeout");
-    cmd.arg(BOOT_TIMEOUT_S.to_string())
+    let mut cmd = pqcc();
+    cmd.args(["launch", "--profile", "none", "--json"])
+        .arg("--qemu")
         .arg(tool("qemu-system-x86_64"))
-        .args(["-M", "pc", "-m", "512", "-nodefaults", "-no-user-config"])
-        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-        .arg("-kernel")
+        .args(["--timeout", &BOOT_TIMEOUT_S.to_string()])
+        .arg("--kernel")
         .arg(kernel().join("vmlinux"))
-        .arg("-initrd")
+        .arg("--initrd")
         .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 pci=noacpi 8250.nr_uarts=1 \
-             i8042.noaux i8042.nokbd i8042.nopnp",
-        ]);
-    for (i, (file, serial)) in disks.iter().enumerate() {
-        cmd.arg("-drive")
-            .arg(format!(
-                "file={},if=none,id=d{i},format=raw,readonly=on",
-                file.display()
-            ))
-            .arg("-device")
-            .arg(format!("virtio-blk-pci,drive=d{i},serial={serial}"));
-    }
+        .args(["--model", &format!("tiny@r1:{root}")])
+        .arg("--model-dir")
+        .arg(model_dir)
+        .args(extra);
     let start = Instant::now();
-    let out = cmd.output().expect("running qemu");
+    let out = cmd.output().expect("running pqcc launch");
     let wall = start.elapsed();
-    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let console = String::from_utf8_lossy(&out.stderr).replace('\r', "");
     let status = out.status.code().unwrap_or(-1);
     eprintln!(
-        "--- boot {tag}: qemu status {status}, {:.2} s wall ---\n{console}{}",
+        "--- boot {tag}: pqcc launch status {status}, {:.2} s wall ---\n{console}{}",
         wall.as_secs_f64(),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout)
     );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{tag}: pqcc launch printed no JSON result ({e})"));
     assert_ne!(
-        status, 124,
+        result["qemu_status"], "timeout",
         "{tag}: QEMU timed out after {BOOT_TIMEOUT_S} s"
     );
     Boot {
         console,
         status,
+        result,
         wall,
     }
 }
 
-fn standard_disks(m: &Model) -> [(&Path, &str); 2] {
-    [(&m.tar, DATA_SERIAL), (&m.verity, HASH_SERIAL)]
+/// A model directory like `pqcc model build`'s, with `data` and `hash` as its two
+/// disks (copies, so a test can damage one).
+fn model_dir_with(dir: &Path, data: &Path, hash: &Path) -> PathBuf {
+    let out = dir.join("model");
+    fs::create_dir_all(&out).unwrap();
+    fs::copy(data, out.join("tiny@r1.tar")).unwrap();
+    fs::copy(hash, out.join("tiny@r1.tar.verity")).unwrap();
+    out
 }
 
 #[test]
@@ -350,7 +425,7 @@ fn boot_happy_path_workload_reads_verified_model() {
     let m = model();
     let dir = TempDir::new("boot-happy");
     let img = image(dir.path(), &config_text(&Cfg::default()));
-    let b = boot("happy", &img, &standard_disks(m));
+    let b = boot("happy", &img, &m.dir, &[]);
     assert!(b.fatal_lines().is_empty(), "{}", b.console);
     for (name, size, sha) in &m.files {
         let want = format!("model-sha256: {name} {size} {sha}");
@@ -370,8 +445,10 @@ fn boot_happy_path_workload_reads_verified_model() {
         b.console
             .contains("workload exited with status 0; powering off")
     );
-    // isa-debug-exit code 0 (workload OK) → QEMU exits 1.
-    assert_eq!(b.status, 1, "{}", b.console);
+    // isa-debug-exit code 0 (workload OK) → QEMU exits 1 → pqcc launch exits 0.
+    assert_eq!(b.qemu_status(), 1, "{}", b.console);
+    assert_eq!(b.status, 0, "{}", b.result);
+    assert_eq!(b.result["workload_status"], 0);
     // Per-stage timings are logged.
     for s in [
         "mount:", "config:", "modules:", "disks:", "verity:", "view:", "attest:",
@@ -395,13 +472,22 @@ fn boot_workload_failure_and_crash_are_reported() {
             ..Cfg::default()
         }),
     );
-    let b = boot("exit-3", &img, &standard_disks(m));
+    // Nothing listens on this broker socket: QEMU starts anyway (reconnect=1).
+    let nobody = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let b = boot(
+        "exit-3",
+        &img,
+        &m.dir,
+        &["--broker".as_ref(), nobody.as_ref()],
+    );
     assert!(
         b.console.contains("workload exited with status 3"),
         "{}",
         b.console
     );
-    assert_eq!(b.status, 3, "debug-exit code 1 → QEMU status 3");
+    assert_eq!(b.qemu_status(), 3, "debug-exit code 1 → QEMU status 3");
+    assert_eq!(b.status, 1, "{}", b.result);
+    assert_eq!(b.result["workload_status"], 3);
 
     let img = image(
         dir.path(),
@@ -410,13 +496,15 @@ fn boot_workload_failure_and_crash_are_reported() {
             ..Cfg::default()
         }),
     );
-    let b = boot("crash", &img, &standard_disks(m));
+    let b = boot("crash", &img, &m.dir, &[]);
     assert!(
         b.console.contains("workload killed by signal 6"),
         "{}",
         b.console
     );
-    assert_eq!(b.status, 5, "debug-exit code 2 → QEMU status 5");
+    assert_eq!(b.qemu_status(), 5, "debug-exit code 2 → QEMU status 5");
+    assert_eq!(b.status, 1, "{}", b.result);
+    assert!(b.result["workload_status"].is_null(), "{}", b.result);
 }
 
 fn flipped_copy(src: &Path, dst: &Path, offset: u64) -> PathBuf {
@@ -433,11 +521,8 @@ fn boot_refuses_flipped_data_byte() {
     let len = fs::metadata(&m.tar).unwrap().len();
     let bad = flipped_copy(&m.tar, &dir.path().join("bad.tar"), len / 2 + 7);
     let img = image(dir.path(), &config_text(&Cfg::default()));
-    let b = boot(
-        "flip-data",
-        &img,
-        &[(&bad, DATA_SERIAL), (&m.verity, HASH_SERIAL)],
-    );
+    let disks = model_dir_with(dir.path(), &bad, &m.verity);
+    let b = boot("flip-data", &img, &disks, &[]);
     b.assert_refused("verity");
     assert!(b.console.contains("Input/output error"), "{}", b.console);
 }
@@ -450,11 +535,8 @@ fn boot_refuses_flipped_hash_byte() {
     // at block 1.
     let bad = flipped_copy(&m.verity, &dir.path().join("bad.verity"), 4096 + 40);
     let img = image(dir.path(), &config_text(&Cfg::default()));
-    let b = boot(
-        "flip-hash",
-        &img,
-        &[(&m.tar, DATA_SERIAL), (&bad, HASH_SERIAL)],
-    );
+    let disks = model_dir_with(dir.path(), &m.tar, &bad);
+    let b = boot("flip-hash", &img, &disks, &[]);
     b.assert_refused("verity");
 }
 
@@ -469,7 +551,11 @@ fn boot_refuses_wrong_root_hash() {
         ..Cfg::default()
     };
     let img = image(dir.path(), &config_text(&cfg));
-    let b = boot("wrong-root", &img, &standard_disks(m));
+    // `pqcc launch` compares the initramfs's config with --model and the model
+    // directory's .hash file; an operator who gets both wrong past it (a directory
+    // without the .hash file) still meets the guest's check.
+    let disks = model_dir_with(dir.path(), &m.tar, &m.verity);
+    let b = boot_as("wrong-root", &img, &disks, &cfg.root, &[]);
     b.assert_refused("verity");
 }
 
@@ -482,7 +568,23 @@ fn boot_refuses_missing_disk() {
         ..Cfg::default()
     };
     let img = image(dir.path(), &config_text(&cfg));
-    let b = boot("no-hash-disk", &img, &[(&m.tar, DATA_SERIAL)]);
+    // `pqcc launch` refuses a model directory without the hash disk, so the disk is
+    // left out of the profile instead: qemu/none.args without the hash drive.
+    let hash_drive = "-drive\nfile={HASH},if=none,id=pqcc-hash,format=raw,readonly=on\n\
+                      -device\nvirtio-blk-pci,drive=pqcc-hash,serial={HASH_SERIAL}\n";
+    let none = fs::read_to_string(repo().join("qemu/none.args")).unwrap();
+    assert!(
+        none.contains(hash_drive),
+        "qemu/none.args changed its hash drive"
+    );
+    let profile = dir.path().join("no-hash-disk.args");
+    fs::write(&profile, none.replace(hash_drive, "")).unwrap();
+    let b = boot(
+        "no-hash-disk",
+        &img,
+        &m.dir,
+        &["--profile-file".as_ref(), profile.as_os_str()],
+    );
     b.assert_refused("disks");
     assert!(
         b.console
@@ -499,7 +601,7 @@ fn boot_refuses_missing_module() {
         ..Cfg::default()
     };
     let img = image(dir.path(), &config_text(&cfg));
-    let b = boot("missing-module", &img, &standard_disks(m));
+    let b = boot("missing-module", &img, &m.dir, &[]);
     b.assert_refused("modules");
     assert!(b.console.contains("/lib/modules/not-there.ko"));
 }
@@ -510,7 +612,7 @@ fn boot_refuses_malformed_config() {
     let dir = TempDir::new("boot-bad-config");
     let text = config_text(&Cfg::default()).replace("[platform]", "[platform]\nunknown = 1");
     let img = image(dir.path(), &text);
-    let b = boot("bad-config", &img, &standard_disks(m));
+    let b = boot("bad-config", &img, &m.dir, &[]);
     b.assert_refused("config");
     assert!(b.console.contains("unknown field"), "{}", b.console);
 }

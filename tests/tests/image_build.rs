@@ -251,3 +251,98 @@ fn image_build_refuses_duplicates() {
     );
     assert!(!i.p("dup.img").exists());
 }
+
+/// Modules compressed the way kernel builds compress them (`zstd`, and `xz` with
+/// CRC32 checks and a 1 MiB dictionary as kbuild's `MODULE_COMPRESS_XZ` does) are
+/// stored as the exact original `.ko` bytes, so the guest loads them with a plain
+/// `finit_module` whatever the kernel's own decompression support. Damaged or
+/// non-module inputs are refused and no image is written.
+#[test]
+fn image_build_decompresses_zstd_and_xz_modules() {
+    let i = Inputs::new();
+    let mut e = module(0, 0);
+    e.extend((0..40_000u32).map(|n| n.wrapping_mul(2_654_435_761).to_le_bytes()[1]));
+    let f = module(7, 9000);
+    fs::write(i.p("e.ko"), &e).unwrap();
+    fs::write(i.p("f.ko"), &f).unwrap();
+    run_ok(
+        Command::new(tool("zstd"))
+            .args(["-q", "-19", "-f", "-o"])
+            .arg(i.p("e.ko.zst"))
+            .arg(i.p("e.ko")),
+    );
+    run_ok(
+        Command::new(tool("xz"))
+            .args(["-z", "-f", "-q", "--check=crc32", "--lzma2=dict=1MiB", "-k"])
+            .arg(i.p("f.ko")),
+    );
+    let zst = fs::read(i.p("e.ko.zst")).unwrap();
+    assert!(zst.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a zstd frame");
+    assert!(fs::read(i.p("f.ko.xz")).unwrap().starts_with(b"\xfd7zXZ\0"));
+
+    let build = |out: &str, modules: &[&str]| {
+        let mut c = pqcc();
+        c.args(["image", "build", "--json", "--init"])
+            .arg(i.p("init"))
+            .arg("--config")
+            .arg(i.p("init.toml"))
+            .arg("-o")
+            .arg(i.p(out))
+            .arg("--modules");
+        for m in modules {
+            c.arg(i.p(m));
+        }
+        c.output().unwrap()
+    };
+    let o = build("z.img", &["e.ko.zst", "f.ko.xz"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"/lib/modules/e.ko") && files.contains(&"/lib/modules/f.ko"));
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with(".zst") || f.ends_with(".xz")),
+        "{files:?}"
+    );
+    let root = i.p("zx");
+    fs::create_dir_all(&root).unwrap();
+    let out = Command::new(tool("cpio"))
+        .args(["-i", "-d", "--no-absolute-filenames", "--quiet"])
+        .current_dir(&root)
+        .stdin(fs::File::open(i.p("z.img")).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(fs::read(root.join("lib/modules/e.ko")).unwrap(), e);
+    assert_eq!(fs::read(root.join("lib/modules/f.ko")).unwrap(), f);
+
+    // A truncated zstd module: refused, naming the tool and the file; no image.
+    fs::write(i.p("bad.ko.zst"), &zst[..zst.len() / 2]).unwrap();
+    let o = build("bad.img", &["bad.ko.zst"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("zstd -d") && err.contains("bad.ko.zst"),
+        "{err}"
+    );
+    assert!(!i.p("bad.img").exists());
+
+    // Something that decompresses but is no module.
+    fs::write(i.p("text.ko"), b"not a module").unwrap();
+    run_ok(
+        Command::new(tool("zstd"))
+            .args(["-q", "-f", "-o"])
+            .arg(i.p("text.ko.zst"))
+            .arg(i.p("text.ko")),
+    );
+    let o = build("text.img", &["text.ko.zst"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("not an ELF object"), "{err}");
+}

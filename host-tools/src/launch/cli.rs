@@ -37,12 +37,14 @@ pub struct LaunchArgs {
     /// The `pqcc model build` output directory holding NAME@REV.tar and .tar.verity.
     #[arg(long, value_name = "DIR")]
     pub model_dir: PathBuf,
-    /// Serial of the data disk; must equal model.data_serial in the guest's init.toml.
-    #[arg(long, value_name = "SERIAL", default_value = super::DEFAULT_DATA_SERIAL)]
-    pub data_serial: String,
-    /// Serial of the hash disk; must equal model.hash_serial in the guest's init.toml.
-    #[arg(long, value_name = "SERIAL", default_value = super::DEFAULT_HASH_SERIAL)]
-    pub hash_serial: String,
+    /// Serial of the data disk [default: model.data_serial of the initramfs's
+    /// init.toml, else pqcc-data].
+    #[arg(long, value_name = "SERIAL")]
+    pub data_serial: Option<String>,
+    /// Serial of the hash disk [default: model.hash_serial of the initramfs's
+    /// init.toml, else pqcc-hash].
+    #[arg(long, value_name = "SERIAL")]
+    pub hash_serial: Option<String>,
     /// The broker transport: unix:PATH, tcp:HOST:PORT (a virtio console port that
     /// QEMU connects to the broker) or vsock:GUEST_CID:PORT (vhost-vsock).
     #[arg(long, value_name = "SPEC")]
@@ -121,6 +123,9 @@ fn launch(a: LaunchArgs) -> anyhow::Result<u8> {
             .collect::<anyhow::Result<_>>()?,
     };
     let l = build(&opts)?;
+    for w in &l.warnings {
+        eprintln!("pqcc: warning: {w}");
+    }
     if a.dry_run {
         if a.json {
             println!(

@@ -12,7 +12,10 @@
 //!   is there, it names the root hash of `--model`;
 //! - kernel, initramfs and firmware are regular files; a profile that uses
 //!   `{FIRMWARE}` (tdx, snp) refuses to run without `--firmware`;
-//! - `--accel` is one the profile accepts, and `kvm` needs a usable `/dev/kvm`.
+//! - `--accel` is one the profile accepts, and `kvm` needs a usable `/dev/kvm`;
+//! - when the initramfs is a `pqcc image build` image, its `/etc/pqcc/init.toml`
+//!   names the same model (name, revision, root hash), the disk serials used (which
+//!   default to the config's) and the profile's platform ([`initrd`]).
 //!
 //! None of these checks is a security boundary: the host is untrusted. The guest
 //! checks the model against the root hash in its measured config, and the TEE
@@ -23,6 +26,7 @@
 //! broker is reached over a virtio console port (`unix:`, `tcp:`) or vsock.
 
 pub mod cli;
+pub mod initrd;
 pub mod profile;
 pub mod run;
 
@@ -277,10 +281,10 @@ pub struct Options {
     pub model: ModelSpec,
     /// A `pqcc model build` output directory.
     pub model_dir: PathBuf,
-    /// Data disk serial.
-    pub data_serial: String,
-    /// Hash disk serial.
-    pub hash_serial: String,
+    /// Data disk serial (None: the initramfs's `init.toml`, else `pqcc-data`).
+    pub data_serial: Option<String>,
+    /// Hash disk serial (None: the initramfs's `init.toml`, else `pqcc-hash`).
+    pub hash_serial: Option<String>,
     /// GPUs to pass through (PCI addresses as given).
     pub gpus: Vec<String>,
     /// Accelerator (None: the profile's default).
@@ -305,6 +309,8 @@ pub struct Launch {
     /// Whether the profile has QEMU's isa-debug-exit device (the workload's outcome
     /// comes back in QEMU's exit status).
     pub debug_exit: bool,
+    /// Notes for the operator (stderr).
+    pub warnings: Vec<String>,
 }
 
 fn path_str<'a>(what: &str, p: &'a Path) -> anyhow::Result<&'a str> {
@@ -412,16 +418,48 @@ pub fn build(o: &Options) -> anyhow::Result<Launch> {
         settings.insert(k.clone(), v.clone());
     }
 
-    check_serial("--data-serial", &o.data_serial)?;
-    check_serial("--hash-serial", &o.hash_serial)?;
-    if o.data_serial == o.hash_serial {
-        bail!("--data-serial and --hash-serial must differ");
-    }
-
     let kernel = path_str("--kernel", &o.kernel)?;
     regular_file("--kernel", &o.kernel)?;
     let initrd = path_str("--initrd", &o.initrd)?;
     regular_file("--initrd", &o.initrd)?;
+
+    // The guest's measured config, when the initramfs is one `pqcc image build` made:
+    // it gives the serials and must name the same model and platform.
+    let mut warnings = Vec::new();
+    let guest = initrd::read_config(&o.initrd)?;
+    let (data_serial, hash_serial) = match &guest {
+        Some(g) => (
+            o.data_serial
+                .clone()
+                .unwrap_or_else(|| g.model.data_serial.clone()),
+            o.hash_serial
+                .clone()
+                .unwrap_or_else(|| g.model.hash_serial.clone()),
+        ),
+        None => {
+            warnings.push(format!(
+                "{} is not a pqcc image (no /etc/pqcc/init.toml in a newc cpio): its model, \
+                 serials and platform were not compared with this launch",
+                o.initrd.display()
+            ));
+            (
+                o.data_serial
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_DATA_SERIAL.into()),
+                o.hash_serial
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_HASH_SERIAL.into()),
+            )
+        }
+    };
+    check_serial("--data-serial", &data_serial)?;
+    check_serial("--hash-serial", &hash_serial)?;
+    if data_serial == hash_serial {
+        bail!("--data-serial and --hash-serial must differ");
+    }
+    if let Some(g) = &guest {
+        initrd::check(g, o.profile, &o.model, &data_serial, &hash_serial)?;
+    }
     let firmware = match &o.firmware {
         Some(f) => {
             regular_file("--firmware", f)?;
@@ -466,8 +504,8 @@ pub fn build(o: &Options) -> anyhow::Result<Launch> {
             "ACCEL" => accel.as_str().to_owned(),
             "DATA" => data.clone(),
             "HASH" => hash.clone(),
-            "DATA_SERIAL" => o.data_serial.clone(),
-            "HASH_SERIAL" => o.hash_serial.clone(),
+            "DATA_SERIAL" => data_serial.clone(),
+            "HASH_SERIAL" => hash_serial.clone(),
             "MODEL" => model_id.clone(),
             "ROOT_HASH" => o.model.root_hash.clone(),
             other => settings.get(other)?.clone(),
@@ -522,6 +560,7 @@ pub fn build(o: &Options) -> anyhow::Result<Launch> {
         args,
         accel,
         debug_exit,
+        warnings,
     })
 }
 
