@@ -282,25 +282,6 @@ fn kernel_modules() -> Vec<PathBuf> {
         .collect()
 }
 
-/// A module file of the guest kernel by file name (e.g. `virtio_console.ko`).
-fn kernel_module(name: &str) -> PathBuf {
-    fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-        for e in fs::read_dir(dir).ok()?.flatten() {
-            let p = e.path();
-            if e.file_type().ok()?.is_dir() {
-                if let Some(f) = find(&p, name) {
-                    return Some(f);
-                }
-            } else if e.file_name() == name {
-                return Some(p);
-            }
-        }
-        None
-    }
-    find(&kernel().join("root/lib/modules"), name)
-        .unwrap_or_else(|| panic!("{name} is not in the guest kernel package"))
-}
-
 struct Boot {
     /// The serial console (with QEMU's and pqcc's diagnostics: `pqcc launch --json`
     /// sends the console to stderr).
