@@ -302,7 +302,13 @@ pub fn verify(
     let chain_ok = b.put(
         "device-chain",
         device_root.and_then(|root| {
-            x509::verify_chain(&certs, &root, now_unix, LeafUse::DigitalSignature)?;
+            x509::verify_chain(
+                &certs,
+                &root,
+                now_unix,
+                LeafUse::DigitalSignature,
+                &mut x509::SigCache::default(),
+            )?;
             if certs.last().map(|c| &c.der) != Some(&root.der) {
                 return Err("the chain's last certificate is not the pinned device root".into());
             }
@@ -346,8 +352,9 @@ pub fn verify(
             return Err("no RIM given".to_string());
         }
         let mut notes = Vec::new();
+        let mut cache = x509::SigCache::default();
         for r in rims {
-            let v = VerifiedRim::verify(&r.bytes, &root, now_unix)
+            let v = VerifiedRim::verify_with_cache(&r.bytes, &root, now_unix, &mut cache)
                 .map_err(|e| format!("{}: {e}", r.source))?;
             notes.push(format!("{} ({})", r.source, v.colloquial_version));
             verified.push((r.source.clone(), v));

@@ -10,7 +10,7 @@
 use base64ct::{Base64, Encoding};
 use sha2::{Digest, Sha384};
 
-use super::x509::{Cert, LeafUse, verify_chain, verify_raw_sig};
+use super::x509::{Cert, LeafUse, SigCache, verify_chain, verify_raw_sig};
 use super::xml::{self, Element, Scope};
 
 const DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
@@ -133,9 +133,20 @@ fn algorithm<'a>(el: &'a Element) -> Result<&'a str, String> {
 impl VerifiedRim {
     /// Parses and verifies a RIM against the pinned RIM `root` at `now`.
     pub fn verify(bytes: &[u8], root: &Cert, now: u64) -> Result<Self, RimError> {
+        Self::verify_with_cache(bytes, root, now, &mut SigCache::default())
+    }
+
+    /// [`VerifiedRim::verify`], sharing certificate checks with other RIMs.
+    pub fn verify_with_cache(
+        bytes: &[u8],
+        root: &Cert,
+        now: u64,
+        cache: &mut SigCache,
+    ) -> Result<Self, RimError> {
         let doc = xml::parse(bytes).map_err(RimError::Xml)?;
         let (sig_el, chain) = verify_signature(&doc).map_err(RimError::Signature)?;
-        verify_chain(&chain, root, now, LeafUse::DigitalSignature).map_err(RimError::Chain)?;
+        verify_chain(&chain, root, now, LeafUse::DigitalSignature, cache)
+            .map_err(RimError::Chain)?;
         // Only now is anything in the document used.
         let _ = sig_el;
         read_content(&doc, chain).map_err(RimError::Content)

@@ -233,6 +233,28 @@ fn fixed48(b: &[u8]) -> Option<[u8; 48]> {
     Some(out)
 }
 
+/// Certificate signatures already verified during one verification, so that the
+/// chain two RIMs share is checked once. Keyed by the exact DER of both certificates.
+#[derive(Debug, Default)]
+pub struct SigCache {
+    verified: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SigCache {
+    fn check(&mut self, cert: &Cert, issuer: &Cert) -> Result<(), String> {
+        if self
+            .verified
+            .iter()
+            .any(|(c, i)| *c == cert.der && *i == issuer.der)
+        {
+            return Ok(());
+        }
+        cert.verify_issued_by(issuer)?;
+        self.verified.push((cert.der.clone(), issuer.der.clone()));
+        Ok(())
+    }
+}
+
 /// What a chain's end-entity certificate must allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeafUse {
@@ -247,7 +269,13 @@ pub enum LeafUse {
 /// period at `now`; every issuer must be a CA (basicConstraints cA, keyCertSign when
 /// keyUsage is present, pathLenConstraint respected); unknown critical extensions
 /// are refused; every signature is ECDSA P-384 / SHA-384.
-pub fn verify_chain(chain: &[Cert], root: &Cert, now: u64, leaf_use: LeafUse) -> Result<(), String> {
+pub fn verify_chain(
+    chain: &[Cert],
+    root: &Cert,
+    now: u64,
+    leaf_use: LeafUse,
+    cache: &mut SigCache,
+) -> Result<(), String> {
     let mut certs: Vec<&Cert> = chain.iter().collect();
     if let Some(last) = certs.last()
         && last.der == root.der
@@ -265,10 +293,9 @@ pub fn verify_chain(chain: &[Cert], root: &Cert, now: u64, leaf_use: LeafUse) ->
     if certs.is_empty() {
         return Err("chain holds no certificate below the root".into());
     }
+    // The root is trusted because it is pinned (by fingerprint, `roots`), not
+    // because of its self-signature, so that is not checked; its validity period is.
     certs.push(root);
-    // Root: self-signed, valid now.
-    root.verify_issued_by(root)
-        .map_err(|e| format!("pinned root: {e}"))?;
     for (i, c) in certs.iter().enumerate() {
         let (nb, na) = c.validity();
         if now < nb {
@@ -280,7 +307,7 @@ pub fn verify_chain(chain: &[Cert], root: &Cert, now: u64, leaf_use: LeafUse) ->
         c.check_critical_extensions()?;
         if i + 1 < certs.len() {
             let issuer = certs[i + 1];
-            c.verify_issued_by(issuer)?;
+            cache.check(c, issuer)?;
         }
         if i == 0 {
             match leaf_use {
