@@ -46,6 +46,10 @@ enum Command {
     /// eBPF load policies.
     #[command(subcommand)]
     Policy(statements::PolicyCommand),
+    /// NVIDIA GPU attestation: offline verification, collateral download
+    /// (`docs/gpu-attestation.md`).
+    #[command(subcommand)]
+    Gpu(pqcc_tools::gpu_cli::GpuCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -140,6 +144,32 @@ enum BenchCommand {
     /// Building a model archive against GNU tar + `veritysetup format` on the same
     /// generated tree, with a byte-for-byte comparison.
     Model(bench::model::ModelArgs),
+    /// Full offline verification of NVIDIA GPU evidence (Set A) against NVIDIA's
+    /// nv-local-gpu-verifier 2.7.3 on the same files in the same run.
+    GpuVerify(GpuVerifyBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct GpuVerifyBenchArgs {
+    /// Directory with Set A (`v2023_initial/` and the `*_test_no_gpu.swidtag` RIMs).
+    #[arg(long, value_name = "DIR", default_value_os_t = bench::gpu_verify::Options::default_data())]
+    data: PathBuf,
+    /// Timed verifications per side (the baseline runs at most 200).
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Python with nv-local-gpu-verifier==2.7.3 (default: target/nv-verifier-venv/bin/python
+    /// when it exists, else python3).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// The baseline script.
+    #[arg(long, value_name = "PATH", default_value_os_t = bench::gpu_verify::Options::default_script())]
+    baseline_script: PathBuf,
+    /// Skip the baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -244,6 +274,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Prints its own results and errors; exits 0, 1 (mismatch) or 2 (error).
         Command::Model(c) => std::process::exit(pqcc_tools::model::cli::run(c)),
         Command::Image(c) => pqcc_tools::image::cli::run(c),
+        // Prints its own results and errors; exits 0, 1 (a check failed) or 2 (error).
+        Command::Gpu(c) => std::process::exit(pqcc_tools::gpu_cli::run(c)),
         Command::Sign(c) => statements::sign(&c),
         Command::Verify(a) => outcome(statements::verify(&a)?),
         Command::Info(a) => statements::info(&a),
@@ -251,6 +283,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             outcome(statements::policy_check(&a)?)
         }
         Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
+        Command::Bench(BenchCommand::GpuVerify(a)) => {
+            bench::gpu_verify::run(&bench::gpu_verify::Options {
+                data: a.data,
+                iterations: a.iterations,
+                python: a.python,
+                script: a.baseline_script,
+                baseline: !a.no_baseline,
+                json: a.json,
+            })
+        }
         Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
             file: a.file,
             size: a.size,

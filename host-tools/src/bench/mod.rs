@@ -6,6 +6,7 @@
 //! `--json`) and its progress to stderr.
 
 pub mod channel;
+pub mod gpu_verify;
 pub mod handshake;
 pub mod model;
 pub mod openssl;

@@ -233,6 +233,30 @@ fn fresh(this_update: u64, next_update: Option<u64>, now: u64, max_age: u64) -> 
     Ok(())
 }
 
+/// Checks that `der` is an OCSPResponse with status successful and a basic response
+/// (its signature and content are judged at verification time).
+pub fn ocsp_response_status(der: &[u8]) -> Result<(), String> {
+    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSPResponse: {e}"))?;
+    let st = resp.status.to_der().map_err(|e| e.to_string())?;
+    if st != [0x0A, 0x01, 0x00] {
+        return Err(format!("OCSP responseStatus {st:02x?} is not successful"));
+    }
+    let rb = resp.bytes.ok_or("no responseBytes")?;
+    if rb.response_type != ID_PKIX_OCSP_BASIC {
+        return Err(format!("response type {} is not basic", rb.response_type));
+    }
+    BasicOcspResponse::from_der(rb.response.as_bytes())
+        .map_err(|e| format!("BasicOCSPResponse: {e}"))?;
+    Ok(())
+}
+
+/// Checks that `der` parses as an X.509 CRL with an ECDSA P-384 signature.
+pub fn check_crl_parses(der: &[u8]) -> Result<(), String> {
+    CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
+        .map_err(|e| format!("not a CRL: {e}"))?;
+    split_signed(der).map(|_| ())
+}
+
 fn ocsp_status(
     file: &str,
     der: &[u8],

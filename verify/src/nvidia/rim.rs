@@ -153,6 +153,22 @@ impl VerifiedRim {
     }
 }
 
+/// The certificates in a RIM's `ds:KeyInfo`, **unverified** — for finding out whose
+/// revocation status to fetch, never for trusting anything.
+pub fn embedded_certificates(bytes: &[u8]) -> Result<Vec<Cert>, String> {
+    let doc = xml::parse(bytes)?;
+    let sig = doc
+        .elements()
+        .find(|e| e.is(DSIG, "Signature"))
+        .ok_or("no ds:Signature")?;
+    let ki = sig.elements().find(|e| e.is(DSIG, "KeyInfo")).ok_or("no ds:KeyInfo")?;
+    let xd = ki.elements().find(|e| e.is(DSIG, "X509Data")).ok_or("no ds:X509Data")?;
+    xd.elements()
+        .filter(|e| e.is(DSIG, "X509Certificate"))
+        .map(|c| Cert::from_der(&b64(&c.text()?)?))
+        .collect()
+}
+
 /// Checks the enveloped signature; returns the Signature element and the embedded
 /// certificates (signer first). The signature is checked with the signer's key; the
 /// caller still has to validate the chain.

@@ -200,6 +200,33 @@ impl Cert {
         Ok(found)
     }
 
+    /// http(s) URIs of the cRLDistributionPoints extension (full names only).
+    pub fn crl_distribution_uris(&self) -> Vec<String> {
+        use x509_cert::ext::pkix::CrlDistributionPoints;
+        use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+        let Ok(Some((_, dps))) = self
+            .cert
+            .tbs_certificate()
+            .get_extension::<CrlDistributionPoints>()
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for dp in dps.0 {
+            if let Some(DistributionPointName::FullName(names)) = dp.distribution_point {
+                for n in names {
+                    if let GeneralName::UniformResourceIdentifier(u) = n {
+                        let u = u.to_string();
+                        if u.starts_with("http://") || u.starts_with("https://") {
+                            out.push(u);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The serial number's content octets.
     pub fn serial(&self) -> &[u8] {
         self.cert.tbs_certificate().serial_number().as_bytes()
