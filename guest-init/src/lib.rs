@@ -32,6 +32,7 @@ pub mod config;
 pub mod disks;
 pub mod dm;
 pub mod fuse;
+pub mod gpu_gate;
 pub mod sys;
 pub mod tarindex;
 pub mod workload;
