@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::ExtendedKeyUsage;
 
-use super::x509::{Cert, split_signed, verify_der_sig};
+use super::x509::{Cert, ECDSA_WITH_SHA384, split_signed, verify_der_sig};
 
 const ID_PKIX_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 const ID_KP_OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
@@ -102,7 +102,7 @@ struct ResponseBytes<'a> {
 #[derive(Sequence)]
 struct BasicOcspResponse<'a> {
     tbs: AnyRef<'a>,
-    alg: AnyRef<'a>,
+    alg: x509_cert::spki::AlgorithmIdentifierRef<'a>,
     sig: BitStringRef<'a>,
     #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
     certs: Option<Vec<AnyRef<'a>>>,
@@ -250,7 +250,8 @@ pub fn ocsp_response_status(der: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that `der` parses as an X.509 CRL with an ECDSA P-384 signature.
+/// Checks that `der` parses as an X.509 v2 CRL with an ECDSA P-384 signature
+/// (v1 CRLs, without a version field, are not accepted).
 pub fn check_crl_parses(der: &[u8]) -> Result<(), String> {
     CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
         .map_err(|e| format!("not a CRL: {e}"))?;
@@ -297,7 +298,14 @@ fn ocsp_status(
         return Ok(None);
     }
     // Signature: the issuer itself, or a delegated responder it certified.
-    let (_, sig) = split_signed(basic_der).map_err(|e| format!("{file}: {e}"))?;
+    if basic.alg.oid != ECDSA_WITH_SHA384 || basic.alg.parameters.is_some() {
+        return Err(format!("{file}: OCSP signature algorithm {} is not ecdsa-with-SHA384", basic.alg.oid));
+    }
+    let sig = basic
+        .sig
+        .as_bytes()
+        .ok_or_else(|| format!("{file}: OCSP signature has unused bits"))?
+        .to_vec();
     let by_issuer = issuer
         .public_key()
         .and_then(|k| verify_der_sig(&k, &tbs, &sig))
