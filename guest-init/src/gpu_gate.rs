@@ -105,10 +105,7 @@ pub fn gate(
         }
     }
     if count == 0 {
-        return Err(format!(
-            "no GPU within {:?}: {last}",
-            wait.timeout
-        ));
+        return Err(format!("no GPU within {:?}: {last}", wait.timeout));
     }
     // 2 + 3. Evidence of every GPU, verified locally.
     let mut blobs = Vec::new();
@@ -249,7 +246,9 @@ impl DlNvml {
                     lib,
                     init: std::mem::transmute::<*mut c_void, FnVoid>(sym(c"nvmlInit_v2")?),
                     shutdown: std::mem::transmute::<*mut c_void, FnVoid>(sym(c"nvmlShutdown")?),
-                    count: std::mem::transmute::<*mut c_void, FnCount>(sym(c"nvmlDeviceGetCount_v2")?),
+                    count: std::mem::transmute::<*mut c_void, FnCount>(sym(
+                        c"nvmlDeviceGetCount_v2",
+                    )?),
                     handle: std::mem::transmute::<*mut c_void, FnHandle>(sym(
                         c"nvmlDeviceGetHandleByIndex_v2",
                     )?),
@@ -262,7 +261,9 @@ impl DlNvml {
                     ready: std::mem::transmute::<*mut c_void, FnReady>(sym(
                         c"nvmlSystemSetConfComputeGpusReadyState",
                     )?),
-                    error_string: std::mem::transmute::<*mut c_void, FnErr>(sym(c"nvmlErrorString")?),
+                    error_string: std::mem::transmute::<*mut c_void, FnErr>(sym(
+                        c"nvmlErrorString",
+                    )?),
                     initialised: false,
                 })
             }

@@ -11,7 +11,10 @@ use pqcc_verify::nvidia::{GpuEvidence, GpuPolicy, RevocationPolicy, Rim};
 const NOW: u64 = 1_690_000_000;
 
 fn read(name: &str) -> Vec<u8> {
-    let p = format!("{}/../../shared/data/nvidia-gpu/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../../shared/data/nvidia-gpu/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
@@ -32,10 +35,19 @@ struct FakeNvml {
 
 impl FakeNvml {
     fn set_a() -> Self {
-        let report = GpuEvidence::report_from_hex(&read("v2023_initial/attestationReport.txt")).unwrap();
+        let report =
+            GpuEvidence::report_from_hex(&read("v2023_initial/attestationReport.txt")).unwrap();
         let mut pem = read("v2023_initial/gpuAkCertChain.txt");
         pem.extend_from_slice(&[0, 0, 0]); // NVML's buffers are NUL-padded
-        Self { report, pem, init_failures: 0, count: 1, ready_calls: 0, ready_fails: false, init_calls: 0 }
+        Self {
+            report,
+            pem,
+            init_failures: 0,
+            count: 1,
+            ready_calls: 0,
+            ready_fails: false,
+            init_calls: 0,
+        }
     }
     fn nonce(&self) -> [u8; 32] {
         self.report[4..36].try_into().unwrap()
@@ -64,7 +76,9 @@ impl Nvml for FakeNvml {
     fn set_cc_ready(&mut self) -> Result<(), NvmlError> {
         self.ready_calls += 1;
         if self.ready_fails {
-            Err(NvmlError("nvmlSystemSetConfComputeGpusReadyState: Insufficient Permissions (NVML 4)".into()))
+            Err(NvmlError(
+                "nvmlSystemSetConfComputeGpusReadyState: Insufficient Permissions (NVML 4)".into(),
+            ))
         } else {
             Ok(())
         }
@@ -73,16 +87,28 @@ impl Nvml for FakeNvml {
 
 fn rims() -> Vec<Rim> {
     vec![
-        Rim { source: "driver".into(), bytes: read("Driver_RIM_test_no_gpu.swidtag") },
-        Rim { source: "vbios".into(), bytes: read("1010_0200_882_96005E0001_test_no_gpu.swidtag") },
+        Rim {
+            source: "driver".into(),
+            bytes: read("Driver_RIM_test_no_gpu.swidtag"),
+        },
+        Rim {
+            source: "vbios".into(),
+            bytes: read("1010_0200_882_96005E0001_test_no_gpu.swidtag"),
+        },
     ]
 }
 
 fn policy() -> GpuPolicy {
-    GpuPolicy { revocation: RevocationPolicy::InsecureSkip, ..GpuPolicy::default() }
+    GpuPolicy {
+        revocation: RevocationPolicy::InsecureSkip,
+        ..GpuPolicy::default()
+    }
 }
 
-const WAIT: Wait = Wait { timeout: Duration::from_millis(50), poll: Duration::from_millis(5) };
+const WAIT: Wait = Wait {
+    timeout: Duration::from_millis(50),
+    poll: Duration::from_millis(5),
+};
 
 #[test]
 fn set_a_passes_and_sets_ready_once() {
@@ -92,7 +118,10 @@ fn set_a_passes_and_sets_ready_once() {
     assert_eq!(nvml.ready_calls, 1);
     assert_eq!(blobs.len(), 1);
     let ev = GpuEvidence::from_blob(&blobs[0].bytes).unwrap();
-    assert_eq!([ev.request.as_slice(), ev.response.as_slice()].concat(), nvml.report);
+    assert_eq!(
+        [ev.request.as_slice(), ev.response.as_slice()].concat(),
+        nvml.report
+    );
     assert_eq!(ev.certs.len(), 5);
 }
 
@@ -102,7 +131,10 @@ fn two_gpus_both_verified() {
     nvml.count = 2;
     let nonce = nvml.nonce();
     let blobs = gpu_gate::gate(&mut nvml, &nonce, &policy(), &rims(), NOW, WAIT, None).unwrap();
-    assert_eq!(blobs.iter().map(|b| b.index).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        blobs.iter().map(|b| b.index).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     assert_eq!(nvml.ready_calls, 1);
 }
 
@@ -141,7 +173,16 @@ fn failing_rim_is_refused() {
 fn revocation_required_without_collateral_is_refused() {
     let mut nvml = FakeNvml::set_a();
     let nonce = nvml.nonce();
-    let e = gpu_gate::gate(&mut nvml, &nonce, &GpuPolicy::default(), &rims(), NOW, WAIT, None).unwrap_err();
+    let e = gpu_gate::gate(
+        &mut nvml,
+        &nonce,
+        &GpuPolicy::default(),
+        &rims(),
+        NOW,
+        WAIT,
+        None,
+    )
+    .unwrap_err();
     assert!(e.contains("revocation"), "{e}");
     assert_eq!(nvml.ready_calls, 0);
 }
@@ -162,7 +203,10 @@ fn gives_up_after_the_bounded_wait() {
     nvml.init_failures = u32::MAX;
     let nonce = nvml.nonce();
     let e = gpu_gate::gate(&mut nvml, &nonce, &policy(), &rims(), NOW, WAIT, None).unwrap_err();
-    assert!(e.contains("no GPU") && e.contains("Driver Not Loaded"), "{e}");
+    assert!(
+        e.contains("no GPU") && e.contains("Driver Not Loaded"),
+        "{e}"
+    );
     assert_eq!(nvml.init_calls, 10); // 50 ms / 5 ms
     assert_eq!(nvml.ready_calls, 0);
 }
@@ -190,8 +234,13 @@ fn ready_state_failure_is_an_error() {
 fn absent_library_is_a_clear_error() {
     let name: &CStr = c"libnvidia-ml-pqcc-absent.so.1";
     let e = DlNvml::load_from(name).err().expect("no such library");
-    assert!(e.0.contains("cannot load libnvidia-ml-pqcc-absent.so.1"), "{e}");
+    assert!(
+        e.0.contains("cannot load libnvidia-ml-pqcc-absent.so.1"),
+        "{e}"
+    );
     // A library without NVML's symbols: named, and which symbol is missing.
-    let e = DlNvml::load_from(c"libm.so.6").err().expect("libm is not NVML");
+    let e = DlNvml::load_from(c"libm.so.6")
+        .err()
+        .expect("libm is not NVML");
     assert!(e.0.contains("lacks nvmlInit_v2"), "{e}");
 }

@@ -85,10 +85,18 @@ pub struct FetchArgs {
     #[arg(long, requires = "evidence")]
     pub fetch_rims: bool,
     /// OCSP responder.
-    #[arg(long, value_name = "URL", default_value = "https://ocsp.ndis.nvidia.com/")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://ocsp.ndis.nvidia.com/"
+    )]
     pub ocsp_url: String,
     /// RIM service base URL (the RIM id is appended).
-    #[arg(long, value_name = "URL", default_value = "https://rim.attestation.nvidia.com/v1/rim/")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://rim.attestation.nvidia.com/v1/rim/"
+    )]
     pub rim_service: String,
     /// Also download the CRLs named in the certificates' CRL distribution points.
     #[arg(long)]
@@ -148,9 +156,10 @@ fn verify(a: &VerifyArgs) -> anyhow::Result<bool> {
     let mut rims = Vec::new();
     for p in &a.rims {
         rims.push(Rim {
-            source: p
-                .file_name()
-                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            source: p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             bytes: std::fs::read(p).with_context(|| format!("read {}", p.display()))?,
         });
     }
@@ -261,7 +270,10 @@ fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
             });
         }
     }
-    let mut device_ders = evidence.as_ref().map(|e| e.certs.clone()).unwrap_or_default();
+    let mut device_ders = evidence
+        .as_ref()
+        .map(|e| e.certs.clone())
+        .unwrap_or_default();
     if let Some(p) = &a.cert_chain {
         let pem = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
         device_ders = nvidia::x509::pem_chain_to_der(&pem).map_err(anyhow::Error::msg)?;
@@ -328,8 +340,7 @@ fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
                 .and_then(read_body)
                 .and_then(|body| {
-                    nvidia::revocation::ocsp_response_status(&body)
-                        .map_err(anyhow::Error::msg)?;
+                    nvidia::revocation::ocsp_response_status(&body).map_err(anyhow::Error::msg)?;
                     Ok(body)
                 });
             match r {
@@ -349,7 +360,8 @@ fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
                         .map_err(anyhow::Error::from)
                         .and_then(read_body)
                         .and_then(|body| {
-                            nvidia::revocation::check_crl_parses(&body).map_err(anyhow::Error::msg)?;
+                            nvidia::revocation::check_crl_parses(&body)
+                                .map_err(anyhow::Error::msg)?;
                             Ok(body)
                         });
                     match r {
@@ -409,7 +421,10 @@ pub fn rim_ids(resp: &MeasurementResponse) -> Result<Vec<String>, String> {
         Ok(s)
     };
     let driver = resp.driver_version()?;
-    if !driver.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+    if !driver
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.')
+    {
         return Err("driver version is not a plain identifier".into());
     }
     let vbios = resp.vbios_version()?.replace('.', "").to_ascii_uppercase();
@@ -426,7 +441,8 @@ pub fn rim_ids(resp: &MeasurementResponse) -> Result<Vec<String>, String> {
 
 fn fetch_rim(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
     let body = read_body(agent.get(url).call()?)?;
-    let v: serde_json::Value = serde_json::from_slice(&body).context("RIM service answer is not JSON")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).context("RIM service answer is not JSON")?;
     let b64 = v["rim"]
         .as_str()
         .context("RIM service answer has no \"rim\" string")?;

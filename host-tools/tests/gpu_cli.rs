@@ -16,7 +16,10 @@ mod common;
 use common::TempDir;
 
 fn data(name: &str) -> String {
-    format!("{}/../../shared/data/nvidia-gpu/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../../shared/data/nvidia-gpu/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn set_a_nonce() -> String {
@@ -32,14 +35,35 @@ fn pqcc(args: &[&str]) -> Output {
 fn expect(o: &Output, code: i32) -> (String, String) {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
     (out, err)
 }
 
-fn verify_args<'a>(nonce: &'a str, report: &'a str, chain: &'a str, driver: &'a str, vbios: &'a str) -> Vec<&'a str> {
+fn verify_args<'a>(
+    nonce: &'a str,
+    report: &'a str,
+    chain: &'a str,
+    driver: &'a str,
+    vbios: &'a str,
+) -> Vec<&'a str> {
     vec![
-        "gpu", "verify", "--evidence", report, "--cert-chain", chain, "--rim", driver, vbios,
-        "--nonce", nonce, "--at", AT,
+        "gpu",
+        "verify",
+        "--evidence",
+        report,
+        "--cert-chain",
+        chain,
+        "--rim",
+        driver,
+        vbios,
+        "--nonce",
+        nonce,
+        "--at",
+        AT,
     ]
 }
 
@@ -55,8 +79,21 @@ fn set_a_verifies_with_revocation_skipped() {
     let mut args = verify_args(&nonce, &r, &c, &d, &v);
     args.push("--insecure-no-revocation");
     let (out, _) = expect(&pqcc(&args), 0);
-    for check in ["structure", "nonce", "signature", "device-chain", "fwid", "rim-signature", "rim-version", "measurements"] {
-        assert!(out.lines().any(|l| l.starts_with("PASS") && l.contains(check)), "{check}:\n{out}");
+    for check in [
+        "structure",
+        "nonce",
+        "signature",
+        "device-chain",
+        "fwid",
+        "rim-signature",
+        "rim-version",
+        "measurements",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check}:\n{out}"
+        );
     }
     assert!(out.contains("SKIP  revocation"), "{out}");
     assert!(out.contains("GPU evidence VERIFIED"), "{out}");
@@ -81,7 +118,10 @@ fn failures_exit_1_and_name_the_check() {
     );
     // Revocation is required by default: no bundle, no pass.
     let (out, _) = expect(&pqcc(&verify_args(&nonce, &r, &c, &d, &v)), 1);
-    assert!(out.contains("FAIL  revocation") && out.contains("NOT VERIFIED"), "{out}");
+    assert!(
+        out.contains("FAIL  revocation") && out.contains("NOT VERIFIED"),
+        "{out}"
+    );
 
     // Another nonce.
     let other = format!("{}0", &nonce[..63]);
@@ -92,12 +132,17 @@ fn failures_exit_1_and_name_the_check() {
 
     // A RIM with one golden digest changed.
     let t = TempDir::new("gpu-cli");
-    let driver = std::fs::read_to_string(&d).unwrap().replacen("0e0ee161", "0e0ee162", 1);
+    let driver = std::fs::read_to_string(&d)
+        .unwrap()
+        .replacen("0e0ee161", "0e0ee162", 1);
     let bad = t.file("driver.swidtag", driver.as_bytes());
     let mut args = verify_args(&nonce, &r, &c, &bad, &v);
     args.push("--insecure-no-revocation");
     let (out, _) = expect(&pqcc(&args), 1);
-    assert!(out.contains("FAIL  rim-signature") && out.contains("digest mismatch"), "{out}");
+    assert!(
+        out.contains("FAIL  rim-signature") && out.contains("digest mismatch"),
+        "{out}"
+    );
 
     // Too late for the RIM signing certificate.
     let mut args = verify_args(&nonce, &r, &c, &d, &v);
@@ -105,7 +150,10 @@ fn failures_exit_1_and_name_the_check() {
     let n = args.len();
     args[n - 2] = "1800000000";
     let (out, _) = expect(&pqcc(&args), 1);
-    assert!(out.contains("FAIL  rim-signature") && out.contains("expired"), "{out}");
+    assert!(
+        out.contains("FAIL  rim-signature") && out.contains("expired"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -123,8 +171,22 @@ fn evidence_blob_carries_its_chain() {
     let blob = t.file("ev.pqge", &ev.to_blob().unwrap());
     let bin = t.file("report.bin", &report);
     let nonce = set_a_nonce();
-    let (d, v) = (data("Driver_RIM_test_no_gpu.swidtag"), data("1010_0200_882_96005E0001_test_no_gpu.swidtag"));
-    let base = ["gpu", "verify", "--rim", &d, &v, "--nonce", &nonce, "--at", AT, "--insecure-no-revocation"];
+    let (d, v) = (
+        data("Driver_RIM_test_no_gpu.swidtag"),
+        data("1010_0200_882_96005E0001_test_no_gpu.swidtag"),
+    );
+    let base = [
+        "gpu",
+        "verify",
+        "--rim",
+        &d,
+        &v,
+        "--nonce",
+        &nonce,
+        "--at",
+        AT,
+        "--insecure-no-revocation",
+    ];
     let mut a = base.to_vec();
     a.extend(["--evidence", &blob]);
     expect(&pqcc(&a), 0);
@@ -146,16 +208,78 @@ fn usage_and_io_errors_exit_2() {
     let d = data("Driver_RIM_test_no_gpu.swidtag");
     let r = data("v2023_initial/attestationReport.txt");
     let c = data("v2023_initial/gpuAkCertChain.txt");
-    let (_, err) = expect(&pqcc(&["gpu", "verify", "--evidence", "/nonexistent/x", "--cert-chain", &c, "--rim", &d, "--nonce", &nonce, "--at", AT]), 2);
+    let (_, err) = expect(
+        &pqcc(&[
+            "gpu",
+            "verify",
+            "--evidence",
+            "/nonexistent/x",
+            "--cert-chain",
+            &c,
+            "--rim",
+            &d,
+            "--nonce",
+            &nonce,
+            "--at",
+            AT,
+        ]),
+        2,
+    );
     assert!(err.contains("/nonexistent/x"), "{err}");
-    let (_, err) = expect(&pqcc(&["gpu", "verify", "--evidence", &r, "--cert-chain", &c, "--rim", &d, "--nonce", "abcd", "--at", AT]), 2);
+    let (_, err) = expect(
+        &pqcc(&[
+            "gpu",
+            "verify",
+            "--evidence",
+            &r,
+            "--cert-chain",
+            &c,
+            "--rim",
+            &d,
+            "--nonce",
+            "abcd",
+            "--at",
+            AT,
+        ]),
+        2,
+    );
     assert!(err.contains("--nonce is 2 bytes"), "{err}");
-    let (_, err) = expect(&pqcc(&["gpu", "verify", "--evidence", &r, "--rim", &d, "--nonce", &nonce, "--at", AT]), 2);
+    let (_, err) = expect(
+        &pqcc(&[
+            "gpu",
+            "verify",
+            "--evidence",
+            &r,
+            "--rim",
+            &d,
+            "--nonce",
+            &nonce,
+            "--at",
+            AT,
+        ]),
+        2,
+    );
     assert!(err.contains("--cert-chain is required"), "{err}");
     // Garbage evidence is an error, never a panic.
     let t = TempDir::new("gpu-cli-garbage");
     let g = t.file("g.txt", b"zz not hex");
-    let (_, err) = expect(&pqcc(&["gpu", "verify", "--evidence", &g, "--cert-chain", &c, "--rim", &d, "--nonce", &nonce, "--at", AT]), 2);
+    let (_, err) = expect(
+        &pqcc(&[
+            "gpu",
+            "verify",
+            "--evidence",
+            &g,
+            "--cert-chain",
+            &c,
+            "--rim",
+            &d,
+            "--nonce",
+            &nonce,
+            "--at",
+            AT,
+        ]),
+        2,
+    );
     assert!(err.contains("not hex"), "{err}");
 }
 
@@ -163,7 +287,9 @@ fn usage_and_io_errors_exit_2() {
 /// syntactically valid shell: enough for the fetcher, and rejected by the verifier.
 fn dummy_ocsp_response() -> Vec<u8> {
     let basic = [0x30, 0x07, 0x30, 0x00, 0x05, 0x00, 0x03, 0x01, 0x00];
-    let oid = [0x06, 0x09, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
+    let oid = [
+        0x06, 0x09, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01,
+    ];
     let mut rb = vec![0x30, 0x16];
     rb.extend(oid);
     rb.extend([0x04, 0x09]);
@@ -211,18 +337,27 @@ fn serve(fail_ocsp: bool) -> (String, Arc<Mutex<Vec<Hit>>>) {
             }
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
-            let (status, ctype, resp): (&str, &str, Vec<u8>) = match (method.as_str(), path.as_str()) {
-                ("POST", "/ocsp") if fail_ocsp => ("500 Internal Server Error", "text/plain", b"down".to_vec()),
-                ("POST", "/ocsp") => ("200 OK", "application/ocsp-response", dummy_ocsp_response()),
-                ("GET", "/rim/NV_GPU_DRIVER_GH100_545.00") => {
-                    ("200 OK", "application/json", rim_json(&driver))
-                }
-                ("GET", "/rim/NV_GPU_VBIOS_1010_0200_882_96005E0001") => {
-                    ("200 OK", "application/json", rim_json(&vbios))
-                }
-                _ => ("404 Not Found", "text/plain", b"no".to_vec()),
-            };
-            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", resp.len());
+            let (status, ctype, resp): (&str, &str, Vec<u8>) =
+                match (method.as_str(), path.as_str()) {
+                    ("POST", "/ocsp") if fail_ocsp => {
+                        ("500 Internal Server Error", "text/plain", b"down".to_vec())
+                    }
+                    ("POST", "/ocsp") => {
+                        ("200 OK", "application/ocsp-response", dummy_ocsp_response())
+                    }
+                    ("GET", "/rim/NV_GPU_DRIVER_GH100_545.00") => {
+                        ("200 OK", "application/json", rim_json(&driver))
+                    }
+                    ("GET", "/rim/NV_GPU_VBIOS_1010_0200_882_96005E0001") => {
+                        ("200 OK", "application/json", rim_json(&vbios))
+                    }
+                    _ => ("404 Not Found", "text/plain", b"no".to_vec()),
+                };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                resp.len()
+            );
             let _ = s.write_all(&resp);
             h.lock().unwrap().push(Hit { method, path, body });
         }
@@ -232,7 +367,9 @@ fn serve(fail_ocsp: bool) -> (String, Arc<Mutex<Vec<Hit>>>) {
 
 fn rim_json(xml: &[u8]) -> Vec<u8> {
     use base64ct::{Base64, Encoding};
-    serde_json::json!({"id": "x", "rim": Base64::encode_string(xml)}).to_string().into_bytes()
+    serde_json::json!({"id": "x", "rim": Base64::encode_string(xml)})
+        .to_string()
+        .into_bytes()
 }
 
 #[test]
@@ -246,8 +383,20 @@ fn fetch_collateral_from_a_local_server() {
     let c = data("v2023_initial/gpuAkCertChain.txt");
     let (stdout, _) = expect(
         &pqcc(&[
-            "gpu", "fetch-collateral", "--out", &out, "--evidence", &r, "--cert-chain", &c,
-            "--fetch-rims", "--ocsp-url", &ocsp, "--rim-service", &rims, "--json",
+            "gpu",
+            "fetch-collateral",
+            "--out",
+            &out,
+            "--evidence",
+            &r,
+            "--cert-chain",
+            &c,
+            "--fetch-rims",
+            "--ocsp-url",
+            &ocsp,
+            "--rim-service",
+            &rims,
+            "--json",
         ]),
         0,
     );
@@ -258,23 +407,38 @@ fn fetch_collateral_from_a_local_server() {
         // Device chain: 3 certificates (not the leaf, not the root); the two RIMs:
         // their own "HCC RIM L4 Signer" certificates and the two CAs they share.
         let posts: Vec<&Hit> = hits.iter().filter(|h| h.method == "POST").collect();
-        assert_eq!(posts.len(), 7, "{:?}", hits.iter().map(|h| &h.path).collect::<Vec<_>>());
+        assert_eq!(
+            posts.len(),
+            7,
+            "{:?}",
+            hits.iter().map(|h| &h.path).collect::<Vec<_>>()
+        );
         for p in posts {
             // An OCSPRequest: SEQUENCE { tbsRequest SEQUENCE { requestList … } }, SHA-384 CertID.
             assert_eq!(p.body[0], 0x30);
-            let sha384_oid = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+            let sha384_oid = [
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+            ];
             assert!(p.body.windows(11).any(|w| w == sha384_oid));
         }
         assert_eq!(hits.iter().filter(|h| h.method == "GET").count(), 2);
     }
     let dir = |s: &str| {
-        let mut v: Vec<String> = std::fs::read_dir(t.path("bundle").join(s)).unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(t.path("bundle").join(s))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     };
     assert_eq!(dir("ocsp").len(), 7);
-    assert_eq!(dir("rim"), vec!["NV_GPU_DRIVER_GH100_545.00.swidtag", "NV_GPU_VBIOS_1010_0200_882_96005E0001.swidtag"]);
+    assert_eq!(
+        dir("rim"),
+        vec![
+            "NV_GPU_DRIVER_GH100_545.00.swidtag",
+            "NV_GPU_VBIOS_1010_0200_882_96005E0001.swidtag"
+        ]
+    );
     assert_eq!(
         std::fs::read(t.path("bundle/rim/NV_GPU_DRIVER_GH100_545.00.swidtag")).unwrap(),
         std::fs::read(data("Driver_RIM_test_no_gpu.swidtag")).unwrap()
@@ -288,7 +452,10 @@ fn fetch_collateral_from_a_local_server() {
     args.extend(["--collateral", &out]);
     let (o, _) = expect(&pqcc(&args), 1);
     assert!(o.contains("PASS  measurements"), "{o}");
-    assert!(o.contains("FAIL  revocation") && o.contains("ResponseData"), "{o}");
+    assert!(
+        o.contains("FAIL  revocation") && o.contains("ResponseData"),
+        "{o}"
+    );
 }
 
 #[test]
@@ -298,8 +465,25 @@ fn fetch_collateral_reports_server_errors() {
     let out = t.s("bundle");
     let ocsp = format!("{base}/ocsp");
     let c = data("v2023_initial/gpuAkCertChain.txt");
-    let (stdout, err) = expect(&pqcc(&["gpu", "fetch-collateral", "--out", &out, "--cert-chain", &c, "--ocsp-url", &ocsp]), 2);
+    let (stdout, err) = expect(
+        &pqcc(&[
+            "gpu",
+            "fetch-collateral",
+            "--out",
+            &out,
+            "--cert-chain",
+            &c,
+            "--ocsp-url",
+            &ocsp,
+        ]),
+        2,
+    );
     assert!(stdout.contains("FAILED  OCSP for"), "{stdout}");
     assert!(err.contains("3 download(s) failed"), "{err}");
-    assert!(std::fs::read_dir(t.path("bundle/ocsp")).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(t.path("bundle/ocsp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

@@ -29,9 +29,11 @@ struct SetA {
 }
 
 fn set_a() -> SetA {
-    let report = GpuEvidence::report_from_hex(&read("v2023_initial/attestationReport.txt")).unwrap();
+    let report =
+        GpuEvidence::report_from_hex(&read("v2023_initial/attestationReport.txt")).unwrap();
     let evidence =
-        GpuEvidence::from_report_and_pem(&report, &read("v2023_initial/gpuAkCertChain.txt")).unwrap();
+        GpuEvidence::from_report_and_pem(&report, &read("v2023_initial/gpuAkCertChain.txt"))
+            .unwrap();
     let mut nonce = [0u8; 32];
     nonce.copy_from_slice(&evidence.request[4..36]);
     SetA {
@@ -44,17 +46,33 @@ fn set_a() -> SetA {
 
 fn rims(driver: &[u8], vbios: &[u8]) -> Vec<Rim> {
     vec![
-        Rim { source: "driver".into(), bytes: driver.to_vec() },
-        Rim { source: "vbios".into(), bytes: vbios.to_vec() },
+        Rim {
+            source: "driver".into(),
+            bytes: driver.to_vec(),
+        },
+        Rim {
+            source: "vbios".into(),
+            bytes: vbios.to_vec(),
+        },
     ]
 }
 
 fn no_revocation() -> GpuPolicy {
-    GpuPolicy { revocation: RevocationPolicy::InsecureSkip, ..GpuPolicy::default() }
+    GpuPolicy {
+        revocation: RevocationPolicy::InsecureSkip,
+        ..GpuPolicy::default()
+    }
 }
 
 fn run(a: &SetA) -> Report {
-    nvidia::verify(&a.evidence, &rims(&a.driver, &a.vbios), &no_revocation(), &a.nonce, NOW, None)
+    nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &no_revocation(),
+        &a.nonce,
+        NOW,
+        None,
+    )
 }
 
 #[test]
@@ -65,12 +83,22 @@ fn set_a_verifies_fully() {
     assert!(r.all_passed(), "{r}");
     for name in nvidia::CHECK_NAMES {
         let c = r.check(name).unwrap();
-        let want = if name == "revocation" { Outcome::Skipped } else { Outcome::Pass };
+        let want = if name == "revocation" {
+            Outcome::Skipped
+        } else {
+            Outcome::Pass
+        };
         assert_eq!(c.outcome, want, "{name}: {}", c.detail);
     }
     assert_eq!(r.driver_version.as_deref(), Some("545.00"));
     assert_eq!(r.vbios_version.as_deref(), Some("96.00.5e.00.01"));
-    assert!(r.check("measurements").unwrap().detail.contains("33 active indices"), "{r}");
+    assert!(
+        r.check("measurements")
+            .unwrap()
+            .detail
+            .contains("33 active indices"),
+        "{r}"
+    );
 }
 
 /// Asserts that `name` failed (and says which checks failed, for the log).
@@ -102,7 +130,13 @@ fn tampered_measurement_fails_signature() {
     assert_fails(&r, "signature");
     assert_fails(&r, "measurements");
     assert_eq!(r.check("structure").unwrap().outcome, Outcome::Pass);
-    assert!(r.check("measurements").unwrap().detail.contains("7 (driver)"), "{r}");
+    assert!(
+        r.check("measurements")
+            .unwrap()
+            .detail
+            .contains("7 (driver)"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -177,12 +211,29 @@ fn chain_with_foreign_root_fails_device_chain() {
 fn device_chain_checked_at_the_callers_time() {
     let a = set_a();
     // Before the GH100 Identity certificate's notBefore (2022-01-12).
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &a.vbios), &no_revocation(), &a.nonce, 1_600_000_000, None);
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &no_revocation(),
+        &a.nonce,
+        1_600_000_000,
+        None,
+    );
     assert_fails(&r, "device-chain");
     // After the RIM signer expired (2025-06-26): the RIMs no longer verify.
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &a.vbios), &no_revocation(), &a.nonce, 1_800_000_000, None);
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &no_revocation(),
+        &a.nonce,
+        1_800_000_000,
+        None,
+    );
     assert_fails(&r, "rim-signature");
-    assert!(r.check("rim-signature").unwrap().detail.contains("expired"), "{r}");
+    assert!(
+        r.check("rim-signature").unwrap().detail.contains("expired"),
+        "{r}"
+    );
 }
 
 fn replace_once(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
@@ -201,15 +252,31 @@ fn tampered_rim_digest_fails_rim_signature() {
     );
     let r = run(&a);
     assert_fails(&r, "rim-signature");
-    assert!(r.check("rim-signature").unwrap().detail.contains("digest mismatch"), "{r}");
+    assert!(
+        r.check("rim-signature")
+            .unwrap()
+            .detail
+            .contains("digest mismatch"),
+        "{r}"
+    );
     // Nothing from an unverified RIM is used.
-    assert!(r.check("measurements").unwrap().detail.contains("not evaluated"), "{r}");
+    assert!(
+        r.check("measurements")
+            .unwrap()
+            .detail
+            .contains("not evaluated"),
+        "{r}"
+    );
 }
 
 #[test]
 fn tampered_rim_version_fails_rim_signature() {
     let mut a = set_a();
-    a.vbios = replace_once(&a.vbios, "colloquialVersion=\"96.00.5E.00.01\"", "colloquialVersion=\"96.00.5E.00.02\"");
+    a.vbios = replace_once(
+        &a.vbios,
+        "colloquialVersion=\"96.00.5E.00.01\"",
+        "colloquialVersion=\"96.00.5E.00.02\"",
+    );
     let r = run(&a);
     assert_fails(&r, "rim-signature");
     assert_fails(&r, "rim-version");
@@ -218,21 +285,41 @@ fn tampered_rim_version_fails_rim_signature() {
 #[test]
 fn tampered_rim_signature_value_fails_rim_signature() {
     let mut a = set_a();
-    a.driver = replace_once(&a.driver, "<ds:SignatureValue>/Bgn", "<ds:SignatureValue>/Bgm");
+    a.driver = replace_once(
+        &a.driver,
+        "<ds:SignatureValue>/Bgn",
+        "<ds:SignatureValue>/Bgm",
+    );
     let r = run(&a);
     assert_fails(&r, "rim-signature");
-    assert!(r.check("rim-signature").unwrap().detail.contains("SignatureValue"), "{r}");
+    assert!(
+        r.check("rim-signature")
+            .unwrap()
+            .detail
+            .contains("SignatureValue"),
+        "{r}"
+    );
 }
 
 #[test]
 fn rim_for_another_version_fails_rim_version() {
     let a = set_a();
     // Two driver RIMs, no VBIOS RIM: both verify, the version check names the gap.
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &a.driver), &no_revocation(), &a.nonce, NOW, None);
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.driver),
+        &no_revocation(),
+        &a.nonce,
+        NOW,
+        None,
+    );
     assert_eq!(r.check("rim-signature").unwrap().outcome, Outcome::Pass);
     assert_fails(&r, "rim-version");
     // Only one RIM.
-    let one = vec![Rim { source: "driver".into(), bytes: a.driver.clone() }];
+    let one = vec![Rim {
+        source: "driver".into(),
+        bytes: a.driver.clone(),
+    }];
     let r = nvidia::verify(&a.evidence, &one, &no_revocation(), &a.nonce, NOW, None);
     assert_fails(&r, "rim-version");
 }
@@ -241,29 +328,74 @@ fn rim_for_another_version_fails_rim_version() {
 fn production_vbios_rim_of_the_same_version_fails_measurements() {
     let a = set_a();
     let prod = read("1010_0200_882_96005E0001_PROD.swidtag");
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &prod), &no_revocation(), &a.nonce, NOW, None);
-    assert_eq!(r.check("rim-signature").unwrap().outcome, Outcome::Pass, "{r}");
-    assert_eq!(r.check("rim-version").unwrap().outcome, Outcome::Pass, "{r}");
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &prod),
+        &no_revocation(),
+        &a.nonce,
+        NOW,
+        None,
+    );
+    assert_eq!(
+        r.check("rim-signature").unwrap().outcome,
+        Outcome::Pass,
+        "{r}"
+    );
+    assert_eq!(
+        r.check("rim-version").unwrap().outcome,
+        Outcome::Pass,
+        "{r}"
+    );
     assert_fails(&r, "measurements");
 }
 
 #[test]
 fn revocation_required_without_bundle_fails_revocation() {
     let a = set_a();
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &a.vbios), &GpuPolicy::default(), &a.nonce, NOW, None);
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &GpuPolicy::default(),
+        &a.nonce,
+        NOW,
+        None,
+    );
     assert_eq!(r.failed(), vec!["revocation"], "{r}");
     // An empty bundle has no status for any certificate.
     let empty = Collateral::default();
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &a.vbios), &GpuPolicy::default(), &a.nonce, NOW, Some(&empty));
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &GpuPolicy::default(),
+        &a.nonce,
+        NOW,
+        Some(&empty),
+    );
     assert_eq!(r.failed(), vec!["revocation"], "{r}");
-    assert!(r.check("revocation").unwrap().detail.contains("no fresh CRL or OCSP status"), "{r}");
+    assert!(
+        r.check("revocation")
+            .unwrap()
+            .detail
+            .contains("no fresh CRL or OCSP status"),
+        "{r}"
+    );
 }
 
 #[test]
 fn policy_requiring_report_fwid_fails_fwid() {
     let a = set_a();
-    let p = GpuPolicy { require_report_fwid: true, ..no_revocation() };
-    let r = nvidia::verify(&a.evidence, &rims(&a.driver, &a.vbios), &p, &a.nonce, NOW, None);
+    let p = GpuPolicy {
+        require_report_fwid: true,
+        ..no_revocation()
+    };
+    let r = nvidia::verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &p,
+        &a.nonce,
+        NOW,
+        None,
+    );
     assert_eq!(r.failed(), vec!["fwid"], "{r}");
 }
 
@@ -282,7 +414,13 @@ fn structure_rejects_trailing_bytes_unknown_opaque_and_bad_codes() {
     t.evidence.response[first_tlv] = 99;
     let r = run(&t);
     assert_fails(&r, "structure");
-    assert!(r.check("structure").unwrap().detail.contains("unknown opaque-data type 99"), "{r}");
+    assert!(
+        r.check("structure")
+            .unwrap()
+            .detail
+            .contains("unknown opaque-data type 99"),
+        "{r}"
+    );
     for (i, v) in [(0usize, 0x12u8), (1, 0x61), (4, 63)] {
         let mut t = set_a();
         t.evidence.response[i] = v;
@@ -354,7 +492,10 @@ fn garbage_never_panics() {
         let mut resp = a.evidence.response.clone();
         let p = (rng.next() as usize) % resp.len();
         resp[p] ^= 1 + (rng.next() % 255) as u8;
-        let ev = GpuEvidence { response: resp, ..a.evidence.clone() };
+        let ev = GpuEvidence {
+            response: resp,
+            ..a.evidence.clone()
+        };
         let r = nvidia::verify(&ev, &rim_list, &no_revocation(), &a.nonce, NOW, None);
         if r.all_passed() {
             // Only a change the signature does not cover could pass: none exists.
@@ -366,9 +507,19 @@ fn garbage_never_panics() {
         let mut x = a.driver.clone();
         let p = (rng.next() as usize) % x.len();
         x[p] = b"<>&\"' =/:x\n\x00\xff"[(rng.next() % 13) as usize];
-        let r = nvidia::verify(&a.evidence, &rims(&x, &a.vbios), &no_revocation(), &a.nonce, NOW, None);
+        let r = nvidia::verify(
+            &a.evidence,
+            &rims(&x, &a.vbios),
+            &no_revocation(),
+            &a.nonce,
+            NOW,
+            None,
+        );
         if x != a.driver {
-            assert!(!r.all_passed() || whitespace_only_change(&a.driver, &x), "RIM mutated at {p} verified");
+            assert!(
+                !r.all_passed() || whitespace_only_change(&a.driver, &x),
+                "RIM mutated at {p} verified"
+            );
         }
     }
 }
@@ -376,6 +527,11 @@ fn garbage_never_panics() {
 /// A change the enveloped signature legitimately does not cover: whitespace inside
 /// a start tag or a base64 certificate/signature value.
 fn whitespace_only_change(a: &[u8], b: &[u8]) -> bool {
-    let strip = |v: &[u8]| -> Vec<u8> { v.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect() };
+    let strip = |v: &[u8]| -> Vec<u8> {
+        v.iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect()
+    };
     strip(a) == strip(b)
 }

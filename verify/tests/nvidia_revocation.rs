@@ -7,11 +7,19 @@ use pqcc_verify::nvidia::revocation::{Collateral, check_chain, ocsp_response_sta
 use pqcc_verify::nvidia::x509::Cert;
 
 fn file(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/data/revocation/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/data/revocation/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn now() -> u64 {
-    String::from_utf8(file("now.txt")).unwrap().trim().parse().unwrap()
+    String::from_utf8(file("now.txt"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn chain() -> Vec<Cert> {
@@ -34,28 +42,78 @@ const DAY: u64 = 86_400;
 fn fresh_good_statuses_pass() {
     let c = bundle(&["root-good.crl"], &["leaf-good.ocsp"]);
     let s = check_chain("test", &chain(), 0, &c, now(), 7 * DAY).unwrap();
-    assert!(s.contains("Test Leaf: OCSP good") && s.contains("Test Intermediate: not in CRL"), "{s}");
+    assert!(
+        s.contains("Test Leaf: OCSP good") && s.contains("Test Intermediate: not in CRL"),
+        "{s}"
+    );
     assert!(ocsp_response_status(&file("leaf-good.ocsp")).is_ok());
 }
 
 #[test]
 fn missing_status_fails() {
-    let e = check_chain("test", &chain(), 0, &bundle(&["root-good.crl"], &[]), now(), 7 * DAY).unwrap_err();
-    assert!(e.contains("no fresh CRL or OCSP status for Test Leaf"), "{e}");
-    let e = check_chain("test", &chain(), 0, &bundle(&[], &["leaf-good.ocsp"]), now(), 7 * DAY).unwrap_err();
+    let e = check_chain(
+        "test",
+        &chain(),
+        0,
+        &bundle(&["root-good.crl"], &[]),
+        now(),
+        7 * DAY,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("no fresh CRL or OCSP status for Test Leaf"),
+        "{e}"
+    );
+    let e = check_chain(
+        "test",
+        &chain(),
+        0,
+        &bundle(&[], &["leaf-good.ocsp"]),
+        now(),
+        7 * DAY,
+    )
+    .unwrap_err();
     assert!(e.contains("Test Intermediate"), "{e}");
     // Starting at 1 (as for a device chain's leaf) needs only the intermediate.
-    check_chain("test", &chain(), 1, &bundle(&["root-good.crl"], &[]), now(), 7 * DAY).unwrap();
+    check_chain(
+        "test",
+        &chain(),
+        1,
+        &bundle(&["root-good.crl"], &[]),
+        now(),
+        7 * DAY,
+    )
+    .unwrap();
 }
 
 #[test]
 fn revoked_by_crl_or_ocsp_fails() {
-    let e = check_chain("test", &chain(), 0, &bundle(&["root-revoked.crl"], &["leaf-good.ocsp"]), now(), 7 * DAY)
-        .unwrap_err();
-    assert!(e.contains("Test Intermediate revoked") && e.contains("listed in CRL"), "{e}");
-    let e = check_chain("test", &chain(), 0, &bundle(&["root-good.crl"], &["leaf-revoked.ocsp"]), now(), 7 * DAY)
-        .unwrap_err();
-    assert!(e.contains("Test Leaf revoked") && e.contains("OCSP says revoked"), "{e}");
+    let e = check_chain(
+        "test",
+        &chain(),
+        0,
+        &bundle(&["root-revoked.crl"], &["leaf-good.ocsp"]),
+        now(),
+        7 * DAY,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("Test Intermediate revoked") && e.contains("listed in CRL"),
+        "{e}"
+    );
+    let e = check_chain(
+        "test",
+        &chain(),
+        0,
+        &bundle(&["root-good.crl"], &["leaf-revoked.ocsp"]),
+        now(),
+        7 * DAY,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("Test Leaf revoked") && e.contains("OCSP says revoked"),
+        "{e}"
+    );
     // A good and a revoked status together: revoked wins.
     let e = check_chain(
         "test",
@@ -96,7 +154,10 @@ fn forged_statuses_fail() {
         ocsp: vec![("forged.ocsp".into(), ocsp)],
     };
     let e = check_chain("test", &chain(), 0, &c, now(), 7 * DAY).unwrap_err();
-    assert!(e.contains("forged.ocsp") && (e.contains("signature") || e.contains("parse")), "{e}");
+    assert!(
+        e.contains("forged.ocsp") && (e.contains("signature") || e.contains("parse")),
+        "{e}"
+    );
     // A CRL byte.
     let mut crl = file("root-good.crl");
     let n = crl.len();
@@ -108,7 +169,10 @@ fn forged_statuses_fail() {
     let e = check_chain("test", &chain(), 0, &c, now(), 7 * DAY).unwrap_err();
     assert!(e.contains("forged.crl"), "{e}");
     // Garbage in the bundle is an error, not ignored.
-    let c = Collateral { crls: vec![("junk.crl".into(), b"junk".to_vec())], ocsp: vec![] };
+    let c = Collateral {
+        crls: vec![("junk.crl".into(), b"junk".to_vec())],
+        ocsp: vec![],
+    };
     let e = check_chain("test", &chain(), 0, &c, now(), 7 * DAY).unwrap_err();
     assert!(e.contains("junk.crl"), "{e}");
 }

@@ -90,8 +90,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .and_then(|n| n.try_into().ok())
         .context("request too short")?;
     let rims = vec![
-        Rim { source: DRIVER_RIM.into(), bytes: read(DRIVER_RIM)? },
-        Rim { source: VBIOS_RIM.into(), bytes: read(VBIOS_RIM)? },
+        Rim {
+            source: DRIVER_RIM.into(),
+            bytes: read(DRIVER_RIM)?,
+        },
+        Rim {
+            source: VBIOS_RIM.into(),
+            bytes: read(VBIOS_RIM)?,
+        },
     ];
     let policy = GpuPolicy {
         revocation: RevocationPolicy::InsecureSkip,
@@ -162,7 +168,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         println!("{out}");
     } else {
-        println!("gpu-verify: full offline verification of Set A at {SET_A_TIME} (revocation skipped on both sides)");
+        println!(
+            "gpu-verify: full offline verification of Set A at {SET_A_TIME} (revocation skipped on both sides)"
+        );
         println!(
             "  pqcc      wall p50 {:8.3} ms (p90 {:.3}, min {:.3})   cpu p50 {:8.3} ms   n={}",
             ours_wall.p50, ours_wall.p90, ours_wall.min, ours_cpu.p50, ours_wall.n

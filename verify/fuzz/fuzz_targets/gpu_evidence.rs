@@ -6,19 +6,24 @@
 
 use libfuzzer_sys::fuzz_target;
 use pqcc_verify::nvidia::{
-    self, GpuEvidence, GpuPolicy, RevocationPolicy, Rim, revocation, rim::VerifiedRim, roots,
-    spdm,
+    self, GpuEvidence, GpuPolicy, RevocationPolicy, Rim, revocation, rim::VerifiedRim, roots, spdm,
 };
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let policy = GpuPolicy { revocation: RevocationPolicy::InsecureSkip, ..GpuPolicy::default() };
+    let policy = GpuPolicy {
+        revocation: RevocationPolicy::InsecureSkip,
+        ..GpuPolicy::default()
+    };
     match mode % 5 {
         0 => {
             if let Ok(ev) = GpuEvidence::from_blob(rest) {
-                let rims = [Rim { source: "fuzz".into(), bytes: rest.to_vec() }];
+                let rims = [Rim {
+                    source: "fuzz".into(),
+                    bytes: rest.to_vec(),
+                }];
                 let r = nvidia::verify(&ev, &rims, &policy, &[0; 32], 1_690_000_000, None);
                 assert!(!r.all_passed());
                 let _ = ev.to_blob();

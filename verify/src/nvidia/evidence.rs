@@ -95,15 +95,20 @@ impl GpuEvidence {
         out.push(VERSION);
         out.extend_from_slice(&(REQUEST_LEN as u16).to_le_bytes());
         out.extend_from_slice(&self.request);
-        let rl = u32::try_from(self.response.len()).map_err(|_| EvidenceError("response too long".into()))?;
+        let rl = u32::try_from(self.response.len())
+            .map_err(|_| EvidenceError("response too long".into()))?;
         out.extend_from_slice(&rl.to_le_bytes());
         out.extend_from_slice(&self.response);
-        out.push(u8::try_from(self.certs.len()).map_err(|_| EvidenceError("too many certificates".into()))?);
+        out.push(
+            u8::try_from(self.certs.len())
+                .map_err(|_| EvidenceError("too many certificates".into()))?,
+        );
         for c in &self.certs {
             if c.is_empty() || c.len() > MAX_CERT_LEN {
                 return err("certificate length out of range");
             }
-            let l = u16::try_from(c.len()).map_err(|_| EvidenceError("certificate too long".into()))?;
+            let l =
+                u16::try_from(c.len()).map_err(|_| EvidenceError("certificate too long".into()))?;
             out.extend_from_slice(&l.to_le_bytes());
             out.extend_from_slice(c);
         }
@@ -155,7 +160,10 @@ impl GpuEvidence {
             certs.push(take(cl, "certificate")?.to_vec());
         }
         if pos != blob.len() {
-            return err(format!("{} trailing bytes after the blob", blob.len() - pos));
+            return err(format!(
+                "{} trailing bytes after the blob",
+                blob.len() - pos
+            ));
         }
         Ok(Self {
             request,

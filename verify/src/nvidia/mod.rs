@@ -23,8 +23,8 @@
 //! touches the network.
 
 pub mod evidence;
-pub mod rim;
 pub mod revocation;
+pub mod rim;
 pub mod roots;
 pub mod spdm;
 pub mod x509;
@@ -217,7 +217,8 @@ pub fn verify(
 
     // structure
     let parsed = (|| -> Result<(MeasurementRequest, MeasurementResponse, Vec<Cert>), String> {
-        let req = MeasurementRequest::parse(&evidence.request).map_err(|e| format!("request: {e}"))?;
+        let req =
+            MeasurementRequest::parse(&evidence.request).map_err(|e| format!("request: {e}"))?;
         let resp =
             MeasurementResponse::parse(&evidence.response).map_err(|e| format!("response: {e}"))?;
         if resp.slot_id != req.slot_id {
@@ -312,7 +313,11 @@ pub fn verify(
             if certs.last().map(|c| &c.der) != Some(&root.der) {
                 return Err("the chain's last certificate is not the pinned device root".into());
             }
-            Ok(format!("{} certificates up to the pinned {}", certs.len(), root.name()))
+            Ok(format!(
+                "{} certificates up to the pinned {}",
+                certs.len(),
+                root.name()
+            ))
         }),
     );
 
@@ -322,15 +327,18 @@ pub fn verify(
         (|| {
             let cert_fwid = x509::leaf_fwid(leaf)?;
             match (resp.opaque_field(spdm::OPAQUE_FWID), cert_fwid) {
-                (Some(r), Some(c)) if ct_eq(r, &c) => {
-                    Ok(format!("report FWID equals the leaf's ({})", hex::encode(&c)))
-                }
+                (Some(r), Some(c)) if ct_eq(r, &c) => Ok(format!(
+                    "report FWID equals the leaf's ({})",
+                    hex::encode(&c)
+                )),
                 (Some(r), Some(c)) => Err(format!(
                     "report FWID {} differs from the leaf's {}",
                     hex::encode(r),
                     hex::encode(c)
                 )),
-                (Some(_), None) => Err("report has a FWID but the leaf has no FWID extension".into()),
+                (Some(_), None) => {
+                    Err("report has a FWID but the leaf has no FWID extension".into())
+                }
                 (None, _) if policy.require_report_fwid => {
                     Err("report carries no FWID and the policy requires one".into())
                 }
@@ -359,7 +367,10 @@ pub fn verify(
             notes.push(format!("{} ({})", r.source, v.colloquial_version));
             verified.push((r.source.clone(), v));
         }
-        Ok(format!("signed, chained to the pinned RIM root: {}", notes.join(", ")))
+        Ok(format!(
+            "signed, chained to the pinned RIM root: {}",
+            notes.join(", ")
+        ))
     })();
     let rims_ok = b.put("rim-signature", rim_sig);
 
@@ -439,7 +450,14 @@ pub fn verify(
                     {
                         chain.push(root);
                     }
-                    parts.push(revocation::check_chain(src, &chain, 0, coll, now_unix, max_age_secs)?);
+                    parts.push(revocation::check_chain(
+                        src,
+                        &chain,
+                        0,
+                        coll,
+                        now_unix,
+                        max_age_secs,
+                    )?);
                 }
                 Ok(parts.join(" | "))
             })();

@@ -56,7 +56,10 @@ impl Collateral {
                 if !p.is_file() {
                     continue;
                 }
-                let len = p.metadata().map_err(|e| format!("{}: {e}", p.display()))?.len();
+                let len = p
+                    .metadata()
+                    .map_err(|e| format!("{}: {e}", p.display()))?
+                    .len();
                 if len > MAX_FILE {
                     return Err(format!("{}: larger than {MAX_FILE} bytes", p.display()));
                 }
@@ -191,7 +194,11 @@ fn hash(alg: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// issuerNameHash and issuerKeyHash of `cert` under `alg`.
-fn issuer_hashes(cert: &Cert, issuer: &Cert, alg: &ObjectIdentifier) -> Result<(Vec<u8>, Vec<u8>), String> {
+fn issuer_hashes(
+    cert: &Cert,
+    issuer: &Cert,
+    alg: &ObjectIdentifier,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
     let name = cert
         .cert
         .tbs_certificate()
@@ -266,21 +273,32 @@ fn ocsp_status(
     now: u64,
     max_age: u64,
 ) -> Result<Option<Status>, String> {
-    let resp = OcspResponse::from_der(der).map_err(|e| format!("{file}: not an OCSPResponse: {e}"))?;
+    let resp =
+        OcspResponse::from_der(der).map_err(|e| format!("{file}: not an OCSPResponse: {e}"))?;
     let st = resp.status.to_der().map_err(|e| e.to_string())?;
     if st != [0x0A, 0x01, 0x00] {
         return Err(format!("{file}: OCSP responseStatus is not successful"));
     }
-    let rb = resp.bytes.ok_or_else(|| format!("{file}: no responseBytes"))?;
+    let rb = resp
+        .bytes
+        .ok_or_else(|| format!("{file}: no responseBytes"))?;
     if rb.response_type != ID_PKIX_OCSP_BASIC {
-        return Err(format!("{file}: response type {} is not basic", rb.response_type));
+        return Err(format!(
+            "{file}: response type {} is not basic",
+            rb.response_type
+        ));
     }
     let basic_der = rb.response.as_bytes();
     let basic = BasicOcspResponse::from_der(basic_der)
         .map_err(|e| format!("{file}: BasicOCSPResponse: {e}"))?;
     let tbs = basic.tbs.to_der().map_err(|e| e.to_string())?;
     let data = ResponseData::from_der(&tbs).map_err(|e| format!("{file}: ResponseData: {e}"))?;
-    let _ = (&data.version, &data.responder_id, &data.produced_at, &data.extensions);
+    let _ = (
+        &data.version,
+        &data.responder_id,
+        &data.produced_at,
+        &data.extensions,
+    );
     // Which single responses are about this certificate?
     let mut mine = Vec::new();
     for sr in &data.responses {
@@ -299,7 +317,10 @@ fn ocsp_status(
     }
     // Signature: the issuer itself, or a delegated responder it certified.
     if basic.alg.oid != ECDSA_WITH_SHA384 || basic.alg.parameters.is_some() {
-        return Err(format!("{file}: OCSP signature algorithm {} is not ecdsa-with-SHA384", basic.alg.oid));
+        return Err(format!(
+            "{file}: OCSP signature algorithm {} is not ecdsa-with-SHA384",
+            basic.alg.oid
+        ));
     }
     let sig = basic
         .sig
@@ -341,7 +362,9 @@ fn ocsp_status(
         }
     }
     if !by_issuer && !by_delegate {
-        return Err(format!("{file}: OCSP signature does not verify ({delegated_err})"));
+        return Err(format!(
+            "{file}: OCSP signature does not verify ({delegated_err})"
+        ));
     }
     let mut result = None;
     for sr in mine {
@@ -353,7 +376,9 @@ fn ocsp_status(
                 return Ok(Some(Status::Revoked(format!("{file}: OCSP says revoked"))));
             }
             Some(0x82) => {
-                return Ok(Some(Status::Revoked(format!("{file}: OCSP status unknown"))));
+                return Ok(Some(Status::Revoked(format!(
+                    "{file}: OCSP status unknown"
+                ))));
             }
             Some(0x80) if cs == [0x80, 0x00] => {
                 fresh(tu, nu, now, max_age).map_err(|e| format!("{file}: OCSP response {e}"))?;
@@ -373,7 +398,8 @@ fn crl_status(
     now: u64,
     max_age: u64,
 ) -> Result<Option<Status>, String> {
-    let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).map_err(|e| format!("{file}: not a CRL: {e}"))?;
+    let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
+        .map_err(|e| format!("{file}: not a CRL: {e}"))?;
     let tbs = &crl.tbs_cert_list;
     if tbs.issuer != *cert.cert.tbs_certificate().issuer() {
         return Ok(None);
@@ -385,7 +411,9 @@ fn crl_status(
     verify_der_sig(&issuer.public_key()?, &tbs_der, &sig)
         .map_err(|e| format!("{file}: CRL signature by {}: {e}", issuer.name()))?;
     if tbs.crl_extensions.iter().flatten().any(|e| e.critical) {
-        return Err(format!("{file}: CRL has a critical extension (partitioned or delta CRLs are not supported)"));
+        return Err(format!(
+            "{file}: CRL has a critical extension (partitioned or delta CRLs are not supported)"
+        ));
     }
     let tu = tbs.this_update.to_unix_duration().as_secs();
     let nu = tbs.next_update.map(|t| t.to_unix_duration().as_secs());

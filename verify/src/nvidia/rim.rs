@@ -78,7 +78,11 @@ impl std::fmt::Display for RimError {
 fn only_attrs(el: &Element, allowed: &[&str]) -> Result<(), String> {
     for a in &el.attrs {
         if a.ns.is_some() || !allowed.contains(&a.local.as_str()) {
-            return Err(format!("unexpected attribute {} on {}", a.local, el.qname()));
+            return Err(format!(
+                "unexpected attribute {} on {}",
+                a.local,
+                el.qname()
+            ));
         }
     }
     Ok(())
@@ -161,8 +165,14 @@ pub fn embedded_certificates(bytes: &[u8]) -> Result<Vec<Cert>, String> {
         .elements()
         .find(|e| e.is(DSIG, "Signature"))
         .ok_or("no ds:Signature")?;
-    let ki = sig.elements().find(|e| e.is(DSIG, "KeyInfo")).ok_or("no ds:KeyInfo")?;
-    let xd = ki.elements().find(|e| e.is(DSIG, "X509Data")).ok_or("no ds:X509Data")?;
+    let ki = sig
+        .elements()
+        .find(|e| e.is(DSIG, "KeyInfo"))
+        .ok_or("no ds:KeyInfo")?;
+    let xd = ki
+        .elements()
+        .find(|e| e.is(DSIG, "X509Data"))
+        .ok_or("no ds:X509Data")?;
     xd.elements()
         .filter(|e| e.is(DSIG, "X509Certificate"))
         .map(|c| Cert::from_der(&b64(&c.text()?)?))
@@ -176,7 +186,10 @@ fn verify_signature(doc: &Element) -> Result<(&Element, Vec<Cert>), String> {
     // Exactly one ds:Signature, a child of the root.
     let sigs: Vec<&Element> = doc.elements().filter(|e| e.is(DSIG, "Signature")).collect();
     let [sig] = sigs.as_slice() else {
-        return Err(format!("{} ds:Signature children of the root, expected 1", sigs.len()));
+        return Err(format!(
+            "{} ds:Signature children of the root, expected 1",
+            sigs.len()
+        ));
     };
     if count_dsig_signatures(doc) != 1 {
         return Err("ds:Signature elsewhere in the document".into());
@@ -196,7 +209,9 @@ fn verify_signature(doc: &Element) -> Result<(&Element, Vec<Cert>), String> {
     };
     let si_c14n = algorithm(c14n_m)?;
     if si_c14n != C14N_11 && si_c14n != C14N_10 {
-        return Err(format!("SignedInfo canonicalization {si_c14n} not supported"));
+        return Err(format!(
+            "SignedInfo canonicalization {si_c14n} not supported"
+        ));
     }
     let sm = algorithm(sig_m)?;
     if sm != ECDSA_SHA384 {
@@ -240,7 +255,10 @@ fn verify_signature(doc: &Element) -> Result<(&Element, Vec<Cert>), String> {
     only_attrs(sig_value, &[])?;
     let raw_sig = b64(&sig_value.text()?)?;
     if raw_sig.len() != 96 {
-        return Err(format!("SignatureValue is {} bytes, expected 96", raw_sig.len()));
+        return Err(format!(
+            "SignatureValue is {} bytes, expected 96",
+            raw_sig.len()
+        ));
     }
     // KeyInfo / X509Data / X509Certificate+
     only_attrs(key_info, &[])?;
@@ -292,7 +310,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn read_content(doc: &Element, chain: Vec<Cert>) -> Result<VerifiedRim, String> {
     if !doc.is(SWID, "SoftwareIdentity") {
-        return Err(format!("root element {} is not swid:SoftwareIdentity", doc.qname()));
+        return Err(format!(
+            "root element {} is not swid:SoftwareIdentity",
+            doc.qname()
+        ));
     }
     let tag_id = doc.attr("tagId").unwrap_or_default().to_string();
     let metas: Vec<&Element> = doc.elements().filter(|e| e.is(SWID, "Meta")).collect();
@@ -336,7 +357,9 @@ fn read_content(doc: &Element, chain: Vec<Cert>) -> Result<VerifiedRim, String> 
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("Resource {index}: size missing"))?;
         if size != 48 {
-            return Err(format!("Resource {index}: size {size}, expected 48 (SHA-384)"));
+            return Err(format!(
+                "Resource {index}: size {size}, expected 48 (SHA-384)"
+            ));
         }
         let mut alternatives = Vec::with_capacity(n);
         for i in 0..n {
@@ -349,10 +372,9 @@ fn read_content(doc: &Element, chain: Vec<Cert>) -> Result<VerifiedRim, String> 
             }
             alternatives.push(v);
         }
-        if r.attrs
-            .iter()
-            .any(|a| a.ns.as_deref() == Some(HASH_NS) && !(0..n).any(|i| a.local == format!("Hash{i}")))
-        {
+        if r.attrs.iter().any(|a| {
+            a.ns.as_deref() == Some(HASH_NS) && !(0..n).any(|i| a.local == format!("Hash{i}"))
+        }) {
             return Err(format!("Resource {index}: more hashes than alternatives"));
         }
         if measurements.iter().any(|m| m.index == index) {

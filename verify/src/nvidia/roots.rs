@@ -13,16 +13,17 @@ pub const DEVICE_ROOT_PEM: &str = include_str!("certs/verifier_device_root.pem")
 pub const RIM_ROOT_PEM: &str = include_str!("certs/verifier_RIM_root.pem");
 
 /// SHA-384 of the device root's DER.
-pub const DEVICE_ROOT_SHA384: &str =
-    "4cbb092410e5a795067c12a3726e9e4c7cc2971bbeba56593219beb598fb399b0d2f877f383edfc06d40e5abad07cc16";
+pub const DEVICE_ROOT_SHA384: &str = "4cbb092410e5a795067c12a3726e9e4c7cc2971bbeba56593219beb598fb399b0d2f877f383edfc06d40e5abad07cc16";
 /// SHA-384 of the RIM root's DER.
-pub const RIM_ROOT_SHA384: &str =
-    "68aaabab77af2605c26c37607e7cbc4715bef89218ad3b11cd50349f79e8df716cd29f1a09b9b00da2c2b2fad680d182";
+pub const RIM_ROOT_SHA384: &str = "68aaabab77af2605c26c37607e7cbc4715bef89218ad3b11cd50349f79e8df716cd29f1a09b9b00da2c2b2fad680d182";
 
 fn pinned(pem: &str, fp: &str) -> Result<Cert, String> {
     let c = Cert::from_pem(pem)?;
     if hex::encode(Sha384::digest(&c.der)) != fp {
-        return Err(format!("pinned root {} does not match its fingerprint", c.name()));
+        return Err(format!(
+            "pinned root {} does not match its fingerprint",
+            c.name()
+        ));
     }
     Ok(c)
 }

@@ -117,7 +117,10 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SpdmError> {
         let end = self.pos.checked_add(n).ok_or(SpdmError::Truncated(what))?;
-        let s = self.buf.get(self.pos..end).ok_or(SpdmError::Truncated(what))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(SpdmError::Truncated(what))?;
         self.pos = end;
         Ok(s)
     }
@@ -168,7 +171,10 @@ impl MeasurementRequest {
             ));
         }
         if param1 & !0x01 != 0 {
-            return Err(SpdmError::Invalid("request Param1 reserved bits", param1.into()));
+            return Err(SpdmError::Invalid(
+                "request Param1 reserved bits",
+                param1.into(),
+            ));
         }
         let operation = r.u8("request Param2")?;
         if operation != 0xFF {
@@ -335,7 +341,10 @@ fn parse_record(record: &[u8], count: u8) -> Result<Vec<MeasurementBlock>, SpdmE
         }
         let spec = r.u8("block MeasurementSpecification")?;
         if spec != 0x01 {
-            return Err(SpdmError::Invalid("MeasurementSpecification (not DMTF)", spec.into()));
+            return Err(SpdmError::Invalid(
+                "MeasurementSpecification (not DMTF)",
+                spec.into(),
+            ));
         }
         let size = usize::from(r.u16("block MeasurementSize")?);
         let mut m = Reader::new(r.take(size, "block Measurement")?);

@@ -10,8 +10,7 @@ use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
 /// ecdsa-with-SHA384 (RFC 5758 §3.2).
-pub const ECDSA_WITH_SHA384: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+pub const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 /// id-ecPublicKey (RFC 5480 §2.1.1).
 pub const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 /// secp384r1 (RFC 5480 §2.1.1.1).
@@ -130,7 +129,8 @@ impl Cert {
             .subject_public_key
             .as_bytes()
             .ok_or_else(|| format!("{}: key BIT STRING has unused bits", self.name()))?;
-        VerifyingKey::from_sec1_bytes(bytes).map_err(|_| format!("{}: invalid P-384 point", self.name()))
+        VerifyingKey::from_sec1_bytes(bytes)
+            .map_err(|_| format!("{}: invalid P-384 point", self.name()))
     }
 
     /// notBefore and notAfter as Unix seconds.
@@ -153,8 +153,13 @@ impl Cert {
             ));
         }
         let key = issuer.public_key()?;
-        verify_der_sig(&key, &self.tbs_der, &self.sig_der)
-            .map_err(|e| format!("{}: signature by {} invalid: {e}", self.name(), issuer.name()))
+        verify_der_sig(&key, &self.tbs_der, &self.sig_der).map_err(|e| {
+            format!(
+                "{}: signature by {} invalid: {e}",
+                self.name(),
+                issuer.name()
+            )
+        })
     }
 
     fn basic_constraints(&self) -> Result<Option<BasicConstraints>, String> {
@@ -174,7 +179,13 @@ impl Cert {
     }
 
     fn check_critical_extensions(&self) -> Result<(), String> {
-        for ext in self.cert.tbs_certificate().extensions().into_iter().flatten() {
+        for ext in self
+            .cert
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+        {
             if ext.critical && !KNOWN_CRITICAL.contains(&ext.extn_id.to_string().as_str()) {
                 return Err(format!(
                     "{}: unknown critical extension {}",
@@ -189,7 +200,13 @@ impl Cert {
     /// Raw value (OCTET STRING contents) of an extension, if present once.
     pub fn extension_value(&self, oid: ObjectIdentifier) -> Result<Option<&[u8]>, String> {
         let mut found = None;
-        for ext in self.cert.tbs_certificate().extensions().into_iter().flatten() {
+        for ext in self
+            .cert
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+        {
             if ext.extn_id == oid {
                 if found.is_some() {
                     return Err(format!("{}: extension {oid} appears twice", self.name()));
@@ -407,10 +424,7 @@ pub fn pem_chain_to_der(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             return Err("unexpected text between PEM certificates".into());
         }
         let after = &rest[start..];
-        let end = after
-            .find(END)
-            .ok_or("PEM certificate without END line")?
-            + END.len();
+        let end = after.find(END).ok_or("PEM certificate without END line")? + END.len();
         let (label, der) = der::pem::decode_vec(after[..end].as_bytes())
             .map_err(|e| format!("bad PEM certificate {}: {e}", out.len()))?;
         if label != "CERTIFICATE" {

@@ -130,7 +130,10 @@ impl Element {
 /// Parses a document and returns its root element.
 pub fn parse(input: &[u8]) -> Result<Element, String> {
     if input.len() > MAX_DOC_LEN {
-        return Err(format!("document is {} bytes, over {MAX_DOC_LEN}", input.len()));
+        return Err(format!(
+            "document is {} bytes, over {MAX_DOC_LEN}",
+            input.len()
+        ));
     }
     let text = std::str::from_utf8(input).map_err(|_| "document is not UTF-8".to_string())?;
     // XML 1.0 §2.11: normalize line ends before parsing.
@@ -230,7 +233,11 @@ impl<'a> Parser<'a> {
         match (a, b, c) {
             (Some(l), None, None) => Ok((None, l.to_string())),
             (Some(p), Some(l), None) if !p.is_empty() && !l.is_empty() => {
-                let ok = |s: &str| s.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_');
+                let ok = |s: &str| {
+                    s.bytes()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                };
                 if !ok(l) {
                     return Err(format!("invalid local name in {raw:?}"));
                 }
@@ -292,7 +299,11 @@ impl<'a> Parser<'a> {
                         return Err("']]>' in character data".into());
                     }
                     // XML 1.0 §3.3.3: whitespace in attribute values becomes a space.
-                    out.push(if attr && matches!(c, '\t' | '\n') { ' ' } else { c });
+                    out.push(if attr && matches!(c, '\t' | '\n') {
+                        ' '
+                    } else {
+                        c
+                    });
                     self.pos += c.len_utf8();
                 }
             }
@@ -321,7 +332,10 @@ impl<'a> Parser<'a> {
                 break;
             }
             if !had_ws {
-                return Err(format!("expected whitespace before attribute at byte {}", self.pos));
+                return Err(format!(
+                    "expected whitespace before attribute at byte {}",
+                    self.pos
+                ));
             }
             let (ap, al) = self.name()?;
             self.skip_ws();
