@@ -239,8 +239,9 @@ impl DlNvml {
             }
         };
         let r = (|| {
-            // SAFETY (all transmutes below): each symbol is NVML's exported function of
-            // that name, whose C signature in nvml.h is the function type given.
+            // SAFETY: every transmute below turns the address of NVML's exported
+            // function of that name into the function type of its C signature in
+            // nvml.h; the addresses stay valid until dlclose in Drop.
             unsafe {
                 Ok(Self {
                     lib,

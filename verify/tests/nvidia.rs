@@ -1,6 +1,8 @@
 //! NVIDIA GPU evidence verification against Set A (../shared/data/nvidia-gpu): the
 //! 2023 sample report and chain with the test driver and VBIOS RIMs, at a pinned time
 //! inside the RIM certificates' validity; then one tampering at a time.
+// The robustness loop's PRNG truncates its output on purpose.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::path::PathBuf;
 

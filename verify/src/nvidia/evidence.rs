@@ -93,7 +93,7 @@ impl GpuEvidence {
         let mut out = Vec::with_capacity(16 + self.request.len() + self.response.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.extend_from_slice(&(REQUEST_LEN as u16).to_le_bytes());
+        out.extend_from_slice(&37u16.to_le_bytes());
         out.extend_from_slice(&self.request);
         let rl = u32::try_from(self.response.len())
             .map_err(|_| EvidenceError("response too long".into()))?;

@@ -124,7 +124,7 @@ fn b64(text: &str) -> Result<Vec<u8>, String> {
     Base64::decode_vec(&clean).map_err(|_| "invalid base64".to_string())
 }
 
-fn algorithm<'a>(el: &'a Element) -> Result<&'a str, String> {
+fn algorithm(el: &Element) -> Result<&str, String> {
     only_attrs(el, &["Algorithm"])?;
     if el.elements().next().is_some() {
         return Err(format!("{} may not have child elements", el.qname()));

@@ -425,7 +425,7 @@ pub fn pem_chain_to_der(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         }
         let after = &rest[start..];
         let end = after.find(END).ok_or("PEM certificate without END line")? + END.len();
-        let (label, der) = der::pem::decode_vec(after[..end].as_bytes())
+        let (label, der) = der::pem::decode_vec(&after.as_bytes()[..end])
             .map_err(|e| format!("bad PEM certificate {}: {e}", out.len()))?;
         if label != "CERTIFICATE" {
             return Err(format!("PEM label {label} is not CERTIFICATE"));

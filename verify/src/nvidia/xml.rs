@@ -281,11 +281,10 @@ impl<'a> Parser<'a> {
                             } else {
                                 None
                             };
-                            let ch = n
+                            n
                                 .and_then(char::from_u32)
                                 .filter(|c| is_xml_char(*c))
-                                .ok_or_else(|| format!("reference &{r}; not accepted"))?;
-                            ch
+                                .ok_or_else(|| format!("reference &{r}; not accepted"))?
                         }
                     };
                     out.push(ch);
@@ -404,7 +403,7 @@ impl<'a> Parser<'a> {
             if el
                 .attrs
                 .iter()
-                .any(|a| (a.ns == ns && a.local == al) || (a.prefix == ap && a.local == al))
+                .any(|a| a.local == al && (a.ns == ns || a.prefix == ap))
             {
                 return Err(format!("attribute {al} appears twice"));
             }
