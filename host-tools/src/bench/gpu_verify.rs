@@ -14,6 +14,10 @@
 //! "good" and the RIMs given as files, i.e. its network calls stubbed the way pqcc
 //! skips revocation. Both judge certificates at the same pinned time.
 //!
+//! pqcc's ECDSA backend is AWS-LC when pqcc-tools is built with its default
+//! `aws-lc-gpu` feature, RustCrypto's `p384` (as in the guest) with
+//! `--no-default-features`; the output names it.
+//!
 //! Python: `--python`, else `target/nv-verifier-venv/bin/python` when it exists, else
 //! `python3`. Make the venv with
 //! `python3 -m venv target/nv-verifier-venv && target/nv-verifier-venv/bin/pip install nv-local-gpu-verifier==2.7.3`.
@@ -151,6 +155,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let stats = |s: &Stats| json!({"n": s.n, "mean": s.mean, "p50": s.p50, "p90": s.p90, "min": s.min, "max": s.max});
         let mut out = json!({
             "bench": "gpu-verify",
+            "ecdsa_backend": nvidia::x509::ECDSA_BACKEND,
             "data": "Set A (v2023_initial + test_no_gpu RIMs)",
             "at": SET_A_TIME,
             "pqcc": {"wall_ms": stats(&ours_wall), "cpu_ms": stats(&ours_cpu)},
@@ -171,6 +176,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         println!(
             "gpu-verify: full offline verification of Set A at {SET_A_TIME} (revocation skipped on both sides)"
         );
+        println!("  pqcc ECDSA P-384 backend: {}", nvidia::x509::ECDSA_BACKEND);
         println!(
             "  pqcc      wall p50 {:8.3} ms (p90 {:.3}, min {:.3})   cpu p50 {:8.3} ms   n={}",
             ours_wall.p50, ours_wall.p90, ours_wall.min, ours_cpu.p50, ours_wall.n

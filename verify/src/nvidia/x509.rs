@@ -4,8 +4,11 @@
 
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef, UintRef};
 use der::{Decode, Encode, Sequence};
+#[cfg(not(feature = "aws-lc"))]
+use p384::ecdsa::Signature;
+use p384::ecdsa::VerifyingKey;
+#[cfg(not(feature = "aws-lc"))]
 use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
@@ -261,11 +264,36 @@ pub fn verify_der_sig(key: &VerifyingKey, msg: &[u8], sig_der: &[u8]) -> Result<
     verify_raw_sig(key, msg, &raw)
 }
 
+/// Which ECDSA P-384 implementation this build verifies with.
+pub const ECDSA_BACKEND: &str = if cfg!(feature = "aws-lc") {
+    "aws-lc-rs"
+} else {
+    "RustCrypto p384"
+};
+
 /// Verifies a raw r ‖ s P-384 signature over `msg` with SHA-384.
+///
+/// RustCrypto's `p384` by default; AWS-LC (assembly-backed P-384) with the
+/// `aws-lc` feature, for hosts that verify many GPUs (the broker, `pqcc`). The key
+/// has already been validated as a P-384 point either way.
 pub fn verify_raw_sig(key: &VerifyingKey, msg: &[u8], raw: &[u8]) -> Result<(), String> {
-    let sig = Signature::from_slice(raw).map_err(|_| "signature scalars out of range")?;
-    key.verify(msg, &sig)
-        .map_err(|_| "ECDSA P-384/SHA-384 verification failed".to_string())
+    #[cfg(feature = "aws-lc")]
+    {
+        use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+        if raw.len() != 96 {
+            return Err("signature is not 96 bytes".into());
+        }
+        let point = key.to_sec1_point(false);
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point.as_bytes())
+            .verify(msg, raw)
+            .map_err(|_| "ECDSA P-384/SHA-384 verification failed".to_string())
+    }
+    #[cfg(not(feature = "aws-lc"))]
+    {
+        let sig = Signature::from_slice(raw).map_err(|_| "signature scalars out of range")?;
+        key.verify(msg, &sig)
+            .map_err(|_| "ECDSA P-384/SHA-384 verification failed".to_string())
+    }
 }
 
 fn fixed48(b: &[u8]) -> Option<[u8; 48]> {
