@@ -537,3 +537,49 @@ fn whitespace_only_change(a: &[u8], b: &[u8]) -> bool {
     };
     strip(a) == strip(b)
 }
+
+#[test]
+fn reused_verifier_gives_the_same_results() {
+    let a = set_a();
+    let mut v = nvidia::GpuVerifier::new();
+    let run_v = |v: &mut nvidia::GpuVerifier, a: &SetA, now: u64| {
+        v.verify(
+            &a.evidence,
+            &rims(&a.driver, &a.vbios),
+            &no_revocation(),
+            &a.nonce,
+            now,
+            None,
+        )
+    };
+    // Warm it up, then every tampering must still fail exactly as with a fresh one.
+    assert!(run_v(&mut v, &a, NOW).all_passed());
+    assert_eq!(run_v(&mut v, &a, NOW), run(&a));
+    let mut t = set_a();
+    let n = t.evidence.response.len();
+    t.evidence.response[n - 10] ^= 1;
+    assert_eq!(run_v(&mut v, &t, NOW), run(&t));
+    for i in 0..5 {
+        let mut t = set_a();
+        let l = t.evidence.certs[i].len();
+        t.evidence.certs[i][l - 3] ^= 1;
+        let r = run_v(&mut v, &t, NOW);
+        assert_eq!(r, run(&t));
+        assert_eq!(
+            r.check("device-chain").unwrap().outcome,
+            Outcome::Fail,
+            "{r}"
+        );
+    }
+    let mut t = set_a();
+    t.driver = replace_once(&t.driver, "0e0ee161", "0e0ee162");
+    assert_eq!(run_v(&mut v, &t, NOW), run(&t));
+    // A RIM verified (and cached) at NOW is not reused after its signer expired.
+    let r = run_v(&mut v, &a, 1_800_000_000);
+    assert_eq!(
+        r.check("rim-signature").unwrap().outcome,
+        Outcome::Fail,
+        "{r}"
+    );
+    assert!(run_v(&mut v, &a, NOW).all_passed());
+}

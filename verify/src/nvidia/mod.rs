@@ -203,8 +203,92 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 ///
 /// `now_unix` is the time certificates and revocation data are judged at;
 /// `collateral` is the offline revocation bundle (needed unless the policy skips
-/// revocation). Never panics on any input; every failure is a failed check.
+/// revocation). Never panics on any input; every failure is a failed check. Every
+/// signature is checked (a fresh [`GpuVerifier`]).
 pub fn verify(
+    evidence: &GpuEvidence,
+    rims: &[Rim],
+    policy: &GpuPolicy,
+    expected_nonce: &[u8; 32],
+    now_unix: u64,
+    collateral: Option<&Collateral>,
+) -> Report {
+    GpuVerifier::new().verify(evidence, rims, policy, expected_nonce, now_unix, collateral)
+}
+
+/// Most RIM verifications a [`GpuVerifier`] keeps.
+const RIM_CACHE: usize = 16;
+
+/// A verifier that remembers what every GPU shares, for a host that verifies many
+/// (the broker): signatures on the device chain's CA certificates above the
+/// device-specific ones (Provisioner ICA, GH100 Identity) and on RIM signing chains,
+/// and whole RIM verifications keyed by the SHA-384 of the RIM's bytes, reused only
+/// while `now` is inside the RIM chain's validity. Per evidence it always verifies the
+/// report signature, the leaf and the device-unique BROM certificate, the nonce,
+/// versions, measurements, validity periods and revocation. Results equal those of
+/// [`verify`].
+#[derive(Debug, Default)]
+pub struct GpuVerifier {
+    sigs: x509::SigCache,
+    rims: Vec<([u8; 48], (u64, u64), std::sync::Arc<VerifiedRim>)>,
+}
+
+impl GpuVerifier {
+    /// An empty verifier.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Like [`verify`], reusing what earlier calls verified (see the type's docs).
+    pub fn verify(
+        &mut self,
+        evidence: &GpuEvidence,
+        rims: &[Rim],
+        policy: &GpuPolicy,
+        expected_nonce: &[u8; 32],
+        now_unix: u64,
+        collateral: Option<&Collateral>,
+    ) -> Report {
+        verify_with(
+            self,
+            evidence,
+            rims,
+            policy,
+            expected_nonce,
+            now_unix,
+            collateral,
+        )
+    }
+
+    fn rim(
+        &mut self,
+        r: &Rim,
+        root: &Cert,
+        now: u64,
+    ) -> Result<std::sync::Arc<VerifiedRim>, String> {
+        use sha2::{Digest, Sha384};
+        let key: [u8; 48] = Sha384::digest(&r.bytes).into();
+        if let Some((_, (nb, na), v)) = self.rims.iter().find(|(k, _, _)| *k == key)
+            && (*nb..=*na).contains(&now)
+        {
+            return Ok(v.clone());
+        }
+        let v = std::sync::Arc::new(
+            VerifiedRim::verify_with_cache(&r.bytes, root, now, &mut self.sigs)
+                .map_err(|e| format!("{}: {e}", r.source))?,
+        );
+        self.rims.retain(|(k, _, _)| *k != key);
+        if self.rims.len() >= RIM_CACHE {
+            self.rims.clear();
+        }
+        self.rims.push((key, v.validity_window(root), v.clone()));
+        Ok(v)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_with(
+    ctx: &mut GpuVerifier,
     evidence: &GpuEvidence,
     rims: &[Rim],
     policy: &GpuPolicy,
@@ -308,7 +392,9 @@ pub fn verify(
                 &root,
                 now_unix,
                 LeafUse::DigitalSignature,
-                &mut x509::SigCache::default(),
+                &mut ctx.sigs,
+                // The leaf and the BROM certificate are device-specific: always checked.
+                2,
             )?;
             if certs.last().map(|c| &c.der) != Some(&root.der) {
                 return Err("the chain's last certificate is not the pinned device root".into());
@@ -353,17 +439,15 @@ pub fn verify(
 
     // rim-signature: verify every RIM before reading anything from it.
     let rim_root = roots::rim_root();
-    let mut verified: Vec<(String, VerifiedRim)> = Vec::new();
+    let mut verified: Vec<(String, std::sync::Arc<VerifiedRim>)> = Vec::new();
     let rim_sig = (|| {
         let root = rim_root?;
         if rims.is_empty() {
             return Err("no RIM given".to_string());
         }
         let mut notes = Vec::new();
-        let mut cache = x509::SigCache::default();
         for r in rims {
-            let v = VerifiedRim::verify_with_cache(&r.bytes, &root, now_unix, &mut cache)
-                .map_err(|e| format!("{}: {e}", r.source))?;
+            let v = ctx.rim(r, &root, now_unix)?;
             notes.push(format!("{} ({})", r.source, v.colloquial_version));
             verified.push((r.source.clone(), v));
         }

@@ -51,6 +51,18 @@ pub struct VerifiedRim {
     pub chain: Vec<Cert>,
 }
 
+impl VerifiedRim {
+    /// The span of time in which every certificate of the chain (and `root`) is
+    /// valid: a cached verification may be reused only inside it.
+    pub fn validity_window(&self, root: &Cert) -> (u64, u64) {
+        self.chain
+            .iter()
+            .chain(std::iter::once(root))
+            .map(Cert::validity)
+            .fold((0, u64::MAX), |(a, b), (nb, na)| (a.max(nb), b.min(na)))
+    }
+}
+
 /// How far a RIM got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RimError {
@@ -149,7 +161,7 @@ impl VerifiedRim {
     ) -> Result<Self, RimError> {
         let doc = xml::parse(bytes).map_err(RimError::Xml)?;
         let (sig_el, chain) = verify_signature(&doc).map_err(RimError::Signature)?;
-        verify_chain(&chain, root, now, LeafUse::DigitalSignature, cache)
+        verify_chain(&chain, root, now, LeafUse::DigitalSignature, cache, 0)
             .map_err(RimError::Chain)?;
         // Only now is anything in the document used.
         let _ = sig_el;

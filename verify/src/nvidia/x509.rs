@@ -305,14 +305,20 @@ fn fixed48(b: &[u8]) -> Option<[u8; 48]> {
     Some(out)
 }
 
-/// Certificate signatures already verified during one verification, so that the
-/// chain two RIMs share is checked once. Keyed by the exact DER of both certificates.
+/// Certificate signatures already verified: within one verification (the chain two
+/// RIMs share), and across verifications in a [`super::GpuVerifier`] (CA
+/// certificates every GPU shares). Keyed by the exact DER of both certificates; holds
+/// only the fact that the signature verifies; validity periods, CA constraints and
+/// revocation are checked on every use. At most [`SigCache::CAPACITY`] entries.
 #[derive(Debug, Default)]
 pub struct SigCache {
     verified: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl SigCache {
+    /// Most entries kept; the cache is emptied when it is full.
+    pub const CAPACITY: usize = 64;
+
     fn check(&mut self, cert: &Cert, issuer: &Cert) -> Result<(), String> {
         if self
             .verified
@@ -322,6 +328,9 @@ impl SigCache {
             return Ok(());
         }
         cert.verify_issued_by(issuer)?;
+        if self.verified.len() >= Self::CAPACITY {
+            self.verified.clear();
+        }
         self.verified.push((cert.der.clone(), issuer.der.clone()));
         Ok(())
     }
@@ -334,7 +343,8 @@ pub enum LeafUse {
     DigitalSignature,
 }
 
-/// Validates `chain` (leaf first) up to `root` at `now` (Unix seconds).
+/// Validates `chain` (leaf first) up to `root` at `now` (Unix seconds). Signatures of
+/// certificates at positions `cache_from` and above may come from `cache`.
 ///
 /// The chain may end with a byte-identical copy of the pinned root or with the
 /// certificate the pinned root issued. Every certificate must be within its validity
@@ -347,6 +357,7 @@ pub fn verify_chain(
     now: u64,
     leaf_use: LeafUse,
     cache: &mut SigCache,
+    cache_from: usize,
 ) -> Result<(), String> {
     let mut certs: Vec<&Cert> = chain.iter().collect();
     if let Some(last) = certs.last()
@@ -379,7 +390,11 @@ pub fn verify_chain(
         c.check_critical_extensions()?;
         if i + 1 < certs.len() {
             let issuer = certs[i + 1];
-            cache.check(c, issuer)?;
+            if i >= cache_from {
+                cache.check(c, issuer)?;
+            } else {
+                c.verify_issued_by(issuer)?;
+            }
         }
         if i == 0 {
             match leaf_use {

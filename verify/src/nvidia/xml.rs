@@ -281,8 +281,7 @@ impl<'a> Parser<'a> {
                             } else {
                                 None
                             };
-                            n
-                                .and_then(char::from_u32)
+                            n.and_then(char::from_u32)
                                 .filter(|c| is_xml_char(*c))
                                 .ok_or_else(|| format!("reference &{r}; not accepted"))?
                         }
