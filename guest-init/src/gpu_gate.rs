@@ -22,7 +22,10 @@
 //! shared objects of the **same glibc build** that linked pqcc-init (the loader,
 //! `libc.so.6`, `libm.so.6`, `libpthread.so.0`, `libdl.so.2`, `librt.so.1`), because
 //! `libnvidia-ml.so.1` links against them. Without them, `dlopen` fails and the gate
-//! reports the loader's message.
+//! reports the loader's message. With a *different* glibc present, static `dlopen`
+//! can crash the process (seen on an H100 host with glibc 2.39: SIGFPE inside
+//! `dlopen`), so the initramfs must carry the linking glibc, or the NVML calls belong
+//! in a child process (not done yet; `docs/gpu-attestation.md`).
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::time::Duration;
