@@ -28,12 +28,12 @@ fn main() {
     let count = nvml.device_count();
     println!("device_count: {count:?}");
     let mut nonce = [0u8; 32];
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    for (i, b) in nonce.iter_mut().enumerate() {
-        *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(37);
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut nonce)
+    }) {
+        println!("nonce: FAILED: {e}");
+        std::process::exit(1);
     }
     std::fs::write(out.join("nonce.hex"), hex::encode(nonce)).ok();
     let report = nvml.attestation_report(0, &nonce);

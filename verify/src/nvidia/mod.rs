@@ -230,8 +230,12 @@ const RIM_CACHE: usize = 16;
 #[derive(Debug, Default)]
 pub struct GpuVerifier {
     sigs: x509::SigCache,
-    rims: Vec<([u8; 48], (u64, u64), std::sync::Arc<VerifiedRim>)>,
+    rims: Vec<CachedRim>,
 }
+
+/// SHA-384 of a RIM's bytes, the span in which its verification may be reused, and
+/// the verified RIM.
+type CachedRim = ([u8; 48], (u64, u64), std::sync::Arc<VerifiedRim>);
 
 impl GpuVerifier {
     /// An empty verifier.
