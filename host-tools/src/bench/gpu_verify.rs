@@ -249,9 +249,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 }
 
 fn run_baseline(python: &Path, opts: &Options, nonce: &str) -> Result<Value, String> {
-    let d = |n: &str| opts.data.join(n);
-    let out = Command::new(python)
-        .arg(&opts.script)
+    // NVIDIA's verifier writes `verifier.log` into its working directory: run it in
+    // the temporary directory, with absolute paths.
+    let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
+    let data = abs(&opts.data)?;
+    let script = abs(&opts.script)?;
+    let d = |n: &str| data.join(n);
+    let python = if python.components().count() > 1 {
+        abs(python)?
+    } else {
+        python.to_path_buf()
+    };
+    let out = Command::new(&python)
+        .current_dir(std::env::temp_dir())
+        .arg(&script)
         .arg("--report")
         .arg(d(REPORT))
         .arg("--chain")
