@@ -251,7 +251,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 fn run_baseline(python: &Path, opts: &Options, nonce: &str) -> Result<Value, String> {
     // NVIDIA's verifier writes `verifier.log` into its working directory: run it in
     // the temporary directory, with absolute paths.
-    let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
+    // `absolute`, not `canonicalize`: a venv's python is a symlink that must stay one.
+    let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     let data = abs(&opts.data)?;
     let script = abs(&opts.script)?;
     let d = |n: &str| data.join(n);
