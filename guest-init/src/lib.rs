@@ -35,6 +35,7 @@ pub mod config;
 pub mod disks;
 pub mod dm;
 pub mod fuse;
+pub mod gpu_gate;
 pub mod platform;
 pub mod sys;
 pub mod tarindex;

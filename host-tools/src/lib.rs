@@ -12,6 +12,8 @@
 //! - [`model`]: model archives, reproducible tar + dm-verity (`pqcc model build|verify`),
 //!   formats in `docs/model-archives.md`.
 //! - [`statements`]: `pqcc sign`, `verify`, `info`, `policy check` (signed statements), `docs/cli.md`.
+//! - [`gpu_cli`]: `pqcc gpu verify` and `pqcc gpu fetch-collateral` (NVIDIA GPU
+//!   evidence, offline), `docs/gpu-attestation.md`.
 //! - [`bench`](mod@bench): `pqcc bench channel` and `pqcc bench handshake`.
 
 pub mod aead;
@@ -19,6 +21,7 @@ pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod evidence_cli;
+pub mod gpu_cli;
 pub mod hashing;
 pub mod image;
 pub mod keys;

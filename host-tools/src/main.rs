@@ -56,6 +56,10 @@ enum Command {
     /// TEE evidence: verify SEV-SNP reports and TDX quotes offline (`docs/evidence.md`).
     #[command(subcommand)]
     Evidence(pqcc_tools::evidence_cli::EvidenceCommand),
+    /// NVIDIA GPU attestation: offline verification, collateral download
+    /// (`docs/gpu-attestation.md`).
+    #[command(subcommand)]
+    Gpu(pqcc_tools::gpu_cli::GpuCommand),
 }
 
 /// Exit status 1: the command ran and its answer is "no" (verification failed or
@@ -156,6 +160,32 @@ enum BenchCommand {
     /// Sealed frames opened in VRAM (AES-256-GCM kernel) against plain pinned
     /// host→device copies, 1 MiB to 1 GiB, with the kernel's own throughput (`docs/gpu.md`).
     Gpu(bench::gpu::GpuArgs),
+    /// Full offline verification of NVIDIA GPU evidence (Set A) against NVIDIA's
+    /// nv-local-gpu-verifier 2.7.3 on the same files in the same run.
+    GpuVerify(GpuVerifyBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct GpuVerifyBenchArgs {
+    /// Directory with Set A (`v2023_initial/` and the `*_test_no_gpu.swidtag` RIMs).
+    #[arg(long, value_name = "DIR", default_value_os_t = bench::gpu_verify::Options::default_data())]
+    data: PathBuf,
+    /// Timed verifications per side (the baseline runs at most 200).
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Python with nv-local-gpu-verifier==2.7.3 (default: target/nv-verifier-venv/bin/python
+    /// when it exists, else python3).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// The baseline script.
+    #[arg(long, value_name = "PATH", default_value_os_t = bench::gpu_verify::Options::default_script())]
+    baseline_script: PathBuf,
+    /// Skip the baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -284,6 +314,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Launch(a) => std::process::exit(pqcc_tools::launch::cli::run(*a)),
         // Prints its own results and errors; exits 0, 1 (not valid) or 2 (error).
         Command::Evidence(c) => std::process::exit(pqcc_tools::evidence_cli::run(c)),
+        // Prints its own results and errors; exits 0, 1 (a check failed) or 2 (error).
+        Command::Gpu(c) => std::process::exit(pqcc_tools::gpu_cli::run(c)),
         Command::Sign(c) => statements::sign(&c),
         Command::Verify(a) => outcome(statements::verify(&a)?),
         Command::Info(a) => statements::info(&a),
@@ -292,6 +324,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
         Command::Bench(BenchCommand::Gpu(a)) => bench::gpu::run(&a),
+        Command::Bench(BenchCommand::GpuVerify(a)) => {
+            bench::gpu_verify::run(&bench::gpu_verify::Options {
+                data: a.data,
+                iterations: a.iterations,
+                python: a.python,
+                script: a.baseline_script,
+                baseline: !a.no_baseline,
+                json: a.json,
+            })
+        }
         Command::Bench(BenchCommand::Sign(a)) => bench::sign::run(&bench::sign::Options {
             file: a.file,
             size: a.size,

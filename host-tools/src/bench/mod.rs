@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod channel;
 pub mod gpu;
+pub mod gpu_verify;
 pub mod handshake;
 pub mod model;
 pub mod openssl;
