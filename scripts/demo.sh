@@ -30,7 +30,7 @@ case "$TAMPER" in
 esac
 
 T0=$(date +%s.%N)
-stage() { printf '[%6.1fs] %-9s %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$1" "$2"; }
+stage() { printf '[%6.1fs] %-9s %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { print a - b }')" "$1" "$2"; }
 need_apt() {
     if ! command -v "$1" >/dev/null 2>&1; then
         stage setup "installing $2"
@@ -39,7 +39,6 @@ need_apt() {
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >/dev/null
     fi
 }
-command -v bc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 
 stage setup "packages (qemu, kmod, xz, cpio), Rust toolchain"
 need_apt qemu-system-x86_64 qemu-system-x86
