@@ -119,6 +119,12 @@ impl<'a> EvidenceBundle<'a> {
 /// it bound idle connections separately.
 pub const READY: &[u8] = b"pqcc/v1 ready";
 
+/// The last message on a stream transport, guest → broker, after the guest has read
+/// the broker's answer (and, after an Accept, every secret frame). The broker keeps the
+/// connection open until it arrives (bounded): closing earlier can lose data still in
+/// flight on a virtio port, whose host-side hang-up may overtake it.
+pub const DONE: &[u8] = b"pqcc/v1 done";
+
 /// Bytes of the length prefix in front of every message on a byte stream.
 pub const FRAME_PREFIX_LEN: usize = 4;
 

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pqcc_core::bundle::{
-    Claims, EvidenceBundle, FRAME_PREFIX_LEN, READY, frame_prefix, parse_frame_prefix,
+    Claims, DONE, EvidenceBundle, FRAME_PREFIX_LEN, READY, frame_prefix, parse_frame_prefix,
 };
 use pqcc_core::channel::{Limits, Session};
 use pqcc_core::handshake::Initiator;
@@ -342,7 +342,8 @@ pub fn wait_for_entropy(until: Instant) -> Result<(), String> {
 }
 
 /// Runs the handshake on `link`: sends [`READY`], waits until `wait_until` for the
-/// Challenge, then has `timeout` for the rest. Trusts exactly `broker_public_key`.
+/// Challenge, then has `timeout` for the rest, and ends with [`DONE`] once the answer
+/// (and every secret) has been read. Trusts exactly `broker_public_key`.
 pub fn handshake(
     link: &mut dyn Link,
     broker_public_key: &[u8],
@@ -382,7 +383,12 @@ pub fn handshake(
     write_msg(link, &hello[..hlen]).map_err(io_err("sending Hello"))?;
     let response = read_msg(link, ACCEPT_MAX_LEN, until).map_err(io_err("broker's answer"))?;
     let round_trip = sent.elapsed();
-    let (keys, grants) = awaiting.handle_response(&response).map_err(|e| match e {
+    let answer = awaiting.handle_response(&response);
+    if answer.is_err() {
+        // Let the broker close: its answer has arrived.
+        let _ = write_msg(link, DONE);
+    }
+    let (keys, grants) = answer.map_err(|e| match e {
         CoreError::Rejected(r) => format!("broker refused: {r}"),
         CoreError::BadSignature => {
             "the Accept is not signed by the configured broker key".to_string()
@@ -431,6 +437,8 @@ pub fn handshake(
         });
         opened.plaintext.zeroize();
     }
+    // Everything arrived; the broker may close now.
+    let _ = write_msg(link, DONE);
     Ok(Released {
         secrets,
         session_id: *session.session_id(),

@@ -377,6 +377,8 @@ fn garbage_never_crashes_the_broker_nor_releases_anything() {
             let _ = s.write_all(&(msg.len() as u32).to_be_bytes());
             let _ = s.write_all(&msg);
         }
+        // Closing our side ends the broker's wait for DONE.
+        let _ = s.shutdown(std::net::Shutdown::Write);
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
         // Whatever came back, it is not an Accept unless the flipped byte was

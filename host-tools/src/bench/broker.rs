@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use pqcc_core::bundle::{Claims, EvidenceBundle, READY};
+use pqcc_core::bundle::{Claims, DONE, EvidenceBundle, READY};
 use pqcc_core::channel::{Limits, Session};
 use pqcc_core::handshake::Initiator;
 use pqcc_core::sign::SigningKey;
@@ -90,6 +90,7 @@ fn guest(sock: &Path, pk: &[u8]) -> Result<(Duration, Duration)> {
             bail!("secret mismatch");
         }
     }
+    write_msg(&mut s, DONE, deadline)?;
     Ok((rtt, t0.elapsed()))
 }
 

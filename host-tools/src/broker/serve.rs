@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use pqcc_core::bundle::{EvidenceBundle, READY};
+use pqcc_core::bundle::{DONE, EvidenceBundle, READY};
 use pqcc_core::channel::{Limits, MAX_CHUNK_LEN, Session};
 use pqcc_core::handshake::Responder;
 use pqcc_core::hash;
@@ -382,6 +382,9 @@ impl Broker {
             }
             Ok(())
         })();
+        if sent.is_ok() {
+            linger(conn, deadline);
+        }
         if self.verbose || sent.is_err() {
             eprintln!(
                 "broker: {peer}: ACCEPT {reason} (decision {:.2} ms, total {:.2} ms){}",
@@ -578,11 +581,10 @@ impl Broker {
         let mut out = [0u8; REJECT_MAX_LEN];
         if let Ok(n) = pqcc_core::handshake::write_reject(r.reason, &mut out) {
             // A late guest gets a second to read the refusal.
-            let _ = write_msg(
-                conn,
-                &out[..n],
-                deadline.max(Instant::now() + Duration::from_secs(1)),
-            );
+            let late = deadline.max(Instant::now() + Duration::from_secs(1));
+            if write_msg(conn, &out[..n], late).is_ok() {
+                linger(conn, late);
+            }
         }
         Outcome {
             decision: Decision::Deny,
@@ -590,6 +592,13 @@ impl Broker {
             decision_time,
         }
     }
+}
+
+/// After the last message: wait (at most until `deadline`, and at most 5 s) for the
+/// guest's DONE or for it to close, so the answer is not lost behind a hang-up.
+fn linger(conn: &mut dyn Conn, deadline: Instant) {
+    let until = deadline.min(Instant::now() + Duration::from_secs(5));
+    let _ = read_msg(conn, DONE.len(), until);
 }
 
 /// The short name of a reject reason, as the audit log and the guest's FATAL line
