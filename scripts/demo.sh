@@ -146,11 +146,13 @@ TOML
 stage broker "pqcc broker serve on unix:$W/broker.sock"
 touch "$W/broker.log" "$W/audit.log"
 BROKER_PID=
-[ "$TAMPER" = broker-down ] || "$PQCC" broker serve --verbose --key "$BROKER_KEY" --policy "$W/broker.toml" \
-    --listen "unix:$W/broker.sock" --audit-log "$W/audit.log" 2>"$W/broker.log" &
-[ "$TAMPER" = broker-down ] || BROKER_PID=$!
-trap '[ -n "$BROKER_PID" ] && kill $BROKER_PID 2>/dev/null || true' EXIT
-[ "$TAMPER" = broker-down ] || for _ in $(seq 100); do [ -S "$W/broker.sock" ] && break; sleep 0.1; done
+trap '[ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null || true' EXIT
+if [ "$TAMPER" != broker-down ]; then
+    "$PQCC" broker serve --verbose --key "$BROKER_KEY" --policy "$W/broker.toml" \
+        --listen "unix:$W/broker.sock" --audit-log "$W/audit.log" >/dev/null 2>"$W/broker.log" &
+    BROKER_PID=$!
+    for _ in $(seq 100); do [ -S "$W/broker.sock" ] && break; sleep 0.1; done
+fi
 
 stage guest "booting under QEMU (TCG, no TEE: platform none)"
 set +e
