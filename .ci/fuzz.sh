@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Smoke-runs every pqcc-core and pqcc-verify fuzz target (libFuzzer via cargo-fuzz)
-# for a short while.
+# Smoke-runs every pqcc fuzz target (libFuzzer via cargo-fuzz) for a short while:
+# pqcc-core's decoders, pqcc-verify's evidence parsers and the host tools' parsers of
+# key files, audit logs and policy files.
 # The core has no unsafe code, so the targets run without a sanitizer; what they check
 # is panics, failed assertions (canonical re-encoding, nothing opens without the key)
 # and timeouts. Longer runs: FUZZ_SECONDS=600 .ci/fuzz.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT/core-nostd/fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-15}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz" >&2
@@ -15,31 +15,41 @@ fi
 # cargo-fuzz passes unstable rustc flags; this stable toolchain accepts them with
 # RUSTC_BOOTSTRAP (fuzz builds only, never the shipped crates).
 export RUSTC_BOOTSTRAP=1
-targets=(decode_message frame_header open_frame handshake_response statement_envelope statement_body policy_check)
-cargo fuzz build -O --sanitizer none >/dev/null 2>&1 || cargo fuzz build -O --sanitizer none
-for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t"
-    out=$(cargo fuzz run -O --sanitizer none "$t" "corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 2>&1) || {
-        echo "$out" | tail -n 40 >&2
-        echo "fuzz: $t FAILED" >&2
-        exit 1
-    }
-    runs=$(echo "$out" | grep -oE "Done [0-9]+ runs" | tail -n 1)
-    echo "fuzz: $t ok ($runs in ${SECONDS_EACH}s)"
-done
+
+# run_targets DIR TARGET...: builds the fuzz crate in DIR and runs each target.
+run_targets() {
+    local dir="$1"
+    shift
+    cd "$dir"
+    cargo fuzz build -O --sanitizer none >/dev/null 2>&1 || cargo fuzz build -O --sanitizer none
+    for t in "$@"; do
+        mkdir -p "corpus/$t"
+        out=$(cargo fuzz run -O --sanitizer none "$t" "corpus/$t" -- \
+            -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 2>&1) || {
+            echo "$out" | tail -n 40 >&2
+            echo "fuzz: $t FAILED" >&2
+            exit 1
+        }
+        runs=$(echo "$out" | grep -oE "Done [0-9]+ runs" | tail -n 1)
+        echo "fuzz: $t ok ($runs in ${SECONDS_EACH}s)"
+    done
+}
+
+run_targets "$ROOT/core-nostd/fuzz" decode_message frame_header open_frame handshake_response \
+    statement_envelope statement_body policy_check evidence_bundle
 
 # pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs).
-cd "$ROOT/verify/fuzz"
-cargo fuzz build -O --sanitizer none >/dev/null 2>&1 || cargo fuzz build -O --sanitizer none
-for t in gpu_evidence; do
-    mkdir -p "corpus/$t"
-    out=$(cargo fuzz run -O --sanitizer none "$t" "corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 2>&1) || {
-        echo "$out" | tail -n 40 >&2
-        echo "fuzz: $t FAILED" >&2
-        exit 1
-    }
-    runs=$(echo "$out" | grep -oE "Done [0-9]+ runs" | tail -n 1)
-    echo "fuzz: $t ok ($runs in ${SECONDS_EACH}s)"
-done
+run_targets "$ROOT/verify/fuzz" gpu_evidence
+
+# The host tools. Real key files seed the key-file corpus (random bytes almost never
+# carry a valid header), made with the pqcc binary the test run built.
+seeds="$ROOT/host-tools/fuzz/corpus/key_file"
+mkdir -p "$seeds"
+pqcc_bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/pqcc"
+if [ -x "$pqcc_bin" ] && [ ! -e "$seeds/seed-ml-dsa-65" ]; then
+    for alg in ml-dsa-65 ml-kem-768; do
+        "$pqcc_bin" keygen --alg "$alg" --out "$seeds/seed-$alg" --force >/dev/null 2>&1
+        mv "$seeds/seed-$alg.pub" "$seeds/seed-$alg-pub"
+    done
+fi
+run_targets "$ROOT/host-tools/fuzz" key_file audit_log policy_files

@@ -350,9 +350,83 @@ pub fn sha3_256_reader_with<R: Read>(
 }
 
 /// SHA3-256 of the file at `path`, read once. Returns `(digest, length)`.
+///
+/// Files of at least [`OVERLAP_MIN`] bytes are read on a second thread while this one
+/// hashes ([`sha3_256_reader_overlapped`]), so the copy out of the page cache is not on
+/// the hashing thread's path; smaller files are read and hashed in turn.
 pub fn sha3_256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    sha3_256_reader(&mut f).with_context(|| format!("reading {}", path.display()))
+    let len = f
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
+    let r = if len >= OVERLAP_MIN {
+        sha3_256_reader_overlapped(f, Backend::detect())
+    } else {
+        sha3_256_reader(&mut f)
+    };
+    r.with_context(|| format!("reading {}", path.display()))
+}
+
+/// Files from this size on are read on a second thread while hashing ([`sha3_256_file`]).
+pub const OVERLAP_MIN: u64 = 2 * CHUNK as u64;
+
+/// Buffers in flight between the reading and the hashing thread.
+const OVERLAP_BUFFERS: usize = 3;
+
+/// SHA3-256 of everything `reader` yields, read on a second (scoped) thread into
+/// [`OVERLAP_BUFFERS`] reused [`CHUNK`]-sized buffers while this thread hashes the
+/// previous ones. Same result as [`sha3_256_reader_with`]; memory stays constant.
+/// A read error ends both threads and is returned.
+pub fn sha3_256_reader_overlapped<R: Read + Send>(
+    mut reader: R,
+    backend: Backend,
+) -> std::io::Result<([u8; 32], u64)> {
+    use std::sync::mpsc;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(OVERLAP_BUFFERS);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..OVERLAP_BUFFERS {
+        // The receiver is alive here; a send cannot fail.
+        let _ = empty_tx.send(vec![0u8; CHUNK]);
+    }
+    std::thread::scope(|s| {
+        let reading = s.spawn(move || -> std::io::Result<()> {
+            // Ends when the hashing side hangs up (its receivers are gone) or at EOF.
+            while let Ok(mut buf) = empty_rx.recv() {
+                let n = read_full(&mut reader, &mut buf)?;
+                if n == 0 || full_tx.send((buf, n)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut h = StreamingSha3::with_backend(backend);
+        for (buf, n) in full_rx {
+            h.update(&buf[..n]);
+            // The reader may already have finished; then the buffer is simply dropped.
+            let _ = empty_tx.send(buf);
+        }
+        match reading.join() {
+            Ok(Ok(())) => Ok(h.finish()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("the reading thread panicked")),
+        }
+    })
+}
+
+/// Fills `buf` from `reader` until it is full or the reader is at its end; returns the
+/// number of bytes read (0 only at the end).
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]
@@ -438,6 +512,34 @@ mod tests {
         let (got, len) = sha3_256_file(&p).unwrap();
         let mut f = File::open(&p).unwrap();
         let (portable, _) = sha3_256_reader_with(&mut f, Backend::Portable).unwrap();
+        let overlapped = sha3_256_reader_overlapped(File::open(&p).unwrap(), Backend::detect());
+        // Odd-sized reads: a reader that yields at most 1000 bytes per call.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(1000);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let trickled = sha3_256_reader_overlapped(Trickle(&data), Backend::detect()).unwrap();
+        assert_eq!(trickled, (want, data.len() as u64));
+        // A read error ends the hash with that error.
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("disk on fire"));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let err = sha3_256_reader_overlapped(Failing(3 * CHUNK + 5), Backend::detect());
+        assert_eq!(err.unwrap_err().to_string(), "disk on fire");
+        assert_eq!(overlapped.unwrap(), (want, data.len() as u64));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(got, want);
         assert_eq!(portable, want);

@@ -201,12 +201,24 @@ pub struct SignModelArgs {
     #[arg(long)]
     pub revision: String,
     /// dm-verity root hash (SHA-256, 64 hex), as `veritysetup format` prints it.
-    #[arg(long, value_name = "HEX", value_parser = parse_hash)]
-    pub root_hash: [u8; 32],
-    /// dm-verity salt (hex, may be empty).
-    #[arg(long, value_name = "HEX", default_value = "", value_parser = parse_hex)]
-    pub salt: HexBytes,
-    /// Data device length in bytes (default: FILE's length).
+    #[arg(
+        long,
+        value_name = "HEX",
+        value_parser = parse_hash,
+        required_unless_present = "verity",
+        conflicts_with = "verity"
+    )]
+    pub root_hash: Option<[u8; 32]>,
+    /// The archive's dm-verity hash file (with superblock, as `pqcc model build` or
+    /// `veritysetup format` write it): FILE is checked block by block against it, and
+    /// the root hash, salt and data size are taken from it; a --salt or --data-size
+    /// given as well must agree.
+    #[arg(long, value_name = "HASHFILE")]
+    pub verity: Option<PathBuf>,
+    /// dm-verity salt (hex, may be empty) [default without --verity: empty].
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub salt: Option<HexBytes>,
+    /// Data device length in bytes (default: FILE's length, or the tree's with --verity).
     #[arg(long, value_name = "N")]
     pub data_size: Option<u64>,
     /// dm-verity data block size.
@@ -215,6 +227,77 @@ pub struct SignModelArgs {
     /// dm-verity hash block size.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub hash_block_size: u32,
+}
+
+/// The dm-verity identity `pqcc sign model` signs: from the flags, or from a hash
+/// file that FILE was checked against.
+struct ModelVerity {
+    root_hash: [u8; 32],
+    salt: Vec<u8>,
+    data_size: u64,
+}
+
+impl SignModelArgs {
+    fn model_verity(&self) -> anyhow::Result<ModelVerity> {
+        let Some(hash_file) = &self.verity else {
+            let root_hash = self
+                .root_hash
+                .ok_or_else(|| anyhow!("give --root-hash or --verity"))?;
+            let data_size = match self.data_size {
+                Some(n) => n,
+                None => std::fs::metadata(&self.file)
+                    .with_context(|| format!("stat {}", self.file.display()))?
+                    .len(),
+            };
+            return Ok(ModelVerity {
+                root_hash,
+                salt: self.salt.clone().map(|s| s.0).unwrap_or_default(),
+                data_size,
+            });
+        };
+        if self.data_block_size != 4096 || self.hash_block_size != 4096 {
+            bail!("--verity: model archives use 4096-byte data and hash blocks");
+        }
+        let (finding, tree) = crate::model::verify::read_tree(&self.file, hash_file)?;
+        if !matches!(finding, crate::model::verify::Finding::Ok { .. }) {
+            bail!(
+                "refusing to sign {}: it does not match its hash file {}: {finding}",
+                self.file.display(),
+                hash_file.display()
+            );
+        }
+        let data_size = tree
+            .data_blocks
+            .checked_mul(4096)
+            .ok_or_else(|| anyhow!("{}: data block count overflows", hash_file.display()))?;
+        if let Some(n) = self.data_size {
+            if n != data_size {
+                bail!(
+                    "--data-size {n} disagrees with the hash file, which covers {data_size} bytes"
+                );
+            }
+        }
+        if let Some(s) = &self.salt {
+            if s.0 != tree.salt.as_bytes() {
+                bail!(
+                    "--salt {} disagrees with the hash file's salt {}",
+                    hex::encode(&s.0),
+                    hex::encode(tree.salt.as_bytes())
+                );
+            }
+        }
+        eprintln!(
+            "checked {} against {}: {finding}, root hash {}",
+            self.file.display(),
+            hash_file.display(),
+            hex::encode(tree.root)
+        );
+        Ok(ModelVerity {
+            root_hash: tree.root,
+            salt: tree.salt.as_bytes().to_vec(),
+            data_size,
+        })
+    }
 }
 
 /// Bytes given in hex on the command line.
@@ -555,19 +638,15 @@ pub fn sign(cmd: &SignCommand) -> anyhow::Result<()> {
             (&a.out, a.file.as_deref(), done.len, memory_json(&body))
         }
         SignCommand::Model(a) => {
+            // The archive is checked first: the secret key is read only to sign.
+            let v = a.model_verity()?;
             let key = signing_key(&a.out.key)?;
-            let data_size = match a.data_size {
-                Some(n) => n,
-                None => std::fs::metadata(&a.file)
-                    .with_context(|| format!("stat {}", a.file.display()))?
-                    .len(),
-            };
             let body = ModelManifest {
                 name: &a.name,
                 revision: &a.revision,
-                root_hash: Bytes(&a.root_hash),
-                salt: Bytes(&a.salt.0),
-                data_size,
+                root_hash: Bytes(&v.root_hash),
+                salt: Bytes(&v.salt),
+                data_size: v.data_size,
                 hash_algorithm: VerityHash::Sha256,
                 data_block_size: a.data_block_size,
                 hash_block_size: a.hash_block_size,

@@ -514,3 +514,85 @@ fn key_writes_a_signed_model_manifest() {
     let (code, _, err) = build(&[s(&tree), "--out", s(&out), "--key", s(&kem)]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `pqcc sign model --verity`: an archive made by the outside recipe (GNU tar +
+/// `veritysetup format`) is checked against its hash file and signed with the root hash
+/// veritysetup printed; a changed archive byte, a disagreeing salt or both --root-hash
+/// and --verity are refused with exit 2 and nothing written.
+#[test]
+fn sign_model_with_verity_takes_the_identity_from_a_checked_tree() {
+    use pqcc_core::statement::{self, ModelManifest};
+    use pqcc_tools::keys;
+
+    let t = TempDir::new("sign-verity");
+    let tree = t.path().join("m");
+    common::random_tree(&tree, 11);
+    let archive = t.path().join("ref.tar");
+    let root = recipe(&tree, &archive);
+    let hash_file = format!("{}.verity", archive.display());
+    let key = t.path().join("owner.key");
+    let g = keys::keygen(keys::Alg::MlDsa65, &key, false).unwrap();
+    let env = t.path().join("ref.pqsig");
+    let sign = |extra: &[&str], archive: &Path| {
+        let out = pqcc()
+            .args(["sign", "model"])
+            .arg(archive)
+            .args(["--key", s(&key), "--name", "m", "--revision", "r7", "-o", s(&env)])
+            .args(["--verity", &hash_file])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, err) = sign(&[], &archive);
+    assert_eq!(code, 0, "{err}");
+    let bytes = fs::read(&env).unwrap();
+    let vk = keys::read_public_key(&g.public_path)
+        .unwrap()
+        .verifying_key()
+        .unwrap();
+    let trusted = [vk];
+    let v = statement::verify::<ModelManifest<'_>, _>(&bytes, &trusted[..]).unwrap();
+    let m = v.body();
+    assert_eq!(hex::encode(m.root_hash.0), root, "root hash differs from veritysetup's");
+    assert_eq!(m.data_size, fs::metadata(&archive).unwrap().len());
+    // The recipe's salt, as veritysetup wrote it into the superblock.
+    let sb = fs::read(&hash_file).unwrap();
+    let sb = pqcc_core::verity::Superblock::parse(&sb).unwrap();
+    assert_eq!(m.salt.0, sb.salt.as_bytes());
+    assert_eq!((m.name, m.revision), ("m", "r7"));
+
+    // A salt that agrees is accepted; one that does not is refused.
+    let salt = hex::encode(sb.salt.as_bytes());
+    assert_eq!(sign(&["--salt", &salt, "--force"], &archive).0, 0);
+    fs::remove_file(&env).unwrap();
+    let (code, err) = sign(&["--salt", "00"], &archive);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("disagrees with the hash file's salt"), "{err}");
+    assert!(!env.exists());
+    // --root-hash and --verity together: a usage error.
+    let (code, err) = sign(&["--root-hash", &root], &archive);
+    assert_eq!(code, 2, "{err}");
+    assert!(!env.exists());
+
+    // One changed byte in the archive: refused, naming the block.
+    let bad = t.path().join("bad.tar");
+    fs::copy(&archive, &bad).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&bad)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 5000).unwrap();
+    f.write_all_at(&[b[0] ^ 1], 5000).unwrap();
+    drop(f);
+    let (code, err) = sign(&[], &bad);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refusing to sign") && err.contains("data block 1 "), "{err}");
+    assert!(!env.exists());
+}

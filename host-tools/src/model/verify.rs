@@ -76,6 +76,19 @@ impl fmt::Display for Finding {
     }
 }
 
+/// What a hash file says about its archive: its root hash and the parameters in its
+/// superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tree {
+    /// The root hash the hash file leads to (the top hash block's digest, or the only
+    /// data block's).
+    pub root: [u8; DIGEST_LEN],
+    /// The salt from the superblock.
+    pub salt: verity::Salt,
+    /// Data blocks (of 4096 bytes) the tree covers.
+    pub data_blocks: u64,
+}
+
 /// Checks `archive` against `verity_file` (with superblock) and `root`.
 /// Errors are I/O problems or a malformed hash file; mismatches are [`Finding`]s.
 pub fn verify(
@@ -83,6 +96,24 @@ pub fn verify(
     verity_file: &Path,
     root: &[u8; DIGEST_LEN],
 ) -> anyhow::Result<Finding> {
+    check(archive, verity_file, Some(root)).map(|(finding, _)| finding)
+}
+
+/// Checks `archive` against `verity_file` and the root hash the hash file itself leads
+/// to, top-down like [`verify`]: every hash block against its parent entry and every
+/// data block against its leaf. For signing an archive built elsewhere (`pqcc sign
+/// model --verity`): the root hash and parameters come from the tree only once the
+/// archive's bytes were found to match it. [`Finding::RootMismatch`] cannot occur.
+pub fn read_tree(archive: &Path, verity_file: &Path) -> anyhow::Result<(Finding, Tree)> {
+    check(archive, verity_file, None)
+}
+
+/// [`verify`] against `root`, or against the tree's own root when `root` is `None`.
+fn check(
+    archive: &Path,
+    verity_file: &Path,
+    root: Option<&[u8; DIGEST_LEN]>,
+) -> anyhow::Result<(Finding, Tree)> {
     let mut vf = File::open(verity_file)
         .with_context(|| format!("{}: cannot open", verity_file.display()))?;
     let mut hash = Vec::new();
@@ -139,19 +170,24 @@ pub fn verify(
 
     // 1. The root: the top hash block, or the single data block.
     let levels = g.levels();
+    let tree = |root| Tree {
+        root,
+        salt,
+        data_blocks: sb.data_blocks,
+    };
     if levels == 0 {
         let mut b = vec![0u8; bs];
         af.read_exact_at(&mut b, 0)
             .with_context(|| format!("{}: read error", archive.display()))?;
         let d = verity::hash_block(ty, salt.as_bytes(), &b);
-        if !bool::from(d.ct_eq(root)) {
-            return Ok(Finding::RootMismatch { computed: d });
+        if !bool::from(d.ct_eq(root.unwrap_or(&d))) {
+            return Ok((Finding::RootMismatch { computed: d }, tree(d)));
         }
-        return Ok(Finding::Ok { data_blocks: 1 });
+        return Ok((Finding::Ok { data_blocks: 1 }, tree(d)));
     }
     let top = verity::hash_block(ty, salt.as_bytes(), block_at(g.level_offset(levels - 1)));
-    if !bool::from(top.ct_eq(root)) {
-        return Ok(Finding::RootMismatch { computed: top });
+    if !bool::from(top.ct_eq(root.unwrap_or(&top))) {
+        return Ok((Finding::RootMismatch { computed: top }, tree(top)));
     }
     // 2. Each level's blocks against the entries one level up, top-down.
     for level in (0..levels - 1).rev() {
@@ -159,11 +195,14 @@ pub fn verify(
             let off = g.block_offset(level, index);
             let d = verity::hash_block(ty, salt.as_bytes(), block_at(off));
             if !bool::from(d.ct_eq(entry_at(level + 1, index))) {
-                return Ok(Finding::BadHashBlock {
-                    level,
-                    index,
-                    offset: off,
-                });
+                return Ok((
+                    Finding::BadHashBlock {
+                        level,
+                        index,
+                        offset: off,
+                    },
+                    tree(top),
+                ));
             }
         }
     }
@@ -179,12 +218,15 @@ pub fn verify(
         for (i, d) in digests.iter().enumerate() {
             let bi = index + i as u64;
             if !bool::from(d.ct_eq(entry_at(0, bi))) {
-                return Ok(Finding::BadDataBlock { index: bi });
+                return Ok((Finding::BadDataBlock { index: bi }, tree(top)));
             }
         }
         index += n_blocks;
     }
-    Ok(Finding::Ok {
-        data_blocks: sb.data_blocks,
-    })
+    Ok((
+        Finding::Ok {
+            data_blocks: sb.data_blocks,
+        },
+        tree(top),
+    ))
 }
