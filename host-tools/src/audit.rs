@@ -244,7 +244,7 @@ impl fmt::Display for BadLine {
 impl std::error::Error for BadLine {}
 
 /// An intact log's summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intact {
     /// Number of records.
     pub records: u64,
@@ -351,11 +351,37 @@ pub fn verify_bytes(log: &[u8]) -> Result<Intact, BadLine> {
 /// whole records cut off the end, which the chain alone cannot: the first missing
 /// line is named with [`Damage::AnchorNotFound`].
 pub fn verify_bytes_anchored(log: &[u8], anchor: Option<&[u8; 32]>) -> Result<Intact, BadLine> {
-    let mut prev = genesis_hash();
+    let genesis = Intact {
+        records: 0,
+        head: genesis_hash(),
+    };
+    walk(log, genesis, anchor).map(|w| w.intact)
+}
+
+/// Where a [`walk`] ended.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    /// The state after the last line.
+    intact: Intact,
+    /// The state before the last line (`start` when there was none).
+    before_last: Intact,
+    /// SHA3-256 of the first line walked, if any.
+    first_hash: Option<[u8; 32]>,
+}
+
+/// Checks `log`, a run of whole lines continuing a chain that is at `start` (genesis
+/// for a whole log; line numbers in errors count from `start.records + 1`).
+fn walk(log: &[u8], start: Intact, anchor: Option<&[u8; 32]>) -> Result<Walk, BadLine> {
+    let mut prev = start.head;
     let mut anchor_seen = anchor.is_none_or(|a| *a == prev);
-    let mut seq: u64 = 0;
+    let mut seq: u64 = start.records;
     let mut rest = log;
-    let mut lineno: u64 = 0;
+    let mut lineno: u64 = start.records;
+    let mut w = Walk {
+        intact: start,
+        before_last: start,
+        first_hash: None,
+    };
     while !rest.is_empty() {
         lineno += 1;
         let bad = |damage| BadLine {
@@ -384,7 +410,12 @@ pub fn verify_bytes_anchored(log: &[u8], anchor: Option<&[u8; 32]>) -> Result<In
         if !pqcc_core::secret::ct_eq(&p, &prev) {
             return Err(bad(Damage::PrevMismatch));
         }
+        w.before_last = Intact {
+            records: seq,
+            head: prev,
+        };
         prev = hash::sha3_256(&[with_nl]);
+        w.first_hash.get_or_insert(prev);
         anchor_seen |= anchor.is_some_and(|a| *a == prev);
         seq = seq
             .checked_add(1)
@@ -396,10 +427,11 @@ pub fn verify_bytes_anchored(log: &[u8], anchor: Option<&[u8; 32]>) -> Result<In
             damage: Damage::AnchorNotFound,
         });
     }
-    Ok(Intact {
+    w.intact = Intact {
         records: seq,
         head: prev,
-    })
+    };
+    Ok(w)
 }
 
 /// Reads and checks the log at `path` ([`verify_bytes_anchored`]). The outer error is
@@ -416,10 +448,32 @@ pub fn verify_file(
 }
 
 /// An audit log file, opened for appending (created, mode 0640, if absent).
+///
+/// The first append checks the whole log. Later appends through the same `AuditLog`
+/// check only what changed since its last append: that the line it wrote (or last
+/// checked) is still there, byte for byte, at the same place, and every line added
+/// after it by other writers. So an append costs the same however long the log is. A
+/// log that got shorter is checked whole again. Edits further back than the last line
+/// are found by `pqcc audit verify` and by the next whole check (a new `AuditLog`, as
+/// at every broker start).
 #[derive(Debug)]
 pub struct AuditLog {
     file: File,
     path: PathBuf,
+    known: Option<Known>,
+}
+
+/// What an [`AuditLog`] found at its last append.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// The file's length right after that append.
+    len: u64,
+    /// Where the last line starts (0 for an empty log).
+    last_start: u64,
+    /// The chain state before the last line.
+    before_last: Intact,
+    /// The chain state after the last line.
+    intact: Intact,
 }
 
 impl AuditLog {
@@ -434,11 +488,16 @@ impl AuditLog {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .with_context(|| format!("opening audit log {}", path.display()))?;
-        Ok(Self { file, path })
+        Ok(Self {
+            file,
+            path,
+            known: None,
+        })
     }
 
-    /// Appends `record`: under an exclusive lock, checks the whole log, refuses to
-    /// extend a damaged one, writes the next line chained from the last one, fsyncs.
+    /// Appends `record`: under an exclusive lock, checks the log (see the type's docs),
+    /// refuses to extend a damaged one, writes the next line chained from the last one,
+    /// fsyncs.
     pub fn append(&mut self, record: &Record) -> anyhow::Result<Appended> {
         let p = self.path.display().to_string();
         self.file
@@ -454,36 +513,81 @@ impl AuditLog {
         Ok(appended)
     }
 
-    fn append_locked(&mut self, record: &Record, p: &str) -> anyhow::Result<Appended> {
-        // Read from the start through a second handle on the same open file: reads of
-        // an O_APPEND file are positioned normally, writes always go to the end.
-        let mut buf = Vec::new();
-        {
-            use std::io::Seek;
-            let mut r = &self.file;
-            r.seek(std::io::SeekFrom::Start(0))
-                .with_context(|| format!("seeking audit log {p}"))?;
-            r.read_to_end(&mut buf)
-                .with_context(|| format!("reading audit log {p}"))?;
-        }
-        let intact = match verify_bytes(&buf) {
-            Ok(i) => i,
+    /// Checks the log as it is now, from the last known line on (or whole).
+    fn check(&self, p: &str) -> anyhow::Result<Walk> {
+        use std::os::unix::fs::FileExt;
+        let len = self
+            .file
+            .metadata()
+            .with_context(|| format!("stat audit log {p}"))?
+            .len();
+        let (from, start) = match self.known {
+            Some(k) if len >= k.len => (k.last_start, k.before_last),
+            _ => (
+                0,
+                Intact {
+                    records: 0,
+                    head: genesis_hash(),
+                },
+            ),
+        };
+        let n = usize::try_from(len - from)
+            .with_context(|| format!("audit log {p} is too large to read"))?;
+        let mut buf = vec![0u8; n];
+        // Positioned reads: writes to an O_APPEND file always go to the end.
+        self.file
+            .read_exact_at(&mut buf, from)
+            .with_context(|| format!("reading audit log {p}"))?;
+        let w = match walk(&buf, start, None) {
+            Ok(w) => w,
             Err(bad) => bail!("refusing to append to damaged audit log {p}: {bad}"),
         };
+        if let Some(k) = self.known.filter(|k| len >= k.len && k.intact.records > 0) {
+            // The line this log last wrote or checked must still be the same line.
+            if w.first_hash
+                .is_none_or(|h| !pqcc_core::secret::ct_eq(&h, &k.intact.head))
+            {
+                bail!(
+                    "refusing to append to damaged audit log {p}: line {} changed since it was \
+                     written",
+                    k.intact.records
+                );
+            }
+        }
+        Ok(w)
+    }
+
+    fn append_locked(&mut self, record: &Record, p: &str) -> anyhow::Result<Appended> {
+        let intact = self.check(p)?.intact;
         // serde_json escapes control characters, so a record is always one line.
         let line = encode_line(record, intact.records, &intact.head);
         if line.len() - 1 > MAX_LINE_LEN {
             bail!("audit record longer than {MAX_LINE_LEN} bytes");
         }
+        let before = self
+            .file
+            .metadata()
+            .with_context(|| format!("stat audit log {p}"))?
+            .len();
         (&self.file)
             .write_all(line.as_bytes())
             .with_context(|| format!("writing audit log {p}"))?;
         self.file
             .sync_all()
             .with_context(|| format!("fsync audit log {p}"))?;
+        let line_hash = hash::sha3_256(&[line.as_bytes()]);
+        self.known = Some(Known {
+            len: before + line.len() as u64,
+            last_start: before,
+            before_last: intact,
+            intact: Intact {
+                records: intact.records + 1,
+                head: line_hash,
+            },
+        });
         Ok(Appended {
             seq: intact.records,
-            line_hash: hash::sha3_256(&[line.as_bytes()]),
+            line_hash,
         })
     }
 }

@@ -270,21 +270,19 @@ impl SignModelArgs {
             .data_blocks
             .checked_mul(4096)
             .ok_or_else(|| anyhow!("{}: data block count overflows", hash_file.display()))?;
-        if let Some(n) = self.data_size {
-            if n != data_size {
-                bail!(
-                    "--data-size {n} disagrees with the hash file, which covers {data_size} bytes"
-                );
-            }
+        if let Some(n) = self.data_size
+            && n != data_size
+        {
+            bail!("--data-size {n} disagrees with the hash file, which covers {data_size} bytes");
         }
-        if let Some(s) = &self.salt {
-            if s.0 != tree.salt.as_bytes() {
-                bail!(
-                    "--salt {} disagrees with the hash file's salt {}",
-                    hex::encode(&s.0),
-                    hex::encode(tree.salt.as_bytes())
-                );
-            }
+        if let Some(s) = &self.salt
+            && s.0 != tree.salt.as_bytes()
+        {
+            bail!(
+                "--salt {} disagrees with the hash file's salt {}",
+                hex::encode(&s.0),
+                hex::encode(tree.salt.as_bytes())
+            );
         }
         eprintln!(
             "checked {} against {}: {finding}, root hash {}",

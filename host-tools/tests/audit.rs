@@ -401,3 +401,51 @@ fn io_and_usage_errors_exit_2() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+/// After its first append, an `AuditLog` checks only its own last line and what others
+/// added since: lines appended by another writer are checked (a bad one is refused),
+/// a rewritten last line is refused, and a log cut shorter is checked whole again.
+#[test]
+fn later_appends_check_what_changed() {
+    let d = TempDir::new("incremental");
+    let p = make_log(&d, 3);
+    let mut mine = AuditLog::open(&p).unwrap();
+    assert_eq!(mine.append(&rec(3)).unwrap().seq, 3);
+    // Another writer appends two records: both are checked and chained from.
+    let mut other = AuditLog::open(&p).unwrap();
+    other.append(&rec(4)).unwrap();
+    other.append(&rec(5)).unwrap();
+    assert_eq!(mine.append(&rec(6)).unwrap().seq, 6);
+    assert_eq!(audit::verify_file(&p, None).unwrap().unwrap().records, 7);
+
+    // A line added behind the log's back that does not chain: refused.
+    let good = std::fs::read(&p).unwrap();
+    let mut l = lines(&p);
+    let forged = l[6].replace("\"seq\":6", "\"seq\":7");
+    l.push(forged);
+    write_lines(&p, &l);
+    let msg = format!("{:#}", mine.append(&rec(7)).unwrap_err());
+    assert!(
+        msg.contains("refusing to append") && msg.contains("line 8"),
+        "{msg}"
+    );
+
+    // The last line replaced by a different, well-formed record chained from its
+    // predecessor (longer, so the file did not shrink): the chain alone cannot tell,
+    // but it is not the line that was written, so it is refused.
+    std::fs::write(&p, &good).unwrap();
+    let mut l = lines(&p);
+    let mut other = rec(6);
+    other.reason.push_str(" (rewritten later)");
+    l[6] = audit::encode_line(&other, 6, &hash::sha3_256(&[l[5].as_bytes()]));
+    write_lines(&p, &l);
+    assert_eq!(audit::verify_file(&p, None).unwrap().unwrap().records, 7);
+    let msg = format!("{:#}", mine.append(&rec(7)).unwrap_err());
+    assert!(msg.contains("line 7 changed"), "{msg}");
+
+    // Cut back to three records (shorter than known): checked whole, and appended to.
+    let l = lines(&p);
+    write_lines(&p, &l[..3]);
+    assert_eq!(mine.append(&rec(3)).unwrap().seq, 3);
+    assert_eq!(audit::verify_file(&p, None).unwrap().unwrap().records, 4);
+}

@@ -537,7 +537,16 @@ fn sign_model_with_verity_takes_the_identity_from_a_checked_tree() {
         let out = pqcc()
             .args(["sign", "model"])
             .arg(archive)
-            .args(["--key", s(&key), "--name", "m", "--revision", "r7", "-o", s(&env)])
+            .args([
+                "--key",
+                s(&key),
+                "--name",
+                "m",
+                "--revision",
+                "r7",
+                "-o",
+                s(&env),
+            ])
             .args(["--verity", &hash_file])
             .args(extra)
             .output()
@@ -558,7 +567,11 @@ fn sign_model_with_verity_takes_the_identity_from_a_checked_tree() {
     let trusted = [vk];
     let v = statement::verify::<ModelManifest<'_>, _>(&bytes, &trusted[..]).unwrap();
     let m = v.body();
-    assert_eq!(hex::encode(m.root_hash.0), root, "root hash differs from veritysetup's");
+    assert_eq!(
+        hex::encode(m.root_hash.0),
+        root,
+        "root hash differs from veritysetup's"
+    );
     assert_eq!(m.data_size, fs::metadata(&archive).unwrap().len());
     // The recipe's salt, as veritysetup wrote it into the superblock.
     let sb = fs::read(&hash_file).unwrap();
@@ -593,6 +606,9 @@ fn sign_model_with_verity_takes_the_identity_from_a_checked_tree() {
     drop(f);
     let (code, err) = sign(&[], &bad);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("refusing to sign") && err.contains("data block 1 "), "{err}");
+    assert!(
+        err.contains("refusing to sign") && err.contains("data block 1 "),
+        "{err}"
+    );
     assert!(!env.exists());
 }

@@ -6,7 +6,13 @@ use pqcc_core::wire;
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = wire::decode_message(data) {
         let mut out = vec![0u8; wire::MESSAGE_MAX_LEN];
-        let n = m.encode(&mut out).expect("a decoded message must re-encode");
-        assert_eq!(&out[..n], data, "decoding accepted a non-canonical encoding");
+        let n = m
+            .encode(&mut out)
+            .expect("a decoded message must re-encode");
+        assert_eq!(
+            &out[..n],
+            data,
+            "decoding accepted a non-canonical encoding"
+        );
     }
 });

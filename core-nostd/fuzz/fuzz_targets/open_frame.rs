@@ -17,5 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let meta = TensorMetadata::new(1, "t", DType::U8, &[4]).unwrap();
     let mut out = [0u8; 512];
     let n = tx.seal_chunk(10, 0, &meta, 0, b"abcd", &mut out).unwrap();
-    assert_eq!(rx.open_in_place(10, &mut out[..n]).unwrap().plaintext, b"abcd");
+    assert_eq!(
+        rx.open_in_place(10, &mut out[..n]).unwrap().plaintext,
+        b"abcd"
+    );
 });

@@ -9,7 +9,11 @@ use pqcc_tools::keys::{PublicKey, SecretKey, sniff_kind};
 fuzz_target!(|data: &[u8]| {
     let _ = sniff_kind(data);
     if let Ok(sk) = SecretKey::from_file_bytes(data) {
-        assert_eq!(&sk.to_file_bytes()[..], data, "secret key file not canonical");
+        assert_eq!(
+            &sk.to_file_bytes()[..],
+            data,
+            "secret key file not canonical"
+        );
         let _ = sk.signing_key();
         let _ = sk.decapsulation_key();
         // The public half derived from any accepted seed is itself a valid file.
