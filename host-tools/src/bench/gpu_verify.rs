@@ -9,10 +9,15 @@
 //! SHA-384 digest, ECDSA signature, embedded chain to the pinned RIM root), versions
 //! and golden measurements. Revocation is skipped by policy (`InsecureSkip`).
 //!
-//! A second pqcc figure ("warm") reuses one [`nvidia::GpuVerifier`], as a broker
-//! verifying many GPUs does: signatures of the shared CA certificates and whole RIM
-//! verifications are remembered; the report signature and the device-specific leaf
-//! and BROM certificates are verified every time. The baseline has no such mode.
+//! pqcc is timed four ways: cold (a fresh verifier, every signature checked, the RIMs
+//! on a second thread when there are two cores), cold on one thread, warm for a new
+//! GPU (one [`nvidia::GpuVerifier`] reused without its device-certificate memo: CA
+//! certificate signatures and whole RIM verifications remembered; report signature,
+//! leaf and BROM certificates verified every time) and warm for the same GPU (the
+//! default `GpuVerifier`: also the leaf and BROM signatures remembered, the report
+//! signature verified every time). CPU time is the whole process's, so the second
+//! thread counts. A `goal 50x:` line per variant says whether it is at least 50×
+//! faster than the baseline (p50, wall and CPU). The baseline has no warm mode.
 //!
 //! The baseline (`host-tools/bench/nv_gpu_verifier_baseline.py`) times NVIDIA's
 //! `cc_admin.attest()` in process on the same files, with its OCSP calls stubbed to
