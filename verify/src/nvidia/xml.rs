@@ -567,15 +567,40 @@ pub fn canonicalize(
     }
     // Attributes sorted by (namespace URI, local name); no namespace sorts first.
     // (The parser refuses duplicates, so the order is total and an unstable sort
-    // gives the same result.)
-    let mut attrs: Vec<&Attr> = el.attrs.iter().collect();
-    if attrs.len() > 1 {
-        attrs.sort_unstable_by(|a, b| {
-            (a.ns.as_deref().unwrap_or(""), a.local.as_str())
-                .cmp(&(b.ns.as_deref().unwrap_or(""), b.local.as_str()))
+    // gives the same result.) An element has few distinct namespace URIs, often long
+    // and shared by many attributes: rank them once, then sort by (rank, local name).
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut keyed: Vec<(usize, &Attr)> = Vec::with_capacity(el.attrs.len());
+    for a in &el.attrs {
+        let ns = a.ns.as_deref().unwrap_or("");
+        let i = match distinct.iter().position(|d| *d == ns) {
+            Some(i) => i,
+            None => {
+                distinct.push(ns);
+                distinct.len() - 1
+            }
+        };
+        keyed.push((i, a));
+    }
+    if distinct.len() > 1 {
+        let mut by_uri: Vec<usize> = (0..distinct.len()).collect();
+        by_uri.sort_unstable_by(|x, y| distinct.get(*x).cmp(&distinct.get(*y)));
+        let mut rank = vec![0; distinct.len()];
+        for (r, i) in by_uri.into_iter().enumerate() {
+            if let Some(slot) = rank.get_mut(i) {
+                *slot = r;
+            }
+        }
+        for k in &mut keyed {
+            k.0 = rank.get(k.0).copied().unwrap_or(usize::MAX);
+        }
+    }
+    if keyed.len() > 1 {
+        keyed.sort_unstable_by(|(ra, a), (rb, b)| {
+            (ra, a.local.as_str()).cmp(&(rb, b.local.as_str()))
         });
     }
-    for a in attrs {
+    for (_, a) in keyed {
         out.push(' ');
         if let Some(p) = &a.prefix {
             out.push_str(p);
