@@ -583,3 +583,148 @@ fn reused_verifier_gives_the_same_results() {
     );
     assert!(run_v(&mut v, &a, NOW).all_passed());
 }
+
+fn run_with(v: &mut nvidia::GpuVerifier, a: &SetA, now: u64) -> Report {
+    v.verify(
+        &a.evidence,
+        &rims(&a.driver, &a.vbios),
+        &no_revocation(),
+        &a.nonce,
+        now,
+        None,
+    )
+}
+
+/// A verifier that has verified Set A, so the leaf and BROM certificate signatures,
+/// the CA signatures and both RIMs are remembered.
+fn warm() -> nvidia::GpuVerifier {
+    let a = set_a();
+    let mut v = nvidia::GpuVerifier::new();
+    assert!(run_with(&mut v, &a, NOW).all_passed());
+    // leaf ← BROM and BROM ← Provisioner ICA.
+    assert_eq!(v.device_memo_len(), 2);
+    assert!(run_with(&mut v, &a, NOW).all_passed());
+    assert_eq!(v.device_memo_len(), 2);
+    v
+}
+
+#[test]
+fn warm_verifier_fails_a_tampered_leaf_or_brom_certificate() {
+    let mut v = warm();
+    for i in 0..2 {
+        // A byte of the serial number (inside the signed TBS) and a byte of the
+        // signature value: both still parse, neither may hit the memo.
+        for at in [15, usize::MAX] {
+            let mut t = set_a();
+            let l = t.evidence.certs[i].len();
+            let at = at.min(l - 3);
+            t.evidence.certs[i][at] ^= 0x01;
+            let r = run_with(&mut v, &t, NOW);
+            assert_fails(&r, "device-chain");
+            assert!(
+                r.check("device-chain").unwrap().detail.contains("invalid"),
+                "{r}"
+            );
+            assert_eq!(r, run(&t), "warm and fresh differ");
+        }
+    }
+    // Still remembered and still passing.
+    assert!(run_with(&mut v, &set_a(), NOW).all_passed());
+}
+
+#[test]
+fn warm_verifier_fails_a_tampered_report_signature() {
+    let mut v = warm();
+    let mut t = set_a();
+    let n = t.evidence.response.len();
+    t.evidence.response[n - 10] ^= 0x01;
+    let r = run_with(&mut v, &t, NOW);
+    assert_fails(&r, "signature");
+    assert_eq!(r, run(&t));
+    // A different expected nonce fails too.
+    let mut t = set_a();
+    t.nonce[0] ^= 1;
+    assert_fails(&run_with(&mut v, &t, NOW), "nonce");
+}
+
+#[test]
+fn warm_verifier_checks_validity_every_call() {
+    let mut v = warm();
+    let a = set_a();
+    // Before the device chain's notBefore: the remembered signatures do not help.
+    let r = run_with(&mut v, &a, 1_600_000_000);
+    assert_fails(&r, "device-chain");
+    assert!(
+        r.check("device-chain")
+            .unwrap()
+            .detail
+            .contains("not valid before"),
+        "{r}"
+    );
+    // After the RIM signer expired: the remembered RIMs are not reused.
+    let r = run_with(&mut v, &a, 1_800_000_000);
+    assert_fails(&r, "rim-signature");
+    assert!(run_with(&mut v, &a, NOW).all_passed());
+}
+
+#[test]
+fn device_memo_capacity_is_respected() {
+    // Capacity 0: nothing device-specific is remembered, results unchanged.
+    let a = set_a();
+    let mut v = nvidia::GpuVerifier::with_device_capacity(0);
+    assert_eq!(v.device_memo_capacity(), 0);
+    assert!(run_with(&mut v, &a, NOW).all_passed());
+    assert!(run_with(&mut v, &a, NOW).all_passed());
+    assert_eq!(v.device_memo_len(), 0);
+
+    // The cache itself: every genuine issuer/subject pair of Set A (device chain and
+    // both RIM chains), into a cache of 2.
+    let mut pairs = Vec::new();
+    let dev: Vec<_> = a
+        .evidence
+        .certs
+        .iter()
+        .map(|d| nvidia::x509::Cert::from_der(d).unwrap())
+        .collect();
+    for w in dev.windows(2) {
+        pairs.push((w[0].clone(), w[1].clone()));
+    }
+    for rim in [&a.driver, &a.vbios] {
+        let chain = nvidia::rim::embedded_certificates(rim).unwrap();
+        for w in chain.windows(2) {
+            pairs.push((w[0].clone(), w[1].clone()));
+        }
+    }
+    assert!(pairs.len() >= 5, "{}", pairs.len());
+    let mut c = nvidia::x509::SigCache::with_capacity(2);
+    for (i, (cert, issuer)) in pairs.iter().enumerate() {
+        c.check(cert, issuer).unwrap();
+        assert_eq!(c.len(), (i + 1).min(2));
+    }
+    for (cert, issuer) in &pairs {
+        c.check(cert, issuer).unwrap();
+        assert!(c.len() <= 2);
+    }
+    // A wrong issuer is refused, memo or not, and not remembered.
+    let before = c.len();
+    assert!(c.check(&pairs[0].0, &pairs[2].1).is_err());
+    assert_eq!(c.len(), before);
+}
+
+#[test]
+fn parallel_and_sequential_give_the_same_results() {
+    let a = set_a();
+    let mut t = set_a();
+    t.driver = replace_once(&t.driver, "0e0ee161", "0e0ee162");
+    let mut u = set_a();
+    u.vbios = replace_once(&u.vbios, "96.00.5E.00.01", "96.00.5E.00.02");
+    for x in [&a, &t, &u] {
+        let mut p = nvidia::GpuVerifier::new().parallel(true);
+        let mut s = nvidia::GpuVerifier::new().parallel(false);
+        let (rp, rs) = (run_with(&mut p, x, NOW), run_with(&mut s, x, NOW));
+        assert_eq!(rp, rs);
+        assert_eq!(rp, run(x));
+    }
+    assert!(run(&a).all_passed());
+    assert!(!run(&t).all_passed());
+}

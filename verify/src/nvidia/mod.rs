@@ -218,29 +218,101 @@ pub fn verify(
 
 /// Most RIM verifications a [`GpuVerifier`] keeps.
 const RIM_CACHE: usize = 16;
+/// Largest RIM whose verification a [`GpuVerifier`] keeps (its bytes are kept too,
+/// for an exact comparison); larger ones are verified on every call.
+const MAX_CACHED_RIM_LEN: usize = 1 << 20;
 
-/// A verifier that remembers what every GPU shares, for a host that verifies many
-/// (the broker): signatures on the device chain's CA certificates above the
-/// device-specific ones (Provisioner ICA, GH100 Identity) and on RIM signing chains,
-/// and whole RIM verifications keyed by the SHA-384 of the RIM's bytes, reused only
-/// while `now` is inside the RIM chain's validity. Per evidence it always verifies the
-/// report signature, the leaf and the device-unique BROM certificate, the nonce,
-/// versions, measurements, validity periods and revocation. Results equal those of
-/// [`verify`].
-#[derive(Debug, Default)]
+/// A verifier that remembers what it verified before, for a host that verifies many
+/// GPUs (the broker), often the same ones again (every boot re-attests the fleet).
+///
+/// Remembered, each keyed by the exact bytes involved (compared in full, not by
+/// digest), and only after they verified:
+/// - certificate signatures of the device chain's CA certificates that every GPU
+///   shares (Provisioner ICA, GH100 Identity) and of the RIM signing chains
+///   (at most [`x509::SigCache::CAPACITY`] each);
+/// - certificate signatures of the device-specific leaf and BROM certificates of GPUs
+///   seen before, at most [`GpuVerifier::DEFAULT_DEVICE_CAPACITY`] entries (two per GPU;
+///   [`GpuVerifier::with_device_capacity`] sets another bound, 0 turns this off);
+///   the oldest entry is dropped first;
+/// - whole RIM verifications (at most 16 RIMs of at most 1 MiB), reused only while
+///   `now` is inside the RIM chain's validity.
+///
+/// Per evidence it always verifies the structure, the nonce, the report signature
+/// (fresh nonce, so never cached), every certificate's validity period at `now`, CA
+/// constraints, the FWID, versions, measurements and revocation. A cached entry only
+/// says "these exact bytes verified": any changed byte misses and is verified in
+/// full, so results equal those of [`verify`].
+///
+/// On a machine with more than one core, a call that has RIMs to verify does that on
+/// a second thread while it checks the evidence (see [`GpuVerifier::parallel`]).
+#[derive(Debug)]
 pub struct GpuVerifier {
+    /// Device chain: CA certificates above the device-specific ones.
     sigs: x509::SigCache,
+    /// Device chain: the device-specific leaf and BROM certificates.
+    device: x509::SigCache,
+    /// RIM signing chains.
+    rim_sigs: x509::SigCache,
     rims: Vec<CachedRim>,
+    parallel: bool,
 }
 
-/// SHA-384 of a RIM's bytes, the span in which its verification may be reused, and
-/// the verified RIM.
-type CachedRim = ([u8; 48], (u64, u64), std::sync::Arc<VerifiedRim>);
+impl Default for GpuVerifier {
+    fn default() -> Self {
+        Self::with_device_capacity(Self::DEFAULT_DEVICE_CAPACITY)
+    }
+}
+
+/// A RIM's bytes, the span in which its verification may be reused, and the
+/// verified RIM.
+type CachedRim = (Vec<u8>, (u64, u64), std::sync::Arc<VerifiedRim>);
+
+/// Whether this machine has more than one core (asked once).
+fn multi_core() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
 
 impl GpuVerifier {
-    /// An empty verifier.
+    /// Default bound on remembered leaf/BROM certificate signatures: 2048 entries,
+    /// 1024 GPUs (about 2 KiB each: both certificates' DER).
+    pub const DEFAULT_DEVICE_CAPACITY: usize = 2048;
+
+    /// An empty verifier (device-certificate memo of
+    /// [`GpuVerifier::DEFAULT_DEVICE_CAPACITY`] entries).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty verifier remembering at most `entries` leaf/BROM certificate
+    /// signatures (two per GPU); 0: they are verified on every call, and only what
+    /// every GPU shares (CA certificates, RIMs) is remembered.
+    pub fn with_device_capacity(entries: usize) -> Self {
+        Self {
+            sigs: x509::SigCache::default(),
+            device: x509::SigCache::with_capacity(entries),
+            rim_sigs: x509::SigCache::default(),
+            rims: Vec::new(),
+            parallel: multi_core(),
+        }
+    }
+
+    /// Whether RIMs that are not remembered are verified on a second thread while the
+    /// evidence is checked (default: when the machine has more than one core). The
+    /// results are the same either way.
+    pub fn parallel(mut self, on: bool) -> Self {
+        self.parallel = on;
+        self
+    }
+
+    /// Leaf/BROM certificate signatures remembered now (at most the capacity).
+    pub fn device_memo_len(&self) -> usize {
+        self.device.len()
+    }
+
+    /// Most leaf/BROM certificate signatures remembered.
+    pub fn device_memo_capacity(&self) -> usize {
+        self.device.capacity()
     }
 
     /// Like [`verify`], reusing what earlier calls verified (see the type's docs).
@@ -263,31 +335,69 @@ impl GpuVerifier {
             collateral,
         )
     }
+}
 
-    fn rim(
-        &mut self,
-        r: &Rim,
-        root: &Cert,
-        now: u64,
-    ) -> Result<std::sync::Arc<VerifiedRim>, String> {
-        use sha2::{Digest, Sha384};
-        let key: [u8; 48] = Sha384::digest(&r.bytes).into();
-        if let Some((_, (nb, na), v)) = self.rims.iter().find(|(k, _, _)| *k == key)
-            && (*nb..=*na).contains(&now)
-        {
-            return Ok(v.clone());
-        }
-        let v = std::sync::Arc::new(
-            VerifiedRim::verify_with_cache(&r.bytes, root, now, &mut self.sigs)
-                .map_err(|e| format!("{}: {e}", r.source))?,
-        );
-        self.rims.retain(|(k, _, _)| *k != key);
-        if self.rims.len() >= RIM_CACHE {
-            self.rims.clear();
-        }
-        self.rims.push((key, v.validity_window(root), v.clone()));
-        Ok(v)
+/// The cached verification of `r` valid at `now`, if any.
+fn cached_rim<'c>(cache: &'c [CachedRim], r: &Rim, now: u64) -> Option<&'c CachedRim> {
+    cache
+        .iter()
+        .find(|(b, (nb, na), _)| *b == r.bytes && (*nb..=*na).contains(&now))
+}
+
+fn verify_rim(
+    cache: &mut Vec<CachedRim>,
+    sigs: &mut x509::SigCache,
+    r: &Rim,
+    root: &Cert,
+    now: u64,
+) -> Result<std::sync::Arc<VerifiedRim>, String> {
+    if let Some((_, _, v)) = cached_rim(cache, r, now) {
+        return Ok(v.clone());
     }
+    let v = std::sync::Arc::new(
+        VerifiedRim::verify_with_cache(&r.bytes, root, now, sigs)
+            .map_err(|e| format!("{}: {e}", r.source))?,
+    );
+    if r.bytes.len() <= MAX_CACHED_RIM_LEN {
+        cache.retain(|(b, _, _)| *b != r.bytes);
+        if cache.len() >= RIM_CACHE {
+            cache.remove(0);
+        }
+        cache.push((r.bytes.clone(), v.validity_window(root), v.clone()));
+    }
+    Ok(v)
+}
+
+/// The `rim-signature` check: every RIM verified (or remembered), in order.
+type RimOutcome = (
+    Result<String, String>,
+    Vec<(String, std::sync::Arc<VerifiedRim>)>,
+);
+
+fn verify_rims(
+    rims: &[Rim],
+    now: u64,
+    sigs: &mut x509::SigCache,
+    cache: &mut Vec<CachedRim>,
+) -> RimOutcome {
+    let mut verified = Vec::new();
+    let r = (|| {
+        let root = roots::rim_root_ref()?;
+        if rims.is_empty() {
+            return Err("no RIM given".to_string());
+        }
+        let mut notes = Vec::new();
+        for r in rims {
+            let v = verify_rim(cache, sigs, r, root, now)?;
+            notes.push(format!("{} ({})", r.source, v.colloquial_version));
+            verified.push((r.source.clone(), v));
+        }
+        Ok(format!(
+            "signed, chained to the pinned RIM root: {}",
+            notes.join(", ")
+        ))
+    })();
+    (r, verified)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -300,6 +410,13 @@ fn verify_with(
     now_unix: u64,
     collateral: Option<&Collateral>,
 ) -> Report {
+    let GpuVerifier {
+        sigs,
+        device,
+        rim_sigs,
+        rims: rim_cache,
+        parallel,
+    } = ctx;
     let mut b = Builder { checks: Vec::new() };
     let not_run = |dep: &str| Err(format!("not evaluated: {dep} failed"));
 
@@ -354,6 +471,63 @@ fn verify_with(
             };
         }
     };
+    // The RIMs depend only on their bytes, the pinned root and `now`: verify them on
+    // a second thread while this one checks the evidence, unless all are remembered.
+    let rims_to_verify = rims
+        .iter()
+        .any(|r| cached_rim(rim_cache, r, now_unix).is_none());
+    std::thread::scope(|scope| {
+        let mut rim_state = Some((rim_sigs, rim_cache));
+        let rim_job = if *parallel
+            && rims_to_verify
+            && let Some((rs, rc)) = rim_state.take()
+        {
+            Some(scope.spawn(move || verify_rims(rims, now_unix, rs, rc)))
+        } else {
+            None
+        };
+        let rim_result = move || -> RimOutcome {
+            match (rim_job, rim_state) {
+                (Some(h), _) => h.join().unwrap_or_else(|_| {
+                    (Err("RIM verification thread panicked".into()), Vec::new())
+                }),
+                (None, Some((rs, rc))) => verify_rims(rims, now_unix, rs, rc),
+                (None, None) => (Err("RIMs not verified".into()), Vec::new()),
+            }
+        };
+        evidence_checks(
+            b,
+            &req,
+            &resp,
+            &certs,
+            evidence,
+            policy,
+            expected_nonce,
+            now_unix,
+            collateral,
+            sigs,
+            device,
+            rim_result,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evidence_checks(
+    mut b: Builder,
+    req: &MeasurementRequest,
+    resp: &MeasurementResponse,
+    certs: &[Cert],
+    evidence: &GpuEvidence,
+    policy: &GpuPolicy,
+    expected_nonce: &[u8; 32],
+    now_unix: u64,
+    collateral: Option<&Collateral>,
+    sigs: &mut x509::SigCache,
+    device: &mut x509::SigCache,
+    rim_result: impl FnOnce() -> RimOutcome,
+) -> Report {
+    let not_run = |dep: &str| Err(format!("not evaluated: {dep} failed"));
     let driver_version = resp.driver_version();
     let vbios_version = resp.vbios_version();
 
@@ -387,18 +561,20 @@ fn verify_with(
     );
 
     // device chain
-    let device_root = roots::device_root();
+    let device_root = roots::device_root_ref();
     let chain_ok = b.put(
         "device-chain",
         device_root.and_then(|root| {
-            x509::verify_chain(
-                &certs,
-                &root,
+            x509::verify_chain_memo(
+                certs,
+                root,
                 now_unix,
                 LeafUse::DigitalSignature,
-                &mut ctx.sigs,
-                // The leaf and the BROM certificate are device-specific: always checked.
+                // The leaf and the BROM certificate are device-specific: remembered
+                // in their own bounded memo (capacity 0: always verified).
+                Some(device),
                 2,
+                sigs,
             )?;
             if certs.last().map(|c| &c.der) != Some(&root.der) {
                 return Err("the chain's last certificate is not the pinned device root".into());
@@ -441,25 +617,8 @@ fn verify_with(
         })(),
     );
 
-    // rim-signature: verify every RIM before reading anything from it.
-    let rim_root = roots::rim_root();
-    let mut verified: Vec<(String, std::sync::Arc<VerifiedRim>)> = Vec::new();
-    let rim_sig = (|| {
-        let root = rim_root?;
-        if rims.is_empty() {
-            return Err("no RIM given".to_string());
-        }
-        let mut notes = Vec::new();
-        for r in rims {
-            let v = ctx.rim(r, &root, now_unix)?;
-            notes.push(format!("{} ({})", r.source, v.colloquial_version));
-            verified.push((r.source.clone(), v));
-        }
-        Ok(format!(
-            "signed, chained to the pinned RIM root: {}",
-            notes.join(", ")
-        ))
-    })();
+    // rim-signature: every RIM verified before anything is read from it.
+    let (rim_sig, verified) = rim_result();
     let rims_ok = b.put("rim-signature", rim_sig);
 
     // rim-version
@@ -503,7 +662,7 @@ fn verify_with(
     if !version_ok {
         b.put("measurements", not_run("rim-version"));
     } else if let (Some(d), Some(v)) = (driver_rim, vbios_rim) {
-        b.put("measurements", compare_measurements(&resp, d, v));
+        b.put("measurements", compare_measurements(resp, d, v));
     } else {
         b.put("measurements", not_run("rim-version"));
     }
@@ -525,7 +684,7 @@ fn verify_with(
                 }
                 let mut parts = vec![revocation::check_chain(
                     "device",
-                    &certs,
+                    certs,
                     1,
                     coll,
                     now_unix,
@@ -533,10 +692,10 @@ fn verify_with(
                 )?];
                 for (src, v) in &verified {
                     let mut chain = v.chain.clone();
-                    if let Ok(root) = roots::rim_root()
+                    if let Ok(root) = roots::rim_root_ref()
                         && chain.last().map(|c| &c.der) != Some(&root.der)
                     {
-                        chain.push(root);
+                        chain.push(root.clone());
                     }
                     parts.push(revocation::check_chain(
                         src,

@@ -37,3 +37,15 @@ pub fn device_root() -> Result<Cert, String> {
 pub fn rim_root() -> Result<Cert, String> {
     pinned(RIM_ROOT_PEM, RIM_ROOT_SHA384)
 }
+
+/// [`device_root`], parsed and checked once per process.
+pub fn device_root_ref() -> Result<&'static Cert, String> {
+    static ROOT: std::sync::OnceLock<Result<Cert, String>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(device_root).as_ref().map_err(Clone::clone)
+}
+
+/// [`rim_root`], parsed and checked once per process.
+pub fn rim_root_ref() -> Result<&'static Cert, String> {
+    static ROOT: std::sync::OnceLock<Result<Cert, String>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(rim_root).as_ref().map_err(Clone::clone)
+}

@@ -307,31 +307,92 @@ fn fixed48(b: &[u8]) -> Option<[u8; 48]> {
 
 /// Certificate signatures already verified: within one verification (the chain two
 /// RIMs share), and across verifications in a [`super::GpuVerifier`] (CA
-/// certificates every GPU shares). Keyed by the exact DER of both certificates; holds
-/// only the fact that the signature verifies; validity periods, CA constraints and
-/// revocation are checked on every use. At most [`SigCache::CAPACITY`] entries.
-#[derive(Debug, Default)]
+/// certificates every GPU shares; the device-specific leaf and BROM certificates of
+/// GPUs seen before). Keyed by the exact DER of both certificates (the whole bytes are
+/// compared, not a digest); holds only the fact that the issuer-name match and the
+/// signature verified, which is a pure function of those bytes. Validity periods, CA
+/// constraints, FWID and revocation are checked on every use. Only successes are
+/// stored, so a changed byte in either certificate always misses and is verified.
+///
+/// Bounded: at most [`SigCache::capacity`] entries (default [`SigCache::CAPACITY`]);
+/// when full, the oldest entry is dropped (first in, first out).
+#[derive(Debug)]
 pub struct SigCache {
-    verified: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys: `len(cert) as u32 BE ‖ cert DER ‖ issuer DER`.
+    verified: std::collections::HashSet<Box<[u8]>>,
+    /// Insertion order, for eviction.
+    order: std::collections::VecDeque<Box<[u8]>>,
+    capacity: usize,
+}
+
+impl Default for SigCache {
+    fn default() -> Self {
+        Self::with_capacity(Self::CAPACITY)
+    }
 }
 
 impl SigCache {
-    /// Most entries kept; the cache is emptied when it is full.
+    /// Default capacity (entries).
     pub const CAPACITY: usize = 64;
 
-    fn check(&mut self, cert: &Cert, issuer: &Cert) -> Result<(), String> {
-        if self
-            .verified
-            .iter()
-            .any(|(c, i)| *c == cert.der && *i == issuer.der)
+    /// A cache holding at most `capacity` entries; 0 remembers nothing (every
+    /// signature is verified).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            verified: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Most entries kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.verified.is_empty()
+    }
+
+    fn key(cert: &Cert, issuer: &Cert) -> Option<Box<[u8]>> {
+        let n = u32::try_from(cert.der.len()).ok()?;
+        let mut k = Vec::with_capacity(4 + cert.der.len() + issuer.der.len());
+        k.extend_from_slice(&n.to_be_bytes());
+        k.extend_from_slice(&cert.der);
+        k.extend_from_slice(&issuer.der);
+        Some(k.into_boxed_slice())
+    }
+
+    /// [`Cert::verify_issued_by`], skipped when exactly these two certificates
+    /// verified before.
+    pub fn check(&mut self, cert: &Cert, issuer: &Cert) -> Result<(), String> {
+        let key = Self::key(cert, issuer);
+        if let Some(k) = &key
+            && self.verified.contains(k)
         {
             return Ok(());
         }
         cert.verify_issued_by(issuer)?;
-        if self.verified.len() >= Self::CAPACITY {
-            self.verified.clear();
+        if let Some(k) = key
+            && self.capacity > 0
+        {
+            while self.verified.len() >= self.capacity {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.verified.remove(&old);
+                    }
+                    None => self.verified.clear(),
+                }
+            }
+            self.order.push_back(k.clone());
+            self.verified.insert(k);
         }
-        self.verified.push((cert.der.clone(), issuer.der.clone()));
         Ok(())
     }
 }
@@ -358,6 +419,23 @@ pub fn verify_chain(
     leaf_use: LeafUse,
     cache: &mut SigCache,
     cache_from: usize,
+) -> Result<(), String> {
+    verify_chain_memo(chain, root, now, leaf_use, None, cache_from, cache)
+}
+
+/// [`verify_chain`] with two caches: signatures of certificates below position
+/// `cache_from` come from `below` (when given; else they are always verified), those
+/// at `cache_from` and above from `above`. A host that verifies many GPUs keeps the
+/// device-specific certificates (leaf, BROM) in a bounded `below` and the CA
+/// certificates every GPU shares in `above`.
+pub fn verify_chain_memo(
+    chain: &[Cert],
+    root: &Cert,
+    now: u64,
+    leaf_use: LeafUse,
+    mut below: Option<&mut SigCache>,
+    cache_from: usize,
+    above: &mut SigCache,
 ) -> Result<(), String> {
     let mut certs: Vec<&Cert> = chain.iter().collect();
     if let Some(last) = certs.last()
@@ -391,7 +469,9 @@ pub fn verify_chain(
         if i + 1 < certs.len() {
             let issuer = certs[i + 1];
             if i >= cache_from {
-                cache.check(c, issuer)?;
+                above.check(c, issuer)?;
+            } else if let Some(b) = below.as_deref_mut() {
+                b.check(c, issuer)?;
             } else {
                 c.verify_issued_by(issuer)?;
             }

@@ -137,7 +137,11 @@ pub fn parse(input: &[u8]) -> Result<Element, String> {
     }
     let text = std::str::from_utf8(input).map_err(|_| "document is not UTF-8".to_string())?;
     // XML 1.0 §2.11: normalize line ends before parsing.
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let text: std::borrow::Cow<'_, str> = if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n").into()
+    } else {
+        text.into()
+    };
     let mut p = Parser {
         s: text.as_bytes(),
         text: &text,
@@ -251,7 +255,31 @@ impl<'a> Parser<'a> {
     fn chars(&mut self, stop: u8, attr: bool) -> Result<String, String> {
         let mut out = String::new();
         loop {
-            let rest = &self.text[self.pos..];
+            // A run of ASCII that needs no attention is copied at once: not the stop
+            // byte, no markup or reference, no ']' (may start "]]>"), no control
+            // character, and in attribute values no whitespace to normalize.
+            let start = self.pos;
+            while let Some(&c) = self.s.get(self.pos) {
+                let plain = c.is_ascii()
+                    && c != stop
+                    && !matches!(c, b'<' | b'&' | b']')
+                    && (c >= 0x20 || (!attr && matches!(c, b'\t' | b'\n')));
+                if !plain {
+                    break;
+                }
+                self.pos += 1;
+            }
+            if self.pos > start {
+                out.push_str(
+                    self.text
+                        .get(start..self.pos)
+                        .ok_or("internal: run not on a character boundary")?,
+                );
+            }
+            let rest = self
+                .text
+                .get(self.pos..)
+                .ok_or("internal: position not on a character boundary")?;
             let Some(c) = rest.chars().next() else {
                 if attr {
                     return Err("unterminated attribute value".into());
@@ -379,7 +407,13 @@ impl<'a> Parser<'a> {
             attrs: Vec::new(),
             children: Vec::new(),
         };
-        let scope = el.scope_inside(parent);
+        let owned;
+        let scope: &Scope = if el.ns_decls.is_empty() {
+            parent
+        } else {
+            owned = el.scope_inside(parent);
+            &owned
+        };
         el.ns = match &el.prefix {
             None => scope.get("").cloned(),
             Some(p) => Some(
@@ -431,7 +465,7 @@ impl<'a> Parser<'a> {
                 return Err("comments, CDATA and processing instructions are not accepted".into());
             }
             if self.starts("<") {
-                let child = self.element(&scope, depth + 1)?;
+                let child = self.element(scope, depth + 1)?;
                 el.children.push(Node::Element(child));
                 continue;
             }
@@ -446,30 +480,48 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn escape_text(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
+/// Appends `s` with each ASCII byte that `esc` maps replaced; runs without one are
+/// copied at once (the replaced bytes are ASCII, so the runs are whole characters).
+fn escape_with(s: &str, out: &mut String, esc: impl Fn(u8) -> Option<&'static str>) {
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if let Some(e) = esc(b) {
+            out.push_str(s.get(run..i).unwrap_or_default());
+            out.push_str(e);
+            run = i + 1;
         }
     }
+    out.push_str(s.get(run..).unwrap_or_default());
+}
+
+fn escape_text(s: &str, out: &mut String) {
+    escape_with(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
 }
 
 fn escape_attr(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
+    escape_with(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#x9;"),
+        b'\n' => Some("&#xA;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
+}
+
+fn push_qname(el: &Element, out: &mut String) {
+    if let Some(p) = &el.prefix {
+        out.push_str(p);
+        out.push(':');
     }
+    out.push_str(&el.local);
 }
 
 /// Inclusive canonical form (C14N 1.0 / 1.1, no comments) of the subtree at `el`.
@@ -485,15 +537,21 @@ pub fn canonicalize(
     exclude: Option<&Element>,
     out: &mut String,
 ) {
-    let scope = el.scope_inside(ancestors_scope);
+    let owned;
+    let scope: &Scope = if el.ns_decls.is_empty() {
+        ancestors_scope
+    } else {
+        owned = el.scope_inside(ancestors_scope);
+        &owned
+    };
     out.push('<');
-    out.push_str(&el.qname());
+    push_qname(el, out);
     // Namespace nodes, sorted by prefix (default first), those not rendered alike
     // by the output parent. xmlns="" only when the output parent had a default.
     if !scope.contains_key("") && rendered.contains_key("") {
         out.push_str(" xmlns=\"\"");
     }
-    for (p, uri) in &scope {
+    for (p, uri) in scope {
         if rendered.get(p) == Some(uri) {
             continue;
         }
@@ -508,12 +566,41 @@ pub fn canonicalize(
         out.push('"');
     }
     // Attributes sorted by (namespace URI, local name); no namespace sorts first.
-    let mut attrs: Vec<&Attr> = el.attrs.iter().collect();
-    attrs.sort_by(|a, b| {
-        (a.ns.as_deref().unwrap_or(""), a.local.as_str())
-            .cmp(&(b.ns.as_deref().unwrap_or(""), b.local.as_str()))
-    });
-    for a in attrs {
+    // (The parser refuses duplicates, so the order is total and an unstable sort
+    // gives the same result.) An element has few distinct namespace URIs, often long
+    // and shared by many attributes: rank them once, then sort by (rank, local name).
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut keyed: Vec<(usize, &Attr)> = Vec::with_capacity(el.attrs.len());
+    for a in &el.attrs {
+        let ns = a.ns.as_deref().unwrap_or("");
+        let i = match distinct.iter().position(|d| *d == ns) {
+            Some(i) => i,
+            None => {
+                distinct.push(ns);
+                distinct.len() - 1
+            }
+        };
+        keyed.push((i, a));
+    }
+    if distinct.len() > 1 {
+        let mut by_uri: Vec<usize> = (0..distinct.len()).collect();
+        by_uri.sort_unstable_by(|x, y| distinct.get(*x).cmp(&distinct.get(*y)));
+        let mut rank = vec![0; distinct.len()];
+        for (r, i) in by_uri.into_iter().enumerate() {
+            if let Some(slot) = rank.get_mut(i) {
+                *slot = r;
+            }
+        }
+        for k in &mut keyed {
+            k.0 = rank.get(k.0).copied().unwrap_or(usize::MAX);
+        }
+    }
+    if keyed.len() > 1 {
+        keyed.sort_unstable_by(|(ra, a), (rb, b)| {
+            (ra, a.local.as_str()).cmp(&(rb, b.local.as_str()))
+        });
+    }
+    for (_, a) in keyed {
         out.push(' ');
         if let Some(p) = &a.prefix {
             out.push_str(p);
@@ -532,11 +619,11 @@ pub fn canonicalize(
                 if exclude.is_some_and(|x| std::ptr::eq(x, c)) {
                     continue;
                 }
-                canonicalize(c, &scope, &scope, exclude, out);
+                canonicalize(c, scope, scope, exclude, out);
             }
         }
     }
     out.push_str("</");
-    out.push_str(&el.qname());
+    push_qname(el, out);
     out.push('>');
 }
