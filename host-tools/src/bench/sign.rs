@@ -3,7 +3,8 @@
 //! `DriverAttestationVerifier` in the same run.
 //!
 //! What pqcc does here, as `pqcc sign driver` and `pqcc verify --artifact` do:
-//! - `sign`: read the file once in 1 MiB chunks and hash it ([`crate::hashing`]), then
+//! - `sign`: read the file once in 1 MiB chunks and hash it ([`crate::hashing`]; from
+//!   2 MiB on, a second thread reads while the first hashes), then
 //!   sign a [`DriverModule`] statement into a real envelope ([`statement::sign`],
 //!   ML-DSA-65, context `pqcc/v1/driver-module`).
 //! - `verify`: parse the public key into a one-key trust store, verify the envelope
@@ -25,7 +26,8 @@
 //! `target/bench-venv/bin/python` when it exists, else `python3`. Both sides read the
 //! same file from the page cache. pqcc and the baseline take turns (`--rounds` rounds
 //! of `--runs` runs each) and the medians of the pooled samples are reported, as
-//! wall-clock time and as CPU time (pqcc: the thread's; the baseline: its process's),
+//! wall-clock time and as CPU time (each side's whole process, so pqcc's reading thread
+//! counts),
 //! so a change in the machine's load during the run favours neither side. The
 //! baseline is also timed once on bytes already in memory (its library calls alone),
 //! and the ratio against that is printed too.
@@ -289,7 +291,7 @@ fn ms(d: std::time::Duration) -> f64 {
 /// Timing alternates between pqcc and the baseline in `rounds` rounds of `runs` runs
 /// each, and reports medians of the pooled samples, so that a change in the machine's
 /// load during the run does not favour one side. Both wall-clock and CPU time are
-/// reported (pqcc: the thread's; baseline: the process's); on a shared machine the CPU
+/// reported (each side's process); on a shared machine the CPU
 /// figures are the ones to compare.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.runs == 0 || opts.rounds == 0 {
