@@ -205,10 +205,24 @@ pub struct GpuGate<'a> {
     pub insecure_nonce_override: Option<[u8; 32]>,
 }
 
+fn load_collateral(dir: &str) -> Result<pqcc_verify::nvidia::Collateral, String> {
+    if !Path::new(dir).is_dir() {
+        return Err(format!("revocation bundle {dir}: not a directory"));
+    }
+    let c = pqcc_verify::nvidia::Collateral::load_dir(Path::new(dir))
+        .map_err(|e| format!("revocation bundle {dir}: {e}"))?;
+    if c.is_empty() {
+        return Err(format!(
+            "revocation bundle {dir}: holds no CRL or OCSP response"
+        ));
+    }
+    Ok(c)
+}
+
 /// Reads the RIM files and the revocation bundle a `[gpu]` config names and builds
 /// the local verification's inputs at time `now`.
 pub fn gpu_local_check(g: &config::Gpu, now: u64) -> Result<gpu_gate::LocalCheck, String> {
-    use pqcc_verify::nvidia::{Collateral, GpuPolicy, RevocationPolicy, Rim};
+    use pqcc_verify::nvidia::{GpuPolicy, RevocationPolicy, Rim};
     let mut rims = Vec::with_capacity(g.rims.len());
     for path in &g.rims {
         let bytes = std::fs::read(path).map_err(|e| format!("RIM {path}: {e}"))?;
@@ -227,10 +241,7 @@ pub fn gpu_local_check(g: &config::Gpu, now: u64) -> Result<gpu_gate::LocalCheck
             RevocationPolicy::Require {
                 max_age_secs: *max_age_s,
             },
-            Some(
-                Collateral::load_dir(Path::new(collateral))
-                    .map_err(|e| format!("revocation bundle {collateral}: {e}"))?,
-            ),
+            Some(load_collateral(collateral)?),
         ),
     };
     Ok(gpu_gate::LocalCheck {

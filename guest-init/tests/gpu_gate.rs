@@ -540,3 +540,32 @@ fn required_gpu_without_the_helper_is_fatal_gpu() {
     assert_eq!(f.stage, Stage::Gpu);
     assert!(f.reason.contains("RIM /nonexistent/driver.swidtag"), "{f}");
 }
+
+#[test]
+fn require_revocation_without_a_bundle_is_fatal_gpu() {
+    let mut c = gpu_config("/nonexistent/pqcc-nvml-helper", "libnvidia-ml.so.1");
+    if let Some(g) = c.gpu.as_mut() {
+        g.revocation = config::GpuRevocation::Require {
+            collateral: "/nonexistent/collateral".into(),
+            max_age_s: 3600,
+        };
+    }
+    let f = attest(&c);
+    assert_eq!(f.stage, Stage::Gpu);
+    assert!(
+        f.reason
+            .contains("revocation bundle /nonexistent/collateral: not a directory"),
+        "{f}"
+    );
+    let dir = std::env::temp_dir().join(format!("pqcc-gate-coll-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(g) = c.gpu.as_mut() {
+        g.revocation = config::GpuRevocation::Require {
+            collateral: dir.display().to_string(),
+            max_age_s: 3600,
+        };
+    }
+    let f = attest(&c);
+    assert!(f.reason.contains("holds no CRL or OCSP response"), "{f}");
+    let _ = std::fs::remove_dir(&dir);
+}

@@ -176,7 +176,7 @@ pub struct Rule {
 }
 
 /// A GPU rule's verification inputs (`[rule.nvidia]`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NvidiaRule {
     /// Driver and VBIOS RIMs, read when the policy loads.
     pub rims: Vec<Rim>,
@@ -190,6 +190,23 @@ pub struct NvidiaRule {
     /// Expect this nonce in every GPU report instead of the handshake's GPU nonce
     /// (recorded evidence with a fixed nonce). Insecure: it admits replayed reports.
     pub insecure_nonce: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for NvidiaRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rims: Vec<String> = self
+            .rims
+            .iter()
+            .map(|r| format!("{} ({} B)", r.source, r.bytes.len()))
+            .collect();
+        f.debug_struct("NvidiaRule")
+            .field("rims", &rims)
+            .field("policy", &self.policy)
+            .field("collateral", &self.collateral.is_some())
+            .field("insecure_now", &self.insecure_now)
+            .field("insecure_nonce", &self.insecure_nonce.is_some())
+            .finish()
+    }
 }
 
 impl NvidiaRule {
@@ -323,8 +340,17 @@ fn nvidia_rule(n: &str, nv: RawNvidia, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
         ),
         (false, Some(dir)) => {
             let dir = resolve(&dir);
+            if !dir.is_dir() {
+                bail!("collateral {}: not a directory", dir.display());
+            }
             let c = nvidia::Collateral::load_dir(&dir)
                 .map_err(|e| anyhow::anyhow!("collateral {}: {e}", dir.display()))?;
+            if c.is_empty() {
+                bail!(
+                    "collateral {}: holds no CRL or OCSP response",
+                    dir.display()
+                );
+            }
             let age = nv
                 .revocation_max_age_s
                 .unwrap_or(DEFAULT_GPU_REVOCATION_MAX_AGE_S);
@@ -630,7 +656,14 @@ mod tests {
             ))
             .contains("64 hex")
         );
-        assert!(err(&gpu("collateral = \"/nonexistent/c\"")).contains("collateral"));
+        assert!(err(&gpu("collateral = \"/nonexistent/c\"")).contains("not a directory"));
+        let empty = std::env::temp_dir().join(format!("pqcc-empty-coll-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        assert!(
+            err(&gpu(&format!("collateral = \"{}\"", empty.display())))
+                .contains("holds no CRL or OCSP")
+        );
+        let _ = std::fs::remove_dir(&empty);
         assert!(
             err(&gpu(
                 "insecure_skip_revocation = true\nrevocation_max_age_s = 5"
