@@ -569,3 +569,39 @@ fn require_revocation_without_a_bundle_is_fatal_gpu() {
     assert!(f.reason.contains("holds no CRL or OCSP response"), "{f}");
     let _ = std::fs::remove_dir(&dir);
 }
+
+/// A helper (a shell script speaking `pqcc-nvml/1`) whose NVML initialises but reports
+/// no GPU: the boot ends with `FATAL gpu` after the bounded wait, before any broker
+/// connection.
+#[test]
+fn required_gpu_with_no_gpu_present_is_fatal_gpu() {
+    let dir = std::env::temp_dir().join(format!("pqcc-gate-nogpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("helper.sh");
+    // Greeting; then, per request pair: init → ok, device count → 0.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf '\\000\\000\\000\\014\\000pqcc-nvml/1'\n\
+         while [ \"$(head -c 5 | wc -c)\" = 5 ]; do\n\
+         printf '\\000\\000\\000\\001\\000'\n\
+         [ \"$(head -c 5 | wc -c)\" = 5 ] || exit 0\n\
+         printf '\\000\\000\\000\\005\\000\\000\\000\\000\\000'\n\
+         done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = Instant::now();
+    let f = attest(&gpu_config(
+        &script.display().to_string(),
+        "libnvidia-ml.so.1",
+    ));
+    assert_eq!(f.stage, Stage::Gpu);
+    assert!(
+        f.reason
+            .starts_with("no GPU within 100ms: NVML reports no GPU"),
+        "{f}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
