@@ -110,6 +110,85 @@ impl<'a> EvidenceBundle<'a> {
 }
 
 // ---------------------------------------------------------------------------------
+// GPU evidence
+
+/// The GPU evidence list format this build writes and reads.
+pub const GPU_LIST_FORMAT: u8 = 1;
+/// Most GPUs whose evidence one bundle carries.
+pub const MAX_GPUS: usize = 8;
+
+/// The content of [`EvidenceBundle::gpu`]: one evidence blob per GPU, in the order the
+/// guest's driver numbers them (NVIDIA: the `PQGE` blob of `pqcc_verify::nvidia::evidence`,
+/// an SPDM report signed over the handshake's
+/// [`gpu_nonce`](crate::handshake::BindingValue::gpu_nonce), and its certificate chain).
+///
+/// Encoding: postcard, `format` ([`GPU_LIST_FORMAT`]) ‖ count ‖ { varint length ‖ blob }
+/// per GPU, decoded strictly: 1 to [`MAX_GPUS`] blobs, none empty, nothing after the last.
+/// The list travels inside the Hello, which both sides absorb into the transcript the
+/// broker signs, so a list changed on the way fails the guest's signature check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuEvidenceList<'a> {
+    /// Always [`GPU_LIST_FORMAT`].
+    pub format: u8,
+    /// One blob per GPU.
+    #[serde(borrow)]
+    pub blobs: heapless::Vec<Bytes<'a>, MAX_GPUS>,
+}
+
+impl<'a> GpuEvidenceList<'a> {
+    /// A list in the current format; `Oversize` with more than [`MAX_GPUS`] blobs.
+    pub fn new(blobs: &[&'a [u8]]) -> Result<Self, Error> {
+        let mut v = heapless::Vec::new();
+        for b in blobs {
+            v.push(Bytes(b)).map_err(|_| Error::Oversize)?;
+        }
+        let l = Self {
+            format: GPU_LIST_FORMAT,
+            blobs: v,
+        };
+        l.validate()?;
+        Ok(l)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.format != GPU_LIST_FORMAT {
+            return Err(Error::UnknownVersion(self.format));
+        }
+        if self.blobs.is_empty() || self.blobs.iter().any(|b| b.0.is_empty()) {
+            return Err(Error::Malformed);
+        }
+        Ok(())
+    }
+
+    /// Encodes the list into `out`; it must fit [`MAX_EVIDENCE_LEN`].
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
+        self.validate()?;
+        let n = postcard::to_slice(self, out)
+            .map_err(|_| Error::BufferTooSmall)?
+            .len();
+        if n > MAX_EVIDENCE_LEN {
+            return Err(Error::Oversize);
+        }
+        Ok(n)
+    }
+
+    /// Decodes a list strictly (see the type's docs).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_EVIDENCE_LEN {
+            return Err(Error::Oversize);
+        }
+        match bytes.first() {
+            None => return Err(Error::Truncated),
+            Some(&GPU_LIST_FORMAT) => {}
+            Some(&v) => return Err(Error::UnknownVersion(v)),
+        }
+        let l: Self = wire::decode_canonical(bytes)?;
+        l.validate()?;
+        Ok(l)
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Stream framing
 
 /// The first message on a stream transport, guest → broker, before the Challenge:
@@ -211,6 +290,44 @@ mod tests {
             None,
         );
         assert_eq!(empty.encode(&mut out), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn gpu_list_golden_and_strict() {
+        let l = GpuEvidenceList::new(&[&b"PQGE1"[..], &[9, 8]]).unwrap();
+        let mut out = [0xa5u8; 64];
+        let n = l.encode(&mut out).unwrap();
+        // format 1, count 2, len 5 "PQGE1", len 2 [9, 8]
+        assert_eq!(&out[..n], &[1, 2, 5, b'P', b'Q', b'G', b'E', b'1', 2, 9, 8]);
+        assert_eq!(out[n], 0xa5);
+        assert_eq!(GpuEvidenceList::decode(&out[..n]).unwrap(), l);
+        assert_eq!(GpuEvidenceList::decode(&[]), Err(Error::Truncated));
+        assert_eq!(
+            GpuEvidenceList::decode(&out[..n - 1]),
+            Err(Error::Truncated)
+        );
+        assert_eq!(
+            GpuEvidenceList::decode(&out[..n + 1]),
+            Err(Error::TrailingBytes)
+        );
+        assert_eq!(
+            GpuEvidenceList::decode(&[2, 1, 1, 0]),
+            Err(Error::UnknownVersion(2))
+        );
+        // No GPU, an empty blob, too many GPUs.
+        assert_eq!(GpuEvidenceList::decode(&[1, 0]), Err(Error::Malformed));
+        assert_eq!(GpuEvidenceList::decode(&[1, 1, 0]), Err(Error::Malformed));
+        assert!(
+            GpuEvidenceList::decode(&[1, 9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+                .is_err()
+        );
+        assert_eq!(GpuEvidenceList::new(&[]), Err(Error::Malformed));
+        assert_eq!(
+            GpuEvidenceList::new(&[&b"x"[..]; MAX_GPUS + 1]),
+            Err(Error::Oversize)
+        );
+        // A non-canonical length (varint 0x85 0x00 for 5) is refused.
+        assert!(GpuEvidenceList::decode(&[1, 1, 0x85, 0, 1, 2, 3, 4, 5]).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub const SIGNATURE_CONTEXT: &[u8] = b"pqcc/v1/handshake";
 const TRANSCRIPT_LABEL: &[u8] = b"pqcc/v1/transcript";
 const BIND_LABEL: &[u8] = b"pqcc/v1/bind";
 const KEYS_LABEL: &[u8] = b"pqcc/v1/keys";
+const GPU_NONCE_LABEL: &[u8] = b"pqcc/v1/gpu-nonce";
 
 /// The 64-byte value that must appear as the report data of the guest's evidence:
 /// `SHA3-512("pqcc/v1/bind" ‖ TH1)`. It binds the report to this challenge and this
@@ -68,6 +69,14 @@ impl BindingValue {
     /// Constant-time comparison with report data taken from evidence.
     pub fn matches(&self, report_data: &[u8]) -> bool {
         crate::secret::ct_eq(&self.0, report_data)
+    }
+
+    /// The nonce a GPU must sign in its attestation report for this handshake:
+    /// `SHA3-256("pqcc/v1/gpu-nonce" ‖ binding value)`. Both sides compute it from the
+    /// same transcript state (TH1), so a GPU report made for another challenge or
+    /// another ML-KEM key carries another nonce and is refused.
+    pub fn gpu_nonce(&self) -> [u8; 32] {
+        hash::sha3_256(&[GPU_NONCE_LABEL, &self.0])
     }
 }
 

@@ -245,3 +245,114 @@ fn malformed_hellos_never_panic() {
         Ok(Message::Hello(_))
     ));
 }
+
+#[test]
+fn gpu_nonce_is_derived_from_the_binding_value() {
+    // SHA3-256("pqcc/v1/gpu-nonce" ‖ 64 × 0x11), computed independently (Python hashlib).
+    let b = pqcc_core::handshake::BindingValue([0x11; 64]);
+    assert_eq!(
+        hex::encode(b.gpu_nonce()),
+        "f7e6959db9de85b3bde358423273087438d34d9fde08c4a0f2cc0782c48ec2ed"
+    );
+    // Both sides compute the same nonce; another handshake gets another one.
+    let mut rng = InsecureTestRng::new([3; 32]);
+    let key = broker();
+    let mut ch = vec![0u8; CHALLENGE_MAX_LEN];
+    let (resp, n) = Responder::start(&mut rng, &mut ch).unwrap();
+    let aw = Initiator::new(key.public_key())
+        .unwrap()
+        .handle_challenge(&ch[..n], &mut rng)
+        .unwrap();
+    let bind = *aw.binding();
+    let mut hello = vec![0u8; HELLO_MAX_LEN];
+    let (_, hn) = aw
+        .write_hello(
+            Evidence {
+                platform: Platform::InsecureNone,
+                data: Bytes(&bind.0),
+            },
+            &mut hello,
+        )
+        .unwrap();
+    let v = resp.handle_hello(&hello[..hn]).unwrap();
+    assert_eq!(v.binding().gpu_nonce(), bind.gpu_nonce());
+    let (_, other) = run_once(1);
+    drop(other);
+    let mut rng = InsecureTestRng::new([4; 32]);
+    let (_, n) = Responder::start(&mut rng, &mut ch).unwrap();
+    let aw2 = Initiator::new(key.public_key())
+        .unwrap()
+        .handle_challenge(&ch[..n], &mut rng)
+        .unwrap();
+    assert_ne!(aw2.binding().gpu_nonce(), bind.gpu_nonce());
+}
+
+/// GPU evidence swapped in the Hello on the way (a relayed report from another GPU):
+/// the broker may even accept what it received, but the transcript it signs is not the
+/// guest's, so the guest refuses the Accept.
+#[test]
+fn swapped_gpu_evidence_fails_the_handshake() {
+    use pqcc_core::bundle::{Claims, EvidenceBundle, GpuEvidenceList};
+    let mut rng = InsecureTestRng::new([5; 32]);
+    let key = broker();
+    let mut ch = vec![0u8; CHALLENGE_MAX_LEN];
+    let (resp, n) = Responder::start(&mut rng, &mut ch).unwrap();
+    let aw = Initiator::new(key.public_key())
+        .unwrap()
+        .handle_challenge(&ch[..n], &mut rng)
+        .unwrap();
+    let bind = *aw.binding();
+    let claims = Claims {
+        model_name: "tiny",
+        model_revision: "r1",
+        model_root_hash: [7; 32],
+    };
+    let bundle_with = |gpu_blob: &[u8]| {
+        let mut list = vec![0u8; 64];
+        let ln = GpuEvidenceList::new(&[gpu_blob])
+            .unwrap()
+            .encode(&mut list)
+            .unwrap();
+        list.truncate(ln);
+        let mut out = vec![0u8; 256];
+        let bn = EvidenceBundle::new(claims, &bind.0, Some(&list))
+            .encode(&mut out)
+            .unwrap();
+        out.truncate(bn);
+        out
+    };
+    let mine = bundle_with(b"GPU-A evidence");
+    let theirs = bundle_with(b"GPU-B evidence");
+    assert_eq!(mine.len(), theirs.len());
+    let mut hello = vec![0u8; HELLO_MAX_LEN];
+    let (aw, hn) = aw
+        .write_hello(
+            Evidence {
+                platform: Platform::InsecureNone,
+                data: Bytes(&mine),
+            },
+            &mut hello,
+        )
+        .unwrap();
+    hello.truncate(hn);
+    // The host swaps the GPU blob inside the bundle (same length, so it still decodes).
+    let at = hello
+        .windows(mine.len())
+        .position(|w| w == mine.as_slice())
+        .unwrap();
+    let mut swapped = hello.clone();
+    swapped[at..at + mine.len()].copy_from_slice(&theirs);
+    let v = resp.handle_hello(&swapped).unwrap();
+    let got = EvidenceBundle::decode(v.evidence().data.0).unwrap();
+    let list = GpuEvidenceList::decode(got.gpu.unwrap().0).unwrap();
+    assert_eq!(list.blobs[0].0, b"GPU-B evidence");
+    // The TEE binding alone does not see the swap…
+    assert!(v.binding().matches(got.tee.0));
+    let mut acc = vec![0u8; ACCEPT_MAX_LEN];
+    let (_, an) = v.accept(&key, &[], &mut rng, &mut acc).unwrap();
+    // …the transcript does.
+    assert_eq!(
+        aw.handle_response(&acc[..an]).err(),
+        Some(Error::BadSignature)
+    );
+}

@@ -343,12 +343,41 @@ pub fn wait_for_entropy(until: Instant) -> Result<(), String> {
 
 /// Runs the handshake on `link`: sends [`READY`], waits until `wait_until` for the
 /// Challenge, then has `timeout` for the rest, and ends with [`DONE`] once the answer
-/// (and every secret) has been read. Trusts exactly `broker_public_key`.
+/// (and every secret) has been read. Trusts exactly `broker_public_key`. Sends no GPU
+/// evidence ([`handshake_with_gpu`]).
 pub fn handshake(
     link: &mut dyn Link,
     broker_public_key: &[u8],
     claims: Claims<'_>,
     platform: &mut dyn Platform,
+    wait_until: Instant,
+    timeout: Duration,
+) -> Result<Released, String> {
+    handshake_with_gpu(
+        link,
+        broker_public_key,
+        claims,
+        platform,
+        None,
+        wait_until,
+        timeout,
+    )
+}
+
+/// Produces the GPU evidence for a handshake: called once, after the Challenge, with
+/// the handshake's GPU nonce ([`pqcc_core::handshake::BindingValue::gpu_nonce`]);
+/// returns the bytes for [`EvidenceBundle::gpu`].
+pub type GpuEvidenceFn<'a> = &'a mut dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String>;
+
+/// [`handshake`], with the GPU evidence from `gpu` (when given) in the bundle. The
+/// Hello carrying it is part of the transcript the broker signs, so evidence changed
+/// on the way fails the Accept's signature check here.
+pub fn handshake_with_gpu(
+    link: &mut dyn Link,
+    broker_public_key: &[u8],
+    claims: Claims<'_>,
+    platform: &mut dyn Platform,
+    gpu: Option<GpuEvidenceFn<'_>>,
     wait_until: Instant,
     timeout: Duration,
 ) -> Result<Released, String> {
@@ -362,11 +391,15 @@ pub fn handshake(
         .handle_challenge(&challenge, &mut rng)
         .map_err(core("Challenge"))?;
     let binding = *awaiting.binding();
+    let gpu_evidence = match gpu {
+        Some(f) => Some(f(&binding.gpu_nonce()).map_err(|e| format!("gpu: {e}"))?),
+        None => None,
+    };
     let tee = platform
         .evidence(&binding.0)
         .map_err(|e| format!("evidence: {e}"))?;
     let mut data = vec![0u8; MAX_EVIDENCE_LEN];
-    let dlen = EvidenceBundle::new(claims, &tee, None)
+    let dlen = EvidenceBundle::new(claims, &tee, gpu_evidence.as_deref())
         .encode(&mut data)
         .map_err(core("evidence bundle"))?;
     let mut hello = vec![0u8; HELLO_MAX_LEN];

@@ -34,6 +34,18 @@
 //!
 //! [modules]
 //! load = ["/lib/modules/virtio_ring.ko", "/lib/modules/virtio.ko"]
+//!
+//! [gpu]                              # optional; required = true needs a [broker]
+//! required = true                    # attest every NVIDIA GPU (docs/gpu-attestation.md)
+//! helper = "/bin/pqcc-nvml-helper"   # the dynamically linked NVML helper
+//! nvml_library = "libnvidia-ml.so.1" # what the helper loads (default shown)
+//! wait_ms = 60000                    # for the driver and a GPU to appear (default)
+//! call_timeout_ms = 30000            # per NVML call through the helper (default)
+//! rims = ["/etc/pqcc/gpu/driver.swidtag", "/etc/pqcc/gpu/vbios.swidtag"]
+//! revocation = "broker"              # broker: the broker checks CRL/OCSP | require:
+//! # collateral = "/etc/pqcc/gpu/collateral"   # here too, from this bundle (with require)
+//! # revocation_max_age_s = 604800             # (with require)
+//! require_report_fwid = false        # default
 //! ```
 
 use std::collections::BTreeMap;
@@ -74,7 +86,50 @@ pub struct Config {
     pub qemu_debug_exit: bool,
     /// How long to wait for the model disks to appear, in milliseconds.
     pub disk_wait_ms: u64,
+    /// The GPU gate, when `[gpu] required = true`.
+    pub gpu: Option<Gpu>,
 }
+
+/// The GPU gate's settings (`[gpu]` with `required = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpu {
+    /// The NVML helper program (absolute path in the initramfs).
+    pub helper: String,
+    /// The library the helper loads (a file name for the loader, or a path).
+    pub nvml_library: String,
+    /// How long the driver and at least one GPU may take to appear, in ms.
+    pub wait_ms: u64,
+    /// How long one NVML call through the helper may take, in ms.
+    pub call_timeout_ms: u64,
+    /// The driver and VBIOS RIM files (absolute paths in the initramfs).
+    pub rims: Vec<String>,
+    /// How the local verification treats certificate revocation.
+    pub revocation: GpuRevocation,
+    /// Fail a report without the FWID opaque field.
+    pub require_report_fwid: bool,
+}
+
+/// Revocation in the guest's local GPU verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuRevocation {
+    /// Not checked in the guest (it has no network and its clock is the host's); the
+    /// broker, which verifies the same evidence before releasing anything, checks it.
+    Broker,
+    /// Checked here too, against a CRL/OCSP bundle in the initramfs.
+    Require {
+        /// The bundle's directory.
+        collateral: String,
+        /// Oldest acceptable status, in seconds.
+        max_age_s: u64,
+    },
+}
+
+/// Default [`Gpu::wait_ms`]: 60 s.
+pub const DEFAULT_GPU_WAIT_MS: u64 = 60_000;
+/// Default [`Gpu::call_timeout_ms`]: 30 s.
+pub const DEFAULT_GPU_CALL_TIMEOUT_MS: u64 = 30_000;
+/// Most RIM files.
+pub const MAX_GPU_RIMS: usize = 16;
 
 /// The model's identity and where its disks are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +241,22 @@ struct RawConfig {
     modules: RawModules,
     #[serde(default)]
     debug: RawDebug,
+    gpu: Option<RawGpu>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGpu {
+    required: bool,
+    helper: Option<String>,
+    nvml_library: Option<String>,
+    wait_ms: Option<u64>,
+    call_timeout_ms: Option<u64>,
+    rims: Option<Vec<String>>,
+    revocation: Option<String>,
+    collateral: Option<String>,
+    revocation_max_age_s: Option<u64>,
+    require_report_fwid: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +543,14 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     }
 
+    let gpu = match raw.gpu {
+        None => None,
+        Some(g) => parse_gpu(g)?,
+    };
+    if gpu.is_some() && broker.is_none() {
+        return err("gpu.required = true needs a [broker] to verify the GPU evidence");
+    }
+
     let disk_wait_ms = raw.debug.disk_wait_ms.unwrap_or(DEFAULT_DISK_WAIT_MS);
     if disk_wait_ms > 600_000 {
         return err("debug.disk_wait_ms: at most 600000");
@@ -498,7 +577,91 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         modules: raw.modules.load,
         qemu_debug_exit: raw.debug.qemu_debug_exit,
         disk_wait_ms,
+        gpu,
     })
+}
+
+fn parse_gpu(g: RawGpu) -> Result<Option<Gpu>, ConfigError> {
+    if !g.required {
+        let any = g.helper.is_some()
+            || g.nvml_library.is_some()
+            || g.wait_ms.is_some()
+            || g.call_timeout_ms.is_some()
+            || g.rims.is_some()
+            || g.revocation.is_some()
+            || g.collateral.is_some()
+            || g.revocation_max_age_s.is_some()
+            || g.require_report_fwid.is_some();
+        if any {
+            return err("gpu: settings given with required = false (they would not be used)");
+        }
+        return Ok(None);
+    }
+    let Some(helper) = g.helper else {
+        return err("gpu.required = true needs gpu.helper (the NVML helper program)");
+    };
+    check_abs_path(&helper, "gpu.helper")?;
+    let nvml_library = g
+        .nvml_library
+        .unwrap_or_else(|| "libnvidia-ml.so.1".to_owned());
+    check_token(&nvml_library, "gpu.nvml_library", 4096)?;
+    let wait_ms = g.wait_ms.unwrap_or(DEFAULT_GPU_WAIT_MS);
+    if !(1..=600_000).contains(&wait_ms) {
+        return err("gpu.wait_ms must be 1..=600000");
+    }
+    let call_timeout_ms = g.call_timeout_ms.unwrap_or(DEFAULT_GPU_CALL_TIMEOUT_MS);
+    if !(1..=600_000).contains(&call_timeout_ms) {
+        return err("gpu.call_timeout_ms must be 1..=600000");
+    }
+    let Some(rims) = g.rims else {
+        return err("gpu.required = true needs gpu.rims (driver and VBIOS RIM files)");
+    };
+    if rims.is_empty() || rims.len() > MAX_GPU_RIMS {
+        return err(format!("gpu.rims: 1 to {MAX_GPU_RIMS} files"));
+    }
+    for r in &rims {
+        check_abs_path(r, "gpu.rims")?;
+    }
+    let revocation = match (
+        g.revocation.as_deref(),
+        g.collateral,
+        g.revocation_max_age_s,
+    ) {
+        (None, _, _) => return err("gpu.required = true needs gpu.revocation (broker or require)"),
+        (Some("broker"), None, None) => GpuRevocation::Broker,
+        (Some("broker"), _, _) => {
+            return err(
+                "gpu.collateral and gpu.revocation_max_age_s need revocation = \"require\"",
+            );
+        }
+        (Some("require"), Some(c), Some(age)) => {
+            check_abs_path(&c, "gpu.collateral")?;
+            if age == 0 {
+                return err("gpu.revocation_max_age_s must be at least 1");
+            }
+            GpuRevocation::Require {
+                collateral: c,
+                max_age_s: age,
+            }
+        }
+        (Some("require"), _, _) => {
+            return err(
+                "gpu.revocation = \"require\" needs gpu.collateral and gpu.revocation_max_age_s",
+            );
+        }
+        (Some(o), _, _) => {
+            return err(format!("gpu.revocation: `{o}`: expected broker or require"));
+        }
+    };
+    Ok(Some(Gpu {
+        helper,
+        nvml_library,
+        wait_ms,
+        call_timeout_ms,
+        rims,
+        revocation,
+        require_report_fwid: g.require_report_fwid.unwrap_or(false),
+    }))
 }
 
 #[cfg(test)]
@@ -657,6 +820,78 @@ qemu_debug_exit = true
         assert!(parse(&with("virtio-console:/tmp/x")).is_err());
         let short = good() + "\n[broker]\npublic_key = \"abcd\"\ntransport = \"vsock:2:1\"\n";
         assert!(refused(&short).contains("broker.public_key"));
+    }
+
+    #[test]
+    fn gpu_section() {
+        let key = "ab".repeat(ML_DSA_65_PUBLIC_KEY_LEN);
+        let broker = format!("\n[broker]\npublic_key = \"{key}\"\ntransport = \"vsock:2:5000\"\n");
+        let full = "\n[gpu]\nrequired = true\nhelper = \"/bin/pqcc-nvml-helper\"\n\
+                    rims = [\"/etc/pqcc/gpu/driver.swidtag\", \"/etc/pqcc/gpu/vbios.swidtag\"]\n\
+                    revocation = \"broker\"\n";
+        let c = parse(&(good() + &broker + full)).unwrap();
+        let g = c.gpu.unwrap();
+        assert_eq!(g.helper, "/bin/pqcc-nvml-helper");
+        assert_eq!(g.nvml_library, "libnvidia-ml.so.1");
+        assert_eq!(g.wait_ms, DEFAULT_GPU_WAIT_MS);
+        assert_eq!(g.call_timeout_ms, DEFAULT_GPU_CALL_TIMEOUT_MS);
+        assert_eq!(g.rims.len(), 2);
+        assert_eq!(g.revocation, GpuRevocation::Broker);
+        assert!(!g.require_report_fwid);
+        // Without a broker nobody would verify the evidence.
+        assert!(refused(&(good() + full)).contains("needs a [broker]"));
+        // Each required field, missing.
+        let with = |t: String| good() + &broker + &t;
+        assert!(
+            refused(&with(
+                full.replace("helper = \"/bin/pqcc-nvml-helper\"\n", "")
+            ))
+            .contains("gpu.helper")
+        );
+        let no_rims = full.replace(
+            "rims = [\"/etc/pqcc/gpu/driver.swidtag\", \"/etc/pqcc/gpu/vbios.swidtag\"]\n",
+            "",
+        );
+        assert!(refused(&with(no_rims)).contains("gpu.rims"));
+        assert!(
+            refused(&with(full.replace("revocation = \"broker\"\n", "")))
+                .contains("gpu.revocation")
+        );
+        assert!(
+            refused(&with(full.replace("\"broker\"", "\"maybe\""))).contains("expected broker")
+        );
+        assert!(
+            refused(&with(full.replace("\"broker\"", "\"require\"")))
+                .contains("needs gpu.collateral")
+        );
+        let req = full.replace("\"broker\"", "\"require\"")
+            + "collateral = \"/etc/pqcc/gpu/coll\"\nrevocation_max_age_s = 86400\n";
+        assert_eq!(
+            parse(&with(req)).unwrap().gpu.unwrap().revocation,
+            GpuRevocation::Require {
+                collateral: "/etc/pqcc/gpu/coll".into(),
+                max_age_s: 86400
+            }
+        );
+        assert!(
+            refused(&with(full.to_owned() + "collateral = \"/x\"\n")).contains("need revocation")
+        );
+        assert!(refused(&with(full.replace("/bin/pqcc", "bin/pqcc"))).contains("absolute"));
+        assert!(refused(&with(full.to_owned() + "wait_ms = 0\n")).contains("gpu.wait_ms"));
+        assert!(refused(&with(full.to_owned() + "bogus = 1\n")).contains("unknown field"));
+        assert!(refused(&with("\n[gpu]\nhelper = \"/x\"\n".into())).contains("required"));
+        assert!(refused(&with(full.replace("rims = [", "rims = [] #"))).contains("gpu.rims"));
+        // required = false: no gate, and no settings that would look like one.
+        assert!(
+            parse(&with("\n[gpu]\nrequired = false\n".into()))
+                .unwrap()
+                .gpu
+                .is_none()
+        );
+        assert!(
+            refused(&with(full.replace("required = true", "required = false")))
+                .contains("required = false")
+        );
     }
 
     #[test]

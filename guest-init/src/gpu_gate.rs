@@ -1,35 +1,40 @@
 //! The GPU gate: before any secret reaches the guest, every NVIDIA GPU it sees must
-//! prove, with a fresh nonce, that it is genuine and runs the expected firmware and
-//! driver; only then is the GPUs' confidential-computing "ready" state set, which is
-//! what lets CUDA work start on them (`docs/gpu-attestation.md`).
+//! prove, with a nonce fresh for this handshake, that it is genuine and runs the
+//! expected firmware and driver; only after the broker has verified the same evidence
+//! and accepted is the GPUs' confidential-computing "ready" state set, which is what
+//! lets CUDA work start on them (`docs/gpu-attestation.md`).
 //!
-//! Control flow of [`gate`]:
-//! 1. wait (bounded) until NVML initialises and reports at least one GPU;
-//! 2. for each GPU: fetch the attestation report for the caller's nonce and the
-//!    device certificate chain through NVML;
-//! 3. verify each locally with [`pqcc_verify::nvidia::verify`] (the broker verifies
-//!    the same bytes again; the evidence blobs' hash is bound into the handshake);
-//! 4. only if every GPU passed every check: set the CC ready state.
+//! The gate runs in three steps, each a function here, which
+//! [`crate::BrokerAttestation`] calls in this order:
+//! 1. [`wait_for_gpus`] — before the broker connection (so a slow driver does not eat
+//!    the broker's handshake timeout): wait, bounded, until NVML initialises and
+//!    reports at least one GPU;
+//! 2. [`collect`] — inside the handshake, after the Challenge: for each GPU fetch the
+//!    attestation report for the handshake's GPU nonce
+//!    ([`pqcc_core::handshake::BindingValue::gpu_nonce`]) and the device certificate
+//!    chain, and verify each locally with [`pqcc_verify::nvidia`]; the result,
+//!    [`Verified`], is sent to the broker in the Hello (as a
+//!    [`pqcc_core::bundle::GpuEvidenceList`]), which the transcript covers;
+//! 3. [`set_ready`] — after the broker's Accept (its signature checked) and the
+//!    secrets arrived: set the CC ready state. It takes the [`Verified`] token, so it
+//!    cannot run for GPUs that were not collected and verified.
 //!
-//! Absent library, no GPU before the deadline, an NVML error or any failed check
-//! returns `Err`; the ready state is then never set, and pqcc-init treats the error
-//! as FATAL.
+//! Absent helper or library, no GPU before the deadline, an NVML error or any failed
+//! check returns `Err`; the ready state is then never set, and pqcc-init prints
+//! `FATAL gpu` and powers off.
 //!
 //! NVML is reached through the [`Nvml`] trait, shaped like NVML's attestation calls.
-//! [`DlNvml`] is the real one: it `dlopen`s `libnvidia-ml.so.1` at run time, so
-//! pqcc-init needs no NVIDIA library at build time. pqcc-init is a static-pie glibc
-//! binary; glibc's static `dlopen` works only when the initramfs also carries the
-//! shared objects of the **same glibc build** that linked pqcc-init (the loader,
-//! `libc.so.6`, `libm.so.6`, `libpthread.so.0`, `libdl.so.2`, `librt.so.1`), because
-//! `libnvidia-ml.so.1` links against them. Without them, `dlopen` fails and the gate
-//! reports the loader's message. With a *different* glibc present, static `dlopen`
-//! can crash the process (seen on an H100 host with glibc 2.39: SIGFPE inside
-//! `dlopen`), so the initramfs must carry the linking glibc, or the NVML calls belong
-//! in a child process (not done yet; `docs/gpu-attestation.md`).
+//! In the guest it is [`crate::nvml_helper::HelperNvml`]: a small dynamically linked
+//! helper process that loads NVML ([`DlNvml`]) and answers over pipes. pqcc-init
+//! itself is a static-pie glibc binary, and glibc's static `dlopen` of
+//! `libnvidia-ml.so.1` crashed on an H100 host (SIGFPE inside `dlopen` with a
+//! different glibc beside it), so pqcc-init never loads NVML into its own process.
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use pqcc_core::bundle::GpuEvidenceList;
+use pqcc_core::wire::MAX_EVIDENCE_LEN;
 use pqcc_verify::nvidia::{self, Collateral, GpuEvidence, GpuPolicy, Rim};
 
 /// An error from NVML (or from loading it).
@@ -76,43 +81,82 @@ pub struct GpuEvidenceBlob {
     pub bytes: Vec<u8>,
 }
 
-/// Runs the gate (see the module docs). `now` is Unix seconds.
-pub fn gate(
+/// What the local verifier needs: the policy, the RIMs and the revocation bundle from
+/// the initramfs, and the time to judge certificates at (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct LocalCheck {
+    /// What the verifier accepts.
+    pub policy: GpuPolicy,
+    /// Driver and VBIOS RIMs.
+    pub rims: Vec<Rim>,
+    /// Offline CRL/OCSP bundle (needed when the policy requires revocation).
+    pub collateral: Option<Collateral>,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+/// The GPUs NVML reported, once [`wait_for_gpus`] saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gpus {
+    /// How many.
+    pub count: u32,
+}
+
+/// Every GPU's evidence, verified locally for one handshake's nonce. The only way to
+/// call [`set_ready`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// One blob per GPU, in index order.
+    pub blobs: Vec<GpuEvidenceBlob>,
+}
+
+impl Verified {
+    /// The [`GpuEvidenceList`] encoding for [`pqcc_core::bundle::EvidenceBundle::gpu`].
+    pub fn list_bytes(&self) -> Result<Vec<u8>, String> {
+        let slices: Vec<&[u8]> = self.blobs.iter().map(|b| b.bytes.as_slice()).collect();
+        let list = GpuEvidenceList::new(&slices)
+            .map_err(|e| format!("{} GPUs' evidence: {e}", slices.len()))?;
+        let mut out = vec![0u8; MAX_EVIDENCE_LEN];
+        let n = list.encode(&mut out).map_err(|e| {
+            format!(
+                "{} GPUs' evidence does not fit the {MAX_EVIDENCE_LEN}-byte bundle: {e}",
+                slices.len()
+            )
+        })?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// Step 1: waits (bounded by `wait`) until NVML initialises and reports at least one
+/// GPU.
+pub fn wait_for_gpus(nvml: &mut dyn Nvml, wait: Wait) -> Result<Gpus, String> {
+    let deadline = Instant::now() + wait.timeout;
+    loop {
+        let last = match nvml.init().and_then(|()| nvml.device_count()) {
+            Ok(n) if n > 0 => return Ok(Gpus { count: n }),
+            Ok(_) => "NVML reports no GPU".to_owned(),
+            Err(e) => e.0,
+        };
+        let now = Instant::now();
+        if now >= deadline || wait.poll.is_zero() {
+            return Err(format!("no GPU within {:?}: {last}", wait.timeout));
+        }
+        std::thread::sleep(wait.poll.min(deadline - now));
+    }
+}
+
+/// Step 2: every GPU's report for `nonce` and its certificate chain, each verified
+/// locally. Does not set the ready state.
+pub fn collect(
     nvml: &mut dyn Nvml,
+    gpus: Gpus,
     nonce: &[u8; 32],
-    policy: &GpuPolicy,
-    rims: &[Rim],
-    now: u64,
-    wait: Wait,
-    collateral: Option<&Collateral>,
-) -> Result<Vec<GpuEvidenceBlob>, String> {
-    // 1. Wait for NVML and at least one GPU, bounded by the number of polls.
-    let polls = if wait.poll.is_zero() {
-        1
-    } else {
-        (wait.timeout.as_millis() / wait.poll.as_millis().max(1)).max(1)
-    };
-    let mut count = 0;
-    let mut last = String::from("not tried");
-    for attempt in 0..polls {
-        match nvml.init().and_then(|()| nvml.device_count()) {
-            Ok(n) if n > 0 => {
-                count = n;
-                break;
-            }
-            Ok(_) => last = "NVML reports no GPU".into(),
-            Err(e) => last = e.0,
-        }
-        if attempt + 1 < polls {
-            std::thread::sleep(wait.poll);
-        }
-    }
-    if count == 0 {
-        return Err(format!("no GPU within {:?}: {last}", wait.timeout));
-    }
-    // 2 + 3. Evidence of every GPU, verified locally.
+    check: &LocalCheck,
+) -> Result<Verified, String> {
+    let mut verifier = nvidia::GpuVerifier::new();
     let mut blobs = Vec::new();
-    for index in 0..count {
+    for index in 0..gpus.count {
         let report = nvml
             .attestation_report(index, nonce)
             .map_err(|e| format!("GPU {index}: attestation report: {e}"))?;
@@ -124,7 +168,14 @@ pub fn gate(
         }
         let evidence = GpuEvidence::from_report_and_pem(&report, &pem)
             .map_err(|e| format!("GPU {index}: evidence: {e}"))?;
-        let r = nvidia::verify(&evidence, rims, policy, nonce, now, collateral);
+        let r = verifier.verify(
+            &evidence,
+            &check.rims,
+            &check.policy,
+            nonce,
+            check.now,
+            check.collateral.as_ref(),
+        );
         if !r.all_passed() {
             let failed: Vec<String> = r
                 .checks
@@ -139,10 +190,14 @@ pub fn gate(
             .map_err(|e| format!("GPU {index}: evidence blob: {e}"))?;
         blobs.push(GpuEvidenceBlob { index, bytes });
     }
-    // 4. Every GPU passed: let work start.
+    Ok(Verified { blobs })
+}
+
+/// Step 3: every GPU passed here and at the broker: let work start.
+pub fn set_ready(nvml: &mut dyn Nvml, verified: Verified) -> Result<(), String> {
+    drop(verified);
     nvml.set_cc_ready()
-        .map_err(|e| format!("setting the CC ready state: {e}"))?;
-    Ok(blobs)
+        .map_err(|e| format!("setting the CC ready state: {e}"))
 }
 
 // ---- The real NVML, loaded at run time. ----

@@ -22,7 +22,12 @@
 //!    the v1 handshake with evidence bound to it ([`broker`], [`platform`]), the
 //!    broker's signature checked against the key in the config, the granted secrets
 //!    received over the channel and written to `/run/pqcc/secrets` (mode 0400) for the
-//!    workload. Without a broker only the insecure `none` platform passes.
+//!    workload. Without a broker only the insecure `none` platform passes. With
+//!    `[gpu] required = true` the **gpu** gate runs inside this stage ([`gpu_gate`]):
+//!    NVML helper started and a GPU awaited before the broker connection, every GPU's
+//!    report collected for the handshake's GPU nonce and verified locally, sent in the
+//!    Hello, and the GPUs' CC ready state set only after the broker's Accept; its
+//!    failures print `FATAL gpu`.
 //! 8. **workload** — started with `MODEL_NAME`, `MODEL_COMMIT`, `MODEL_VERITY_HASH`,
 //!    `MODEL_PATH` (the file view) and `MODEL_DEVICE` (the verified block device,
 //!    `/dev/dm-N`) in its environment, supervised until it ends ([`workload`]); its
@@ -36,6 +41,7 @@ pub mod disks;
 pub mod dm;
 pub mod fuse;
 pub mod gpu_gate;
+pub mod nvml_helper;
 pub mod platform;
 pub mod sys;
 pub mod tarindex;
@@ -73,6 +79,8 @@ pub enum Stage {
     View,
     /// TEE evidence and broker (a seam in this build).
     Attest,
+    /// The GPU gate (part of attestation, reported under its own name).
+    Gpu,
     /// Starting and supervising the workload.
     Workload,
 }
@@ -88,6 +96,7 @@ impl Stage {
             Self::Verity => "verity",
             Self::View => "view",
             Self::Attest => "attest",
+            Self::Gpu => "gpu",
             Self::Workload => "workload",
         }
     }
@@ -173,11 +182,157 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
 }
 
-/// The seam between dm-verity and the workload: TEE evidence, the broker handshake,
-/// secrets. An error here is `FATAL attest`.
+/// The seam between dm-verity and the workload: TEE evidence, the GPU gate, the
+/// broker handshake, secrets. An error here is `FATAL attest` or `FATAL gpu`.
 pub trait Attestation {
     /// Runs after the model is open and checked, before the workload starts.
-    fn attest(&mut self, config: &Config, model: &OpenedModel) -> Result<Grants, String>;
+    fn attest(&mut self, config: &Config, model: &OpenedModel) -> Result<Grants, Fatal>;
+}
+
+/// The GPU gate between its first step and the handshake: the NVML connection, the
+/// GPUs it saw, and what the local verification needs.
+pub struct GpuGate<'a> {
+    /// NVML (the helper in the guest; a fake in tests).
+    pub nvml: &'a mut dyn gpu_gate::Nvml,
+    /// From [`gpu_gate::wait_for_gpus`].
+    pub gpus: gpu_gate::Gpus,
+    /// RIMs, policy, collateral, time.
+    pub check: &'a gpu_gate::LocalCheck,
+    /// Tests only, never set from a config: ask the GPUs for, and verify against, this
+    /// nonce instead of the handshake's, so recorded evidence with a fixed nonce (there
+    /// is no GPU to sign a fresh one) can go through the whole flow. A broker refuses
+    /// such evidence unless its rule says `insecure_nonce` too.
+    pub insecure_nonce_override: Option<[u8; 32]>,
+}
+
+fn load_collateral(dir: &str) -> Result<pqcc_verify::nvidia::Collateral, String> {
+    if !Path::new(dir).is_dir() {
+        return Err(format!("revocation bundle {dir}: not a directory"));
+    }
+    let c = pqcc_verify::nvidia::Collateral::load_dir(Path::new(dir))
+        .map_err(|e| format!("revocation bundle {dir}: {e}"))?;
+    if c.is_empty() {
+        return Err(format!(
+            "revocation bundle {dir}: holds no CRL or OCSP response"
+        ));
+    }
+    Ok(c)
+}
+
+/// Reads the RIM files and the revocation bundle a `[gpu]` config names and builds
+/// the local verification's inputs at time `now`.
+pub fn gpu_local_check(g: &config::Gpu, now: u64) -> Result<gpu_gate::LocalCheck, String> {
+    use pqcc_verify::nvidia::{GpuPolicy, RevocationPolicy, Rim};
+    let mut rims = Vec::with_capacity(g.rims.len());
+    for path in &g.rims {
+        let bytes = std::fs::read(path).map_err(|e| format!("RIM {path}: {e}"))?;
+        rims.push(Rim {
+            source: path.clone(),
+            bytes,
+        });
+    }
+    let (revocation, collateral) = match &g.revocation {
+        // The broker checks revocation on the same evidence before anything is released.
+        config::GpuRevocation::Broker => (RevocationPolicy::InsecureSkip, None),
+        config::GpuRevocation::Require {
+            collateral,
+            max_age_s,
+        } => (
+            RevocationPolicy::Require {
+                max_age_secs: *max_age_s,
+            },
+            Some(load_collateral(collateral)?),
+        ),
+    };
+    Ok(gpu_gate::LocalCheck {
+        policy: GpuPolicy {
+            revocation,
+            require_report_fwid: g.require_report_fwid,
+        },
+        rims,
+        collateral,
+        now,
+    })
+}
+
+/// The handshake on an open `link` and, when `gpu` is given, the GPU gate's steps 2
+/// and 3 around it: evidence for the handshake's GPU nonce, verified locally, in the
+/// Hello; after the broker's Accept (its signature checked) and the secrets, the CC
+/// ready state. A failure of the gate's own steps is `FATAL gpu`, anything else
+/// (including the broker refusing the GPU evidence) `FATAL attest`.
+pub fn attest_over(
+    link: &mut dyn broker::Link,
+    config: &Config,
+    broker_public_key: &[u8],
+    platform: &mut dyn platform::Platform,
+    gpu: Option<GpuGate<'_>>,
+    wait_until: Instant,
+    timeout: Duration,
+) -> Result<broker::Released, Fatal> {
+    let claims = pqcc_core::bundle::Claims {
+        model_name: &config.model.name,
+        model_revision: &config.model.revision,
+        model_root_hash: config.model.root_hash,
+    };
+    let Some(g) = gpu else {
+        return broker::handshake(
+            link,
+            broker_public_key,
+            claims,
+            platform,
+            wait_until,
+            timeout,
+        )
+        .stage(Stage::Attest);
+    };
+    let nvml = g.nvml;
+    let mut verified = None;
+    let mut gpu_failed = None;
+    let mut collect = |nonce: &[u8; 32]| -> Result<Vec<u8>, String> {
+        if g.insecure_nonce_override.is_some() {
+            log("gpu: INSECURE: GPU nonce overridden (tests only)");
+        }
+        let nonce = g.insecure_nonce_override.as_ref().unwrap_or(nonce);
+        let r = gpu_gate::collect(&mut *nvml, g.gpus, nonce, g.check)
+            .and_then(|v| v.list_bytes().map(|b| (v, b)));
+        match r {
+            Ok((v, bytes)) => {
+                verified = Some(v);
+                Ok(bytes)
+            }
+            Err(e) => {
+                gpu_failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    };
+    let released = broker::handshake_with_gpu(
+        link,
+        broker_public_key,
+        claims,
+        platform,
+        Some(&mut collect),
+        wait_until,
+        timeout,
+    );
+    let released = match released {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(g) = gpu_failed {
+                return fatal(Stage::Gpu, g);
+            }
+            return fatal(Stage::Attest, e);
+        }
+    };
+    let Some(v) = verified else {
+        return fatal(Stage::Gpu, "no GPU evidence was collected");
+    };
+    let n = v.blobs.len();
+    gpu_gate::set_ready(nvml, v).stage(Stage::Gpu)?;
+    log(&format!(
+        "gpu: {n} GPU(s) verified here and by the broker; CC ready state set"
+    ));
+    Ok(released)
 }
 
 /// The attestation of this build: evidence from a [`platform::Platform`]
@@ -192,38 +347,80 @@ pub trait Attestation {
 pub struct BrokerAttestation;
 
 impl Attestation for BrokerAttestation {
-    fn attest(&mut self, config: &Config, _model: &OpenedModel) -> Result<Grants, String> {
+    fn attest(&mut self, config: &Config, model: &OpenedModel) -> Result<Grants, Fatal> {
+        self.attest_inner(config, model)
+    }
+}
+
+impl BrokerAttestation {
+    fn attest_inner(&mut self, config: &Config, _model: &OpenedModel) -> Result<Grants, Fatal> {
         let mut platform: Box<dyn platform::Platform> = match config.platform {
             Platform::InsecureNone => Box::new(platform::InsecureNone),
             Platform::Tdx => Box::new(platform::Tee(tee::TeeKind::Tdx)),
             Platform::Snp => Box::new(platform::Tee(tee::TeeKind::Snp)),
         };
         let Some(b) = &config.broker else {
+            if config.gpu.is_some() {
+                return fatal(Stage::Gpu, "the GPU gate needs a [broker]");
+            }
             if config.platform == Platform::InsecureNone {
                 log("attest: INSECURE: no TEE, no broker (platform.insecure_no_tee)");
                 return Ok(Grants::default());
             }
-            return Err("a TEE platform needs a [broker] to check its evidence".into());
+            return fatal(
+                Stage::Attest,
+                "a TEE platform needs a [broker] to check its evidence",
+            );
+        };
+        // GPU gate, step 1, before the broker connection: the helper, the local
+        // verifier's inputs, and a GPU within gpu.wait_ms.
+        let mut gpu = match &config.gpu {
+            None => None,
+            Some(g) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let check = gpu_local_check(g, now).stage(Stage::Gpu)?;
+                let mut nvml = nvml_helper::HelperNvml::spawn(
+                    Path::new(&g.helper),
+                    &g.nvml_library,
+                    Duration::from_millis(g.call_timeout_ms),
+                )
+                .stage(Stage::Gpu)?;
+                let gpus = gpu_gate::wait_for_gpus(
+                    &mut nvml,
+                    gpu_gate::Wait {
+                        timeout: Duration::from_millis(g.wait_ms),
+                        poll: Duration::from_millis(250),
+                    },
+                )
+                .stage(Stage::Gpu)?;
+                log(&format!("gpu: {} GPU(s) present", gpus.count));
+                Some((nvml, gpus, check))
+            }
         };
         if config.platform == Platform::InsecureNone {
             log("attest: INSECURE: no TEE evidence (platform.insecure_no_tee); asking the broker");
         }
         let wait_until = Instant::now() + Duration::from_millis(b.wait_ms);
-        broker::wait_for_entropy(wait_until)?;
-        let mut link = broker::open(&b.transport, wait_until)?;
-        let claims = pqcc_core::bundle::Claims {
-            model_name: &config.model.name,
-            model_revision: &config.model.revision,
-            model_root_hash: config.model.root_hash,
-        };
-        let released = broker::handshake(
+        broker::wait_for_entropy(wait_until).stage(Stage::Attest)?;
+        let mut link = broker::open(&b.transport, wait_until).stage(Stage::Attest)?;
+        let released = attest_over(
             link.as_mut(),
+            config,
             &b.public_key,
-            claims,
             platform.as_mut(),
+            gpu.as_mut().map(|(nvml, gpus, check)| GpuGate {
+                nvml,
+                gpus: *gpus,
+                check,
+                insecure_nonce_override: None,
+            }),
             wait_until,
             Duration::from_millis(b.timeout_ms),
         )?;
+        drop(gpu);
         drop(link);
         let names: Vec<String> = released
             .secrets
@@ -243,7 +440,7 @@ impl Attestation for BrokerAttestation {
                 names.join(", ")
             }
         ));
-        broker::install(released.secrets, Path::new(broker::SECRETS_DIR))?;
+        broker::install(released.secrets, Path::new(broker::SECRETS_DIR)).stage(Stage::Attest)?;
         Ok(Grants {
             env: vec![("PQCC_SECRETS_DIR".into(), broker::SECRETS_DIR.into())],
         })
@@ -416,7 +613,7 @@ pub fn run(attestation: &mut dyn Attestation) -> Result<Outcome, Fatal> {
     })?;
 
     let grants = timed(Stage::Attest, || {
-        let g = attestation.attest(&cfg, &model).stage(Stage::Attest)?;
+        let g = attestation.attest(&cfg, &model)?;
         Ok((g, "done".to_owned()))
     })?;
 
@@ -537,13 +734,15 @@ mod tests {
             Stage::Verity,
             Stage::View,
             Stage::Attest,
+            Stage::Gpu,
             Stage::Workload,
         ];
         let names: Vec<_> = all.iter().map(|s| s.name()).collect();
         assert_eq!(
             names,
             [
-                "mount", "config", "modules", "disks", "verity", "view", "attest", "workload"
+                "mount", "config", "modules", "disks", "verity", "view", "attest", "gpu",
+                "workload"
             ]
         );
     }

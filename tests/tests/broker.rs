@@ -5,6 +5,8 @@
 #![allow(clippy::cast_possible_truncation)] // test data sizes and random bytes
 
 mod common;
+#[path = "../../guest-init/tests/fake_nvml/mod.rs"]
+mod fake_nvml;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -518,4 +520,199 @@ insecure_any_measurement = true
     let out = pqcc().args(["broker", "check"]).arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tdx_collateral"));
+}
+
+// ---- GPU rules (gpu = "required", [rule.nvidia]) with a fake NVML serving Set A ----
+
+/// Set A's RIMs and the settings its recorded evidence needs (expired certificates,
+/// no revocation data), plus `extra`.
+fn gpu_rule(extra: &str) -> String {
+    format!(
+        "gpu = \"required\"\n[rule.nvidia]\nrims = [\"{}\", \"{}\"]\n\
+         insecure_skip_revocation = true\ninsecure_now = {}\n{extra}",
+        fake_nvml::set_a_path("Driver_RIM_test_no_gpu.swidtag"),
+        fake_nvml::set_a_path("1010_0200_882_96005E0001_test_no_gpu.swidtag"),
+        fake_nvml::SET_A_NOW,
+    )
+}
+
+/// The guest's side with the GPU gate (pqcc-init's `attest_over`): the fake NVML
+/// serving Set A, verified locally against Set A's own nonce (the insecure test
+/// hook: no real GPU here signs the handshake's nonce).
+fn gpu_guest(b: &Broker, nvml: &mut fake_nvml::FakeNvml) -> Result<Released, pqcc_init::Fatal> {
+    let nonce = nvml.nonce();
+    let check = pqcc_init::gpu_gate::LocalCheck {
+        policy: pqcc_verify::nvidia::GpuPolicy {
+            revocation: pqcc_verify::nvidia::RevocationPolicy::InsecureSkip,
+            require_report_fwid: false,
+        },
+        rims: fake_nvml::set_a_rims(),
+        collateral: None,
+        now: fake_nvml::SET_A_NOW,
+    };
+    let cfg =
+        pqcc_init::config::parse(include_str!("../../guest-init/tests/data/init.toml")).unwrap();
+    let mut cfg = cfg;
+    cfg.model.root_hash = ROOT;
+    cfg.model.name = "tiny".into();
+    cfg.model.revision = "r1".into();
+    let mut link = FdLink(UnixStream::connect(&b.sock).unwrap());
+    pqcc_init::attest_over(
+        &mut link,
+        &cfg,
+        &b.pk,
+        &mut InsecureNone,
+        Some(pqcc_init::GpuGate {
+            nvml,
+            gpus: pqcc_init::gpu_gate::Gpus { count: 1 },
+            check: &check,
+            insecure_nonce_override: Some(nonce),
+        }),
+        Instant::now() + Duration::from_secs(20),
+        Duration::from_secs(20),
+    )
+}
+
+#[test]
+fn gpu_rule_refuses_a_guest_without_gpu_evidence() {
+    let b = start("broker-gpu-none", &policy(&gpu_rule(""), 10));
+    let e = guest(&b, &b.pk, &ROOT).unwrap_err();
+    assert!(e.contains("broker refused: refused by policy"), "{e}");
+    let a = wait_records(&b, 1);
+    assert_eq!(a[0].0, "deny");
+    assert!(
+        a[0].1.contains("requires GPU evidence; none was sent"),
+        "{}",
+        a[0].1
+    );
+    audit_intact(&b);
+}
+
+/// Set A is genuine, but its report signs a fixed nonce, not this handshake's: a
+/// replayed GPU report. The broker recomputes the GPU nonce from the handshake and
+/// refuses, naming the `nonce` check (and only it: time and revocation are set aside
+/// for the recorded data). The CC ready state is never set.
+#[test]
+fn gpu_rule_refuses_a_report_for_another_nonce() {
+    let b = start("broker-gpu-nonce", &policy(&gpu_rule(""), 10));
+    let mut nvml = fake_nvml::FakeNvml::set_a();
+    let f = gpu_guest(&b, &mut nvml).unwrap_err();
+    assert_eq!(f.stage, pqcc_init::Stage::Attest);
+    assert!(f.reason.contains("broker refused: evidence"), "{f}");
+    assert_eq!(nvml.count_of("ready"), 0);
+    let a = wait_records(&b, 1);
+    assert_eq!(a[0].0, "deny");
+    let reason = &a[0].1;
+    assert!(
+        reason.starts_with("evidence: GPU 0 failed nvidia checks: nonce ("),
+        "{reason}"
+    );
+    assert!(!reason.contains("signature ("), "{reason}");
+    audit_intact(&b);
+}
+
+/// The whole allow path: with the broker told (insecurely) to expect Set A's nonce,
+/// the GPU evidence verifies at the broker, the secrets arrive, and the CC ready
+/// state is set exactly once, after the Accept.
+#[test]
+fn gpu_rule_admits_verified_gpu_evidence_then_ready_is_set() {
+    let nonce = fake_nvml::FakeNvml::set_a().nonce();
+    let extra = format!("insecure_nonce = \"{}\"\n", hex::encode(nonce));
+    let b = start("broker-gpu-ok", &policy(&gpu_rule(&extra), 10));
+    let mut nvml = fake_nvml::FakeNvml::set_a();
+    let r = gpu_guest(&b, &mut nvml).expect("GPU handshake");
+    assert_eq!(&r.secrets[0].bytes[..], MODEL_KEY);
+    assert_eq!(nvml.events(), ["report", "certs", "ready"]);
+    let a = wait_records(&b, 1);
+    assert_eq!(a[0].0, "allow");
+    assert!(
+        a[0].1
+            .contains("admits tiny@r1:4242424242424242424242424242424242424242424242424242424242424242 with 1 GPU(s) verified (driver 545.00, vbios "),
+        "{}",
+        a[0].1
+    );
+    eprintln!("audit: {}", a[0].1);
+    assert!(
+        a[0].1
+            .contains("INSECURE: insecure_skip_revocation, insecure_now, insecure_nonce")
+    );
+    audit_intact(&b);
+    // `broker check` shows the insecure settings.
+    let out = run_ok(
+        pqcc()
+            .args(["broker", "check"])
+            .arg(b.dir.path().join("broker.toml")),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("INSECURE GPU verification"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A Hello built by hand whose bundle carries `gpu` as its GPU list.
+fn send_gpu_hello(b: &Broker, gpu: &[u8]) -> Option<RejectReason> {
+    let (mut s, ch) = connect(b);
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let a = Initiator::new(&b.pk)
+        .unwrap()
+        .handle_challenge(&ch, &mut rng)
+        .unwrap();
+    let bind = *a.binding();
+    let mut bundle = vec![0u8; wire::MAX_EVIDENCE_LEN];
+    let n = EvidenceBundle::new(claims(&ROOT), &bind.0, Some(gpu))
+        .encode(&mut bundle)
+        .unwrap();
+    let mut hello = vec![0u8; wire::HELLO_MAX_LEN];
+    let (_, hlen) = a
+        .write_hello(
+            Evidence {
+                platform: Platform::InsecureNone,
+                data: wire::Bytes(&bundle[..n]),
+            },
+            &mut hello,
+        )
+        .unwrap();
+    write_msg(&mut s, &hello[..hlen]);
+    reject_of(&read_msg(&mut s))
+}
+
+#[test]
+fn gpu_rule_refuses_tampered_or_malformed_gpu_evidence() {
+    use pqcc_core::bundle::GpuEvidenceList;
+    use pqcc_verify::nvidia::GpuEvidence;
+    let nvml = fake_nvml::FakeNvml::set_a();
+    let extra = format!("insecure_nonce = \"{}\"\n", hex::encode(nvml.nonce()));
+    let b = start("broker-gpu-bad", &policy(&gpu_rule(&extra), 10));
+    let mut ev =
+        GpuEvidence::from_report_and_pem(&nvml.report, &nvml.pem[..nvml.pem.len() - 3]).unwrap();
+    ev.response[8 + 7] ^= 1; // first byte of measurement block 1's value
+    let blob = ev.to_blob().unwrap();
+    let mut list = vec![0u8; wire::MAX_EVIDENCE_LEN];
+    let ln = GpuEvidenceList::new(&[&blob])
+        .unwrap()
+        .encode(&mut list)
+        .unwrap();
+    assert_eq!(
+        send_gpu_hello(&b, &list[..ln]),
+        Some(RejectReason::Evidence)
+    );
+    // Not a GPU list at all.
+    assert_eq!(
+        send_gpu_hello(&b, b"\x01\x01\x03abc"),
+        Some(RejectReason::Evidence)
+    );
+    let a = wait_records(&b, 2);
+    assert!(
+        a[0].1
+            .starts_with("evidence: GPU 0 failed nvidia checks: signature ("),
+        "{}",
+        a[0].1
+    );
+    assert!(
+        a[1].1.starts_with("evidence: GPU 0 evidence: "),
+        "{}",
+        a[1].1
+    );
+    assert!(a.iter().all(|(d, _)| d == "deny"));
 }

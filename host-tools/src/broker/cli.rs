@@ -78,6 +78,16 @@ pub fn run(c: BrokerCommand) -> Result<()> {
                     models.join(", "),
                     r.secrets.join(", ")
                 );
+                if let Some(nv) = &r.nvidia {
+                    let insecure = nv.insecure_settings();
+                    if !insecure.is_empty() {
+                        println!(
+                            "rule `{}`: INSECURE GPU verification: {}",
+                            r.name,
+                            insecure.join(", ")
+                        );
+                    }
+                }
             }
             Ok(())
         }

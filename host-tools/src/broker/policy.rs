@@ -28,12 +28,32 @@
 //! snp = { min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }, measurements = ["<96 hex>"] }
 //! # tdx_collateral = "collateral.json"   # TDX rules: the DCAP collateral (required)
 //! # snp_vcek = "vcek.der", snp_chain = "ask_ark.pem"  # SNP reports without a cert table
+//!
+//! [[rule]]                   # a rule that also needs every NVIDIA GPU attested
+//! name = "prod-snp-h100"
+//! platform = "sev-snp"
+//! models = ["tiny@r1:<64 hex root hash>"]
+//! gpu = "required"
+//! secrets = ["model-key"]
+//! [rule.tee]
+//! platform = "snp"
+//! snp = { measurements = ["<96 hex>"] }
+//! [rule.nvidia]              # pqcc_verify::nvidia (docs/gpu-attestation.md)
+//! rims = ["driver.swidtag", "vbios.swidtag"]   # driver and VBIOS RIMs
+//! collateral = "nvidia-collateral"             # CRL/OCSP bundle directory
+//! revocation_max_age_s = 604800                # default 7 days
+//! # insecure_skip_revocation = true            # instead of collateral (test data)
+//! # require_report_fwid = false
+//! # insecure_now = 1690000000                  # judge certificates at this time
+//! # insecure_nonce = "<64 hex>"                # expect this GPU nonce, not the handshake's
 //! ```
 //!
 //! Nothing is admitted by default: a guest that no rule matches is rejected, a rule
 //! must name at least one model and one secret, and `platform = "none"` is refused
 //! unless the rule also says `insecure_no_tee = true`. Every secret a rule names must be
-//! defined. Unknown keys anywhere are errors.
+//! defined. Unknown keys anywhere are errors. A `gpu = "required"` rule needs a
+//! `[rule.nvidia]` table and no other rule may have one; its RIMs and collateral are
+//! read when the policy loads (restart the broker to take fresh revocation data).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,6 +61,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pqcc_core::wire::{MAX_GRANT_NAME_LEN, MAX_GRANTS, Platform};
+use pqcc_verify::nvidia::{self, GpuPolicy, RevocationPolicy, Rim};
 use pqcc_verify::tee::{Collateral, TeePlatform, TeePolicy, tdx::TdxCollateral};
 use serde::Deserialize;
 
@@ -150,7 +171,77 @@ pub struct Rule {
     /// For TDX and SEV-SNP rules: what the evidence must satisfy, and the collateral
     /// its verification needs.
     pub tee: Option<TeeRule>,
+    /// For `gpu = "required"` rules: how GPU evidence is verified.
+    pub nvidia: Option<NvidiaRule>,
 }
+
+/// A GPU rule's verification inputs (`[rule.nvidia]`).
+#[derive(Clone)]
+pub struct NvidiaRule {
+    /// Driver and VBIOS RIMs, read when the policy loads.
+    pub rims: Vec<Rim>,
+    /// Revocation and FWID handling.
+    pub policy: GpuPolicy,
+    /// The offline CRL/OCSP bundle (absent only with `insecure_skip_revocation`).
+    pub collateral: Option<nvidia::Collateral>,
+    /// Judge certificates at this Unix time instead of the broker's clock (recorded
+    /// test evidence whose certificates have expired). Insecure.
+    pub insecure_now: Option<u64>,
+    /// Expect this nonce in every GPU report instead of the handshake's GPU nonce
+    /// (recorded evidence with a fixed nonce). Insecure: it admits replayed reports.
+    pub insecure_nonce: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for NvidiaRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rims: Vec<String> = self
+            .rims
+            .iter()
+            .map(|r| format!("{} ({} B)", r.source, r.bytes.len()))
+            .collect();
+        f.debug_struct("NvidiaRule")
+            .field("rims", &rims)
+            .field("policy", &self.policy)
+            .field("collateral", &self.collateral.is_some())
+            .field("insecure_now", &self.insecure_now)
+            .field("insecure_nonce", &self.insecure_nonce.is_some())
+            .finish()
+    }
+}
+
+impl NvidiaRule {
+    /// The insecure settings this rule has, by name (empty for a production rule).
+    pub fn insecure_settings(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.policy.revocation == RevocationPolicy::InsecureSkip {
+            v.push("insecure_skip_revocation");
+        }
+        if self.insecure_now.is_some() {
+            v.push("insecure_now");
+        }
+        if self.insecure_nonce.is_some() {
+            v.push("insecure_nonce");
+        }
+        v
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNvidia {
+    rims: Vec<PathBuf>,
+    collateral: Option<PathBuf>,
+    revocation_max_age_s: Option<u64>,
+    #[serde(default)]
+    insecure_skip_revocation: bool,
+    #[serde(default)]
+    require_report_fwid: bool,
+    insecure_now: Option<u64>,
+    insecure_nonce: Option<String>,
+}
+
+/// Default `revocation_max_age_s` of a `[rule.nvidia]` table: 7 days.
+pub const DEFAULT_GPU_REVOCATION_MAX_AGE_S: u64 = 7 * 24 * 3600;
 
 /// A TEE rule's verification inputs.
 #[derive(Debug, Clone)]
@@ -191,6 +282,7 @@ struct RawRule {
     gpu: Option<String>,
     secrets: Vec<String>,
     tee: Option<TeePolicy>,
+    nvidia: Option<RawNvidia>,
     tdx_collateral: Option<PathBuf>,
     snp_vcek: Option<PathBuf>,
     snp_chain: Option<PathBuf>,
@@ -219,6 +311,74 @@ fn check_secret_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn nvidia_rule(n: &str, nv: RawNvidia, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<NvidiaRule> {
+    if nv.rims.is_empty() {
+        bail!("[rule.nvidia] rims is empty: no reference values to compare with");
+    }
+    let mut rims = Vec::with_capacity(nv.rims.len());
+    for p in &nv.rims {
+        let p = resolve(p);
+        let bytes = std::fs::read(&p).with_context(|| format!("RIM {}", p.display()))?;
+        rims.push(Rim {
+            source: p.display().to_string(),
+            bytes,
+        });
+    }
+    let (revocation, collateral) = match (nv.insecure_skip_revocation, nv.collateral) {
+        (true, None) => {
+            if nv.revocation_max_age_s.is_some() {
+                bail!("revocation_max_age_s has no meaning with insecure_skip_revocation");
+            }
+            (RevocationPolicy::InsecureSkip, None)
+        }
+        (true, Some(_)) => bail!("give collateral or insecure_skip_revocation, not both"),
+        (false, None) => bail!(
+            "[rule.nvidia] needs collateral (a CRL/OCSP bundle directory) or \
+             insecure_skip_revocation = true"
+        ),
+        (false, Some(dir)) => {
+            let dir = resolve(&dir);
+            if !dir.is_dir() {
+                bail!("collateral {}: not a directory", dir.display());
+            }
+            let c = nvidia::Collateral::load_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("collateral {}: {e}", dir.display()))?;
+            if c.is_empty() {
+                bail!(
+                    "collateral {}: holds no CRL or OCSP response",
+                    dir.display()
+                );
+            }
+            let age = nv
+                .revocation_max_age_s
+                .unwrap_or(DEFAULT_GPU_REVOCATION_MAX_AGE_S);
+            if age == 0 {
+                bail!("revocation_max_age_s must be at least 1");
+            }
+            (RevocationPolicy::Require { max_age_secs: age }, Some(c))
+        }
+    };
+    let insecure_nonce = nv
+        .insecure_nonce
+        .map(|h| {
+            hex::decode(&h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .with_context(|| format!("rule `{n}`: insecure_nonce must be 64 hex digits"))
+        })
+        .transpose()?;
+    Ok(NvidiaRule {
+        rims,
+        policy: GpuPolicy {
+            revocation,
+            require_report_fwid: nv.require_report_fwid,
+        },
+        collateral,
+        insecure_now: nv.insecure_now,
+        insecure_nonce,
+    })
 }
 
 impl Policy {
@@ -351,6 +511,25 @@ impl Policy {
                 Some("required") => GpuRequirement::Required,
                 Some(o) => bail!("rule `{n}`: gpu `{o}`: expected none or required"),
             };
+            let resolve = |p: &Path| {
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    base.join(p)
+                }
+            };
+            let nvidia = match (gpu, r.nvidia) {
+                (GpuRequirement::None, None) => None,
+                (GpuRequirement::None, Some(_)) => {
+                    bail!("rule `{n}`: a [rule.nvidia] table needs gpu = \"required\"")
+                }
+                (GpuRequirement::Required, None) => bail!(
+                    "rule `{n}`: gpu = \"required\" needs a [rule.nvidia] table (RIMs, revocation)"
+                ),
+                (GpuRequirement::Required, Some(nv)) => {
+                    Some(nvidia_rule(n, nv, &resolve).with_context(|| format!("rule `{n}`"))?)
+                }
+            };
             if r.secrets.is_empty() {
                 bail!("rule `{n}`: `secrets` is empty");
             }
@@ -372,6 +551,7 @@ impl Policy {
                 gpu,
                 secrets: r.secrets,
                 tee,
+                nvidia,
             });
         }
         Ok(Self {
@@ -438,6 +618,63 @@ mod tests {
         assert!(p.find(Platform::Tdx, "m", "1", &[1; 32]).is_none());
     }
 
+    fn set_a(name: &str) -> String {
+        format!(
+            "{}/../../shared/data/nvidia-gpu/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[test]
+    fn nvidia_rules() {
+        let rims = format!(
+            "rims = [\"{}\", \"{}\"]",
+            set_a("Driver_RIM_test_no_gpu.swidtag"),
+            set_a("1010_0200_882_96005E0001_test_no_gpu.swidtag")
+        );
+        let gpu = |extra: &str| {
+            rule(&format!(
+                "insecure_no_tee = true\ngpu = \"required\"\n[rule.nvidia]\n{rims}\n{extra}"
+            ))
+        };
+        let p = ok(&gpu("insecure_skip_revocation = true"));
+        let nv = p.rules[0].nvidia.as_ref().unwrap();
+        assert_eq!(nv.rims.len(), 2);
+        assert_eq!(nv.insecure_settings(), ["insecure_skip_revocation"]);
+        let p = ok(&gpu(&format!(
+            "insecure_skip_revocation = true\ninsecure_now = 1690000000\ninsecure_nonce = \"{}\"",
+            "ab".repeat(32)
+        )));
+        let nv = p.rules[0].nvidia.as_ref().unwrap();
+        assert_eq!(nv.insecure_nonce, Some([0xab; 32]));
+        assert_eq!(nv.insecure_now, Some(1_690_000_000));
+        assert_eq!(nv.insecure_settings().len(), 3);
+        assert!(err(&gpu("")).contains("needs collateral"));
+        assert!(
+            err(&gpu(
+                "insecure_skip_revocation = true\ninsecure_nonce = \"ab\""
+            ))
+            .contains("64 hex")
+        );
+        assert!(err(&gpu("collateral = \"/nonexistent/c\"")).contains("not a directory"));
+        let empty = std::env::temp_dir().join(format!("pqcc-empty-coll-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        assert!(
+            err(&gpu(&format!("collateral = \"{}\"", empty.display())))
+                .contains("holds no CRL or OCSP")
+        );
+        let _ = std::fs::remove_dir(&empty);
+        assert!(
+            err(&gpu(
+                "insecure_skip_revocation = true\nrevocation_max_age_s = 5"
+            ))
+            .contains("no meaning")
+        );
+        assert!(err(&gpu("insecure_skip_revocation = true\nbogus = 1")).contains("bogus"));
+        let missing = gpu("insecure_skip_revocation = true").replace("Driver_RIM", "No_RIM");
+        assert!(err(&missing).contains("No_RIM"));
+    }
+
     #[test]
     fn refusals() {
         assert!(err(&rule("")).contains("insecure_no_tee = true"));
@@ -454,6 +691,13 @@ mod tests {
         );
         assert!(err(&rule("insecure_no_tee = true").replace(H, "abcd")).contains("64 hex"));
         assert!(err(&rule("insecure_no_tee = true\ngpu = \"maybe\"")).contains("gpu"));
+        assert!(err(&rule("insecure_no_tee = true\ngpu = \"required\"")).contains("[rule.nvidia]"));
+        assert!(
+            err(&rule(
+                "insecure_no_tee = true\n[rule.nvidia]\nrims = [\"d.xml\"]\ninsecure_skip_revocation = true"
+            ))
+            .contains("needs gpu = \"required\"")
+        );
         assert!(
             err(&rule("insecure_no_tee = true").replace("file = \"k.bin\"", "generate = 8"))
                 .contains("16..=4096")

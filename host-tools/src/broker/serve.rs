@@ -21,9 +21,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use pqcc_core::bundle::{DONE, EvidenceBundle, READY};
+use pqcc_core::bundle::{DONE, EvidenceBundle, GpuEvidenceList, READY};
 use pqcc_core::channel::{Limits, MAX_CHUNK_LEN, Session};
-use pqcc_core::handshake::Responder;
+use pqcc_core::handshake::{BindingValue, Responder};
 use pqcc_core::hash;
 use pqcc_core::secret::ct_eq;
 use pqcc_core::sign::SigningKey;
@@ -31,11 +31,12 @@ use pqcc_core::wire::{
     ACCEPT_MAX_LEN, CHALLENGE_MAX_LEN, DType, FRAME_HEADER_MAX_LEN, Grant, HELLO_MAX_LEN, Platform,
     REJECT_MAX_LEN, RejectReason, TensorMetadata,
 };
+use pqcc_verify::nvidia::{GpuEvidence, GpuVerifier, Outcome as CheckOutcome};
 use pqcc_verify::tee::{TeeError, TeePlatform};
 use zeroize::Zeroizing;
 
 use super::io::{Conn, read_msg, write_msg};
-use super::policy::{GpuRequirement, MAX_SECRET_LEN, Policy, SecretSource};
+use super::policy::{GpuRequirement, MAX_SECRET_LEN, NvidiaRule, Policy, SecretSource};
 use crate::aead::AwsLcAesGcm;
 use crate::audit::{AuditLog, Decision, Record};
 use crate::rng::OsRng;
@@ -89,6 +90,7 @@ pub struct Broker {
     generate_lock: Mutex<()>,
     next_conn: AtomicU64,
     decision_times: Mutex<Vec<Duration>>,
+    gpu_verifier: Mutex<GpuVerifier>,
     /// Print one line per connection on stderr.
     pub verbose: bool,
 }
@@ -140,6 +142,7 @@ impl Broker {
             generate_lock: Mutex::new(()),
             next_conn: AtomicU64::new(1),
             decision_times: Mutex::new(Vec::new()),
+            gpu_verifier: Mutex::new(GpuVerifier::new()),
             verbose: false,
         })
     }
@@ -305,9 +308,9 @@ impl Broker {
         let decision = self.decide(
             verify.evidence().platform,
             verify.evidence().data.0,
-            verify.binding().0.as_slice(),
+            verify.binding(),
         );
-        let (rule_name, model, secrets) = match decision {
+        let (rule_name, model, gpu_note, secrets) = match decision {
             Ok(x) => x,
             Err(r) => {
                 return Some(self.finish_refusal(
@@ -356,7 +359,7 @@ impl Broker {
             }
         }
         let reason = format!(
-            "rule `{rule_name}` admits {model}: released {}",
+            "rule `{rule_name}` admits {model}{gpu_note}: released {}",
             names.join(", ")
         );
         // The record is durable before any secret leaves.
@@ -403,14 +406,16 @@ impl Broker {
         })
     }
 
-    /// Evidence, claims and policy → the matching rule, the model and its secrets.
+    /// Evidence, claims and policy → the matching rule, the model, what the GPU
+    /// check found (for the log) and the rule's secrets.
     #[allow(clippy::type_complexity)]
     fn decide(
         &self,
         platform: Platform,
         data: &[u8],
-        binding: &[u8],
-    ) -> Result<(String, String, Vec<(String, Zeroizing<Vec<u8>>)>), Refusal> {
+        binding_value: &BindingValue,
+    ) -> Result<(String, String, String, Vec<(String, Zeroizing<Vec<u8>>)>), Refusal> {
+        let binding = binding_value.0.as_slice();
         let bundle = EvidenceBundle::decode(data)
             .map_err(|e| refuse(RejectReason::Evidence, format!("evidence bundle: {e}")))?;
         if platform == Platform::InsecureNone && !ct_eq(bundle.tee.0, binding) {
@@ -471,21 +476,24 @@ impl Broker {
                 );
             }
         }
-        match (rule.gpu, bundle.gpu) {
-            (GpuRequirement::None, _) => {}
-            (GpuRequirement::Required, None) => {
+        let gpu_note = match (rule.gpu, bundle.gpu, &rule.nvidia) {
+            (GpuRequirement::None, _, _) => String::new(),
+            (GpuRequirement::Required, None, _) => {
                 return Err(refuse(
                     RejectReason::Policy,
                     format!("rule `{}` requires GPU evidence; none was sent", rule.name),
                 ));
             }
-            (GpuRequirement::Required, Some(_)) => {
+            (GpuRequirement::Required, Some(_), None) => {
                 return Err(refuse(
-                    RejectReason::Evidence,
-                    "no GPU evidence verifier in this build",
+                    RejectReason::Internal,
+                    format!("rule `{}` has no [rule.nvidia] table", rule.name),
                 ));
             }
-        }
+            (GpuRequirement::Required, Some(list), Some(nv)) => {
+                self.verify_gpus(nv, list.0, &binding_value.gpu_nonce())?
+            }
+        };
         let mut secrets = Vec::with_capacity(rule.secrets.len());
         for name in &rule.secrets {
             let bytes = self
@@ -493,7 +501,67 @@ impl Broker {
                 .map_err(|e| refuse(RejectReason::Internal, format!("secret `{name}`: {e:#}")))?;
             secrets.push((name.clone(), bytes));
         }
-        Ok((rule.name.clone(), model, secrets))
+        Ok((rule.name.clone(), model, gpu_note, secrets))
+    }
+
+    /// Verifies every GPU's evidence in a bundle's GPU list against the rule's
+    /// `[rule.nvidia]`, with the handshake's GPU nonce (`expected_nonce`). Returns a
+    /// note for the audit log, or a refusal naming the GPU and the failed checks.
+    fn verify_gpus(
+        &self,
+        nv: &NvidiaRule,
+        list: &[u8],
+        expected_nonce: &[u8; 32],
+    ) -> Result<String, Refusal> {
+        let list = GpuEvidenceList::decode(list)
+            .map_err(|e| refuse(RejectReason::Evidence, format!("GPU evidence list: {e}")))?;
+        let nonce = nv.insecure_nonce.as_ref().unwrap_or(expected_nonce);
+        let now = nv.insecure_now.unwrap_or_else(now_unix);
+        let mut versions = Vec::with_capacity(list.blobs.len());
+        for (i, blob) in list.blobs.iter().enumerate() {
+            let ev = GpuEvidence::from_blob(blob.0)
+                .map_err(|e| refuse(RejectReason::Evidence, format!("GPU {i} evidence: {e}")))?;
+            let report = self
+                .gpu_verifier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .verify(
+                    &ev,
+                    &nv.rims,
+                    &nv.policy,
+                    nonce,
+                    now,
+                    nv.collateral.as_ref(),
+                );
+            if !report.all_passed() {
+                let failed: Vec<String> = report
+                    .checks
+                    .iter()
+                    .filter(|c| c.outcome == CheckOutcome::Fail)
+                    .map(|c| format!("{} ({})", c.name, c.detail))
+                    .collect();
+                return Err(refuse(
+                    RejectReason::Evidence,
+                    format!("GPU {i} failed nvidia checks: {}", failed.join("; ")),
+                ));
+            }
+            versions.push(format!(
+                "driver {}, vbios {}",
+                report.driver_version.as_deref().unwrap_or("?"),
+                report.vbios_version.as_deref().unwrap_or("?")
+            ));
+        }
+        let insecure = nv.insecure_settings();
+        Ok(format!(
+            " with {} GPU(s) verified ({}){}",
+            versions.len(),
+            versions.join("; "),
+            if insecure.is_empty() {
+                String::new()
+            } else {
+                format!(" INSECURE: {}", insecure.join(", "))
+            }
+        ))
     }
 
     fn secret(&self, name: &str) -> Result<Zeroizing<Vec<u8>>> {
