@@ -177,6 +177,9 @@ pub fn build(opts: &Options) -> anyhow::Result<Image> {
         a.add_file(dst, data, exec)?;
     }
 
+    let packed: Vec<String> = a.paths().map(|p| format!("/{p}")).collect();
+    check_gpu_files(&config_text, &packed, &opts.files)?;
+
     let raw = a.to_bytes();
     let bytes = if opts.gzip {
         let mut gz = flate2::GzBuilder::new()
@@ -192,6 +195,113 @@ pub fn build(opts: &Options) -> anyhow::Result<Image> {
         paths: a.paths().map(|p| format!("/{p}")).collect(),
         warnings,
     })
+}
+
+/// When the config requires a GPU (`[gpu] required = true`), the files the gate opens
+/// must be in the image: the NVML helper, its ELF interpreter (it is dynamically
+/// linked), every RIM and, with `revocation = "require"`, something under the collateral
+/// folder. An image without them would only fail at boot (`FATAL gpu`); this refuses to
+/// build it, naming the missing path. `libnvidia-ml.so.1` and the helper's other shared
+/// libraries are not checked: the helper's error names them at boot
+/// (`docs/gpu-attestation.md`, "Packing the gate").
+fn check_gpu_files(
+    config_text: &str,
+    packed: &[String],
+    files: &[(PathBuf, String)],
+) -> anyhow::Result<()> {
+    // A config that does not parse is pqcc-init's to refuse, with its own message.
+    let Ok(table) = config_text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let Some(gpu) = table.get("gpu").and_then(|g| g.as_table()) else {
+        return Ok(());
+    };
+    if gpu.get("required").and_then(toml::Value::as_bool) != Some(true) {
+        return Ok(());
+    }
+    let has = |p: &str| packed.iter().any(|q| q == p);
+    let missing = |what: &str, p: &str| {
+        anyhow::anyhow!(
+            "the config requires a GPU, but the image has no {what} {p}: pack it with --file SRC:{p}"
+        )
+    };
+    if let Some(helper) = gpu.get("helper").and_then(toml::Value::as_str) {
+        if !has(helper) {
+            return Err(missing("NVML helper", helper));
+        }
+        if let Some((src, _)) = files.iter().find(|(_, dst)| dst == helper) {
+            let (bytes, _) = cpio::read_source(src)?;
+            match elf_interpreter(&bytes) {
+                Ok(Some(interp)) if !has(&interp) => {
+                    return Err(missing(
+                        &format!("dynamic loader of {helper} (its PT_INTERP)"),
+                        &interp,
+                    ));
+                }
+                Ok(_) => {}
+                Err(why) => bail!("{}: the NVML helper is {why}", src.display()),
+            }
+        }
+    }
+    for rim in gpu
+        .get("rims")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_str)
+    {
+        if !has(rim) {
+            return Err(missing("RIM", rim));
+        }
+    }
+    if let Some(dir) = gpu.get("collateral").and_then(toml::Value::as_str) {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        if !packed.iter().any(|p| p.starts_with(&prefix)) {
+            return Err(missing("revocation collateral under", dir));
+        }
+    }
+    Ok(())
+}
+
+/// The program interpreter (`PT_INTERP`) of a 64-bit little-endian ELF file, `None`
+/// for a static one; `Err` names what is wrong with a file that is not such an ELF.
+fn elf_interpreter(b: &[u8]) -> Result<Option<String>, &'static str> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+    };
+    let u64_at = |o: usize| -> Option<usize> {
+        usize::try_from(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)).ok()
+    };
+    if b.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return Err("not a 64-bit little-endian ELF file");
+    }
+    let bad = "a malformed ELF file";
+    let phoff = u64_at(0x20).ok_or(bad)?;
+    let phentsize = usize::from(u16_at(0x36).ok_or(bad)?);
+    let phnum = usize::from(u16_at(0x38).ok_or(bad)?);
+    if phentsize < 0x38 {
+        return Err(bad);
+    }
+    for i in 0..phnum {
+        let ph = phentsize
+            .checked_mul(i)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or(bad)?;
+        if u32_at(ph).ok_or(bad)? != PT_INTERP {
+            continue;
+        }
+        let off = u64_at(ph + 0x08).ok_or(bad)?;
+        let len = u64_at(ph + 0x20).ok_or(bad)?;
+        let raw = b.get(off..off.checked_add(len).ok_or(bad)?).ok_or(bad)?;
+        let path = raw.strip_suffix(&[0]).unwrap_or(raw);
+        let path = std::str::from_utf8(path).map_err(|_| bad)?;
+        return Ok(Some(path.to_owned()));
+    }
+    Ok(None)
 }
 
 /// Writes `bytes` to `out` through a temporary file and a rename.
@@ -215,6 +325,65 @@ mod tests {
         assert_eq!(d, "/x/y");
         assert!(split_src_dst("a/b").is_err());
         assert!(split_src_dst(":/x").is_err());
+    }
+
+    #[test]
+    fn elf_interpreter_of_real_binaries() {
+        // This test binary is dynamically linked by cargo's default (no crt-static).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let interp = elf_interpreter(&me).unwrap();
+        assert!(
+            interp.as_deref().is_some_and(|p| p.starts_with('/') && p.contains("ld-")),
+            "{interp:?}"
+        );
+        assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
+        // Cut anywhere: an error or an answer, never a panic.
+        for n in (0..me.len().min(8192)).step_by(7) {
+            let _ = elf_interpreter(&me[..n]);
+        }
+    }
+
+    #[test]
+    fn gpu_config_needs_its_files_packed() {
+        let dir = std::env::temp_dir().join(format!("pqcc-gpu-pack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let helper = dir.join("helper");
+        std::fs::copy(std::env::current_exe().unwrap(), &helper).unwrap();
+        let interp = elf_interpreter(&std::fs::read(&helper).unwrap())
+            .unwrap()
+            .unwrap();
+        let config = r#"
+[gpu]
+required = true
+helper = "/bin/pqcc-nvml-helper"
+rims = ["/etc/pqcc/gpu/driver.swidtag"]
+"#;
+        let files = vec![(helper.clone(), "/bin/pqcc-nvml-helper".to_owned())];
+        let all = |extra: &[&str]| -> Vec<String> {
+            let mut v = vec!["/bin/pqcc-nvml-helper".to_owned()];
+            v.extend(extra.iter().map(|s| (*s).to_owned()));
+            v
+        };
+        let e = check_gpu_files(config, &[], &files).unwrap_err().to_string();
+        assert!(e.contains("no NVML helper /bin/pqcc-nvml-helper"), "{e}");
+        let e = check_gpu_files(config, &all(&[]), &files)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dynamic loader") && e.contains(&interp), "{e}");
+        let e = check_gpu_files(config, &all(&[&interp]), &files)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no RIM /etc/pqcc/gpu/driver.swidtag"), "{e}");
+        check_gpu_files(
+            config,
+            &all(&[&interp, "/etc/pqcc/gpu/driver.swidtag"]),
+            &files,
+        )
+        .unwrap();
+        // No GPU required, or no [gpu]: nothing to check.
+        check_gpu_files("[gpu]\nrequired = false\n", &[], &[]).unwrap();
+        check_gpu_files("", &[], &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
