@@ -239,7 +239,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let i = usize::try_from(x % 0x200).unwrap();
-            b[i] = (x >> 40) as u8;
+            b[i] = x.to_le_bytes()[5];
             let _ = authenticode_sha384(&b);
         }
     }

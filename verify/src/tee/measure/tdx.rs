@@ -101,7 +101,7 @@ pub fn tdvf_sections(ovmf: &[u8]) -> Result<Vec<TdvfSection>, MeasureError> {
             kind: field(24)?,
             attributes: field(28)?,
         };
-        if s.gpa % PAGE as u64 != 0 || s.mem_size % PAGE as u64 != 0 {
+        if !s.gpa.is_multiple_of(PAGE as u64) || !s.mem_size.is_multiple_of(PAGE as u64) {
             return Err(bad("TDVF section not page aligned"));
         }
         if s.gpa.checked_add(s.mem_size).is_none() {
