@@ -429,6 +429,7 @@ fn image_measure_snp_and_tdx() {
 
 /// A minimal TDVF image (32 KiB): one MR_EXTEND BFV section and one TD_HOB section,
 /// the "TDVF" block, and the footer GUID table's TDX metadata entry.
+#[allow(clippy::cast_possible_truncation)] // fixture bytes
 fn synthetic_tdvf() -> Vec<u8> {
     let guid = |s: &str| {
         let b = hex::decode(s.replace('-', "")).unwrap();
@@ -466,6 +467,7 @@ fn synthetic_tdvf() -> Vec<u8> {
 
 /// A bzImage stand-in: Linux setup header (protocol 2.15, loaded high) in a PE32+
 /// image with one section.
+#[allow(clippy::cast_possible_truncation)] // fixture bytes
 fn fake_bzimage() -> Vec<u8> {
     let mut k = vec![0u8; 0x3000];
     k[..2].copy_from_slice(b"MZ");
