@@ -458,6 +458,15 @@ fn measure_tdx(a: &MeasureArgs, ovmf: &[u8]) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| read(p, "--initrd"))
         .transpose()?;
+    if let Some(v) = kernel.as_deref().and_then(measure::tdx::bzimage_version)
+        && measure::tdx::predates_cc_stub(v)
+    {
+        eprintln!(
+            "pqcc: note: kernel {v:?} predates Linux 6.9, whose EFI stub measures the \
+             command line and initrd into RTMR2; unless that was backported, a real TD \
+             shows RTMR2 all zero"
+        );
+    }
     let events = match &kernel {
         Some(k) => Some(measure::tdx_boot_events(&measure::TdxDirectBoot {
             kernel: k,

@@ -438,6 +438,12 @@ fn rtmrs_replay_the_documented_events() {
         }),
         Err(MeasureError::Kernel(_))
     ));
+    assert!(measure::tdx::predates_cc_stub(
+        "6.1.0-41-amd64 (debian-kernel@lists.debian.org)"
+    ));
+    assert!(!measure::tdx::predates_cc_stub("6.12.9 #1 SMP"));
+    assert!(!measure::tdx::predates_cc_stub("7.0.1"));
+    assert_eq!(measure::tdx::bzimage_version(&k), None, "no version string");
     let names: Vec<&str> = ev.iter().map(CcEvent::event_type_name).collect();
     assert_eq!(
         names,
@@ -576,6 +582,9 @@ fn real_kernel_authenticode_matches_lief() {
     };
     let k = std::fs::read(&path).unwrap();
     let ours = hex::encode(authenticode_sha384(&k).unwrap());
+    let version = measure::tdx::bzimage_version(&k).expect("version string");
+    println!("kernel version {version}");
+    assert!(version.chars().next().is_some_and(|c| c.is_ascii_digit()));
     // Same for the QEMU-patched kernel, which is what OVMF measures.
     let patched =
         measure::tdx::qemu_patched_kernel(&k, Some(1 << 20), Some("console=ttyS0"), 16 << 30)

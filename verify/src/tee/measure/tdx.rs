@@ -444,3 +444,31 @@ pub fn replay_rtmr(events: &[CcEvent], index: u8) -> [u8; 48] {
             h.finalize().into()
         })
 }
+
+/// The version string a bzImage carries (setup header `kernel_version`, e.g.
+/// `"6.1.0-41-amd64 (…) #1 SMP …"`), when present and printable.
+pub fn bzimage_version(kernel: &[u8]) -> Option<&str> {
+    if kernel.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return None;
+    }
+    let ptr = kernel.get(0x20e..0x210)?;
+    let at = usize::from(u16::from_le_bytes([ptr[0], ptr[1]])).checked_add(0x200)?;
+    let tail = kernel.get(at..)?;
+    let s = &tail[..tail.iter().position(|&b| b == 0)?.min(256)];
+    std::str::from_utf8(s)
+        .ok()
+        .filter(|v| !v.is_empty() && v.chars().all(|c| !c.is_control()))
+}
+
+/// Whether a kernel version string names Linux older than 6.9, whose EFI stub does not
+/// measure the command line and initrd into the CC protocol (RTMR2 then stays zero).
+pub fn predates_cc_stub(version: &str) -> bool {
+    let mut it = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<u32>);
+    match (it.next(), it.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < (6, 9),
+        _ => false,
+    }
+}
