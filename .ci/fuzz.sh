@@ -29,10 +29,11 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t ok ($runs in ${SECONDS_EACH}s)"
 done
 
-# pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs).
+# pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs,
+# and the launch-measurement parsers: OVMF metadata, PE images, kernel headers).
 cd "$ROOT/verify/fuzz"
 cargo fuzz build -O --sanitizer none >/dev/null 2>&1 || cargo fuzz build -O --sanitizer none
-for t in gpu_evidence; do
+for t in gpu_evidence launch_measure; do
     mkdir -p "corpus/$t"
     out=$(cargo fuzz run -O --sanitizer none "$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 2>&1) || {
