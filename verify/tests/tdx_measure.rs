@@ -523,6 +523,7 @@ fn mrtd_of_debian_ovmf_matches_the_second_model() {
     println!("  MRTD per-section {}", hex::encode(per_section));
     if sha == DEBIAN_OVMF_SHA256 {
         assert_eq!(hex::encode(per_page), DEBIAN_MRTD_PER_PAGE);
+        assert_eq!(hex::encode(per_section), DEBIAN_MRTD_PER_SECTION);
     }
     // OVMF_CODE.fd alone is not a TDVF image: its metadata describes the combined image.
     let code = repo().join("target/ovmf/usr/share/OVMF/OVMF_CODE.fd");
@@ -534,6 +535,7 @@ fn mrtd_of_debian_ovmf_matches_the_second_model() {
     }
 }
 
+const DEBIAN_MRTD_PER_SECTION: &str = "acccbcc870a381adab0d3919d90a7f268ac3b0364771f202ed4bb4e892d045b33db3b32e6924cba830a724eed443f7e1";
 const DEBIAN_MRTD_PER_PAGE: &str = "4c7206f0f483c524f12c366c711e9049030a8d47c471ee5aa9c4999a08de4057fb887fed0744d5631a212967fb231c47";
 
 /// A kernel with an EFI stub: `PQCC_TEST_KERNEL`, else the Debian kernel
