@@ -38,8 +38,9 @@ run_targets() {
 run_targets "$ROOT/core-nostd/fuzz" decode_message frame_header open_frame handshake_response \
     statement_envelope statement_body policy_check evidence_bundle
 
-# pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs).
-run_targets "$ROOT/verify/fuzz" gpu_evidence
+# pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs,
+# and the launch-measurement parsers: OVMF metadata, PE images, kernel headers).
+run_targets "$ROOT/verify/fuzz" gpu_evidence launch_measure
 
 # The host tools. Real key files seed the key-file corpus (random bytes almost never
 # carry a valid header), made with the pqcc binary the test run built.

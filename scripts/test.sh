@@ -74,6 +74,18 @@ if [ -e "$NVRTC_DIR/libnvrtc.so.13" ]; then
     export LD_LIBRARY_PATH="$PWD/$NVRTC_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
+# The TDX measurement tests (verify/tests/tdx_measure.rs) compare the Authenticode hash
+# of a real kernel with LIEF (PyPI `lief`), installed once into target/pyref, and use the
+# Debian kernel the boot tests use (fetched here first so both find it). Debian's
+# OVMF.fd they fetch themselves. Without network each check prints why it skipped.
+step "lief and the guest kernel for the TDX measurement tests"
+if [ ! -d target/pyref/lief ]; then
+    python3 -m pip install -q --target target/pyref lief >/dev/null 2>&1 \
+        || echo "note: could not install lief; the Authenticode cross-check will skip" >&2
+fi
+scripts/guest-kernel.sh >/dev/null \
+    || echo "note: no guest kernel; the real-kernel checks will skip" >&2
+
 step "cargo test (workspace)"
 mkdir -p target
 if ! cargo test --workspace -- --nocapture >target/test.log 2>&1; then

@@ -308,9 +308,20 @@ pub enum ProfileArg {
     /// SEV-SNP launch digest (MEASUREMENT).
     #[value(name = "snp")]
     Snp,
-    /// TDX MRTD.
+    /// TDX MRTD, and RTMR1/RTMR2 with `--kernel`.
     #[value(name = "tdx")]
     Tdx,
+}
+
+/// TDX: the order of page adds and extends when KVM builds the TD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PageOrderArg {
+    /// Add and extend page by page (upstream Linux KVM 6.16+).
+    #[value(name = "per-page")]
+    PerPage,
+    /// Add a whole section, then extend it (older KVM TDX trees).
+    #[value(name = "per-section")]
+    PerSection,
 }
 
 /// `pqcc image measure`: expected launch measurements of a direct kernel boot.
@@ -340,6 +351,14 @@ pub struct MeasureArgs {
     /// SEV features of the VMSA (hex; QEMU's default 0x1 = SNP active).
     #[arg(long, value_name = "HEX", default_value = "0x1")]
     pub sev_features: String,
+    /// TDX: guest memory as given to QEMU's `-m` (MiB, or with a K/M/G/T suffix); it
+    /// decides where QEMU puts the initrd, which QEMU writes into the kernel header
+    /// (RTMR1). The `tdx` launch profile's default is 16G.
+    #[arg(long, value_name = "SIZE", default_value = "16G")]
+    pub memory: String,
+    /// TDX: page add/extend order of the host's KVM (MRTD).
+    #[arg(long, value_enum, value_name = "ORDER", default_value = "per-page")]
+    pub tdx_page_order: PageOrderArg,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -390,19 +409,114 @@ pub fn run_measure(a: &MeasureArgs) -> anyhow::Result<()> {
                 println!("measurement: {}", hex::encode(d));
             }
         }
-        ProfileArg::Tdx => {
-            if a.kernel.is_some() {
-                eprintln!(
-                    "pqcc: note: RTMR1/RTMR2 (kernel, initrd, command line) are not predicted; \
-                     only MRTD is"
-                );
-            }
-            let m = measure::tdx_mrtd(&ovmf)?;
-            if a.json {
-                println!("{}", json!({ "profile": "tdx", "mrtd": hex::encode(m) }));
-            } else {
-                println!("mrtd: {}", hex::encode(m));
-            }
+        ProfileArg::Tdx => measure_tdx(a, &ovmf)?,
+    }
+    Ok(())
+}
+
+/// Parses a QEMU `-m` size: MiB, or a number with a K, M, G or T suffix.
+pub fn parse_memory(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => anyhow::bail!("--memory {s:?}: unknown size suffix {c:?}"),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 20),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--memory {s:?}: not a size"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| anyhow::anyhow!("--memory {s:?}: out of range"))
+}
+
+/// `pqcc image measure --profile tdx`: MRTD, and with a kernel the RTMR1/RTMR2 events
+/// and their replay.
+fn measure_tdx(a: &MeasureArgs, ovmf: &[u8]) -> anyhow::Result<()> {
+    use pqcc_verify::tee::measure::{self, TdxPageOrder};
+    let order = match a.tdx_page_order {
+        PageOrderArg::PerPage => TdxPageOrder::PerPage,
+        PageOrderArg::PerSection => TdxPageOrder::PerSection,
+    };
+    let mrtd = measure::tdx_mrtd_with(ovmf, order)?;
+    let memory = parse_memory(&a.memory)?;
+    let kernel = a
+        .kernel
+        .as_deref()
+        .map(|p| read(p, "--kernel"))
+        .transpose()?;
+    let initrd = a
+        .initrd
+        .as_deref()
+        .map(|p| read(p, "--initrd"))
+        .transpose()?;
+    if let Some(v) = kernel.as_deref().and_then(measure::tdx::bzimage_version)
+        && measure::tdx::predates_cc_stub(v)
+    {
+        eprintln!(
+            "pqcc: note: kernel {v:?} predates Linux 6.9, whose EFI stub measures the \
+             command line and initrd into RTMR2; unless that was backported, a real TD \
+             shows RTMR2 all zero"
+        );
+    }
+    let events = match &kernel {
+        Some(k) => Some(measure::tdx_boot_events(&measure::TdxDirectBoot {
+            kernel: k,
+            initrd: initrd.as_deref(),
+            cmdline: a.cmdline.as_deref(),
+            memory,
+        })?),
+        None => None,
+    };
+    let rtmr = |i| events.as_deref().map(|e| measure::replay_rtmr(e, i));
+    let (rtmr1, rtmr2) = (rtmr(1), rtmr(2));
+    if a.json {
+        let evs: Vec<Value> = events
+            .iter()
+            .flatten()
+            .map(|e| {
+                json!({
+                    "rtmr": e.rtmr,
+                    "cc_mr_index": e.rtmr + 1,
+                    "event_type": e.event_type_name(),
+                    "event_type_id": e.event_type,
+                    "digest": hex::encode(e.digest),
+                    "what": e.description,
+                })
+            })
+            .collect();
+        let out = json!({
+            "profile": "tdx",
+            "mrtd": hex::encode(mrtd),
+            "rtmr0": Value::Null,
+            "rtmr1": rtmr1.map(hex::encode),
+            "rtmr2": rtmr2.map(hex::encode),
+            "memory": memory,
+            "tdx_page_order": match order {
+                TdxPageOrder::PerPage => "per-page",
+                TdxPageOrder::PerSection => "per-section",
+            },
+            "events": evs,
+            "not_predicted": "rtmr0 (TD HOB, OVMF variables, ACPI tables: VMM configuration) and rtmr3 (runtime)",
+        });
+        println!("{out}");
+    } else {
+        println!("mrtd: {}", hex::encode(mrtd));
+        if let (Some(r1), Some(r2)) = (rtmr1, rtmr2) {
+            println!("rtmr1: {}", hex::encode(r1));
+            println!("rtmr2: {}", hex::encode(r2));
+        } else {
+            eprintln!(
+                "pqcc: note: RTMR1/RTMR2 need --kernel (and the --initrd/--cmdline of the boot)"
+            );
         }
     }
     Ok(())

@@ -426,3 +426,201 @@ fn image_measure_snp_and_tdx() {
     );
     assert!(err.contains("no SEV metadata"), "{err}");
 }
+
+/// A minimal TDVF image (32 KiB): one MR_EXTEND BFV section and one TD_HOB section,
+/// the "TDVF" block, and the footer GUID table's TDX metadata entry.
+#[allow(clippy::cast_possible_truncation)] // fixture bytes
+fn synthetic_tdvf() -> Vec<u8> {
+    let guid = |s: &str| {
+        let b = hex::decode(s.replace('-', "")).unwrap();
+        let mut g = vec![b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]];
+        g.extend_from_slice(&b[8..]);
+        g
+    };
+    let len = 8 * 4096;
+    let mut img: Vec<u8> = (0..len).map(|i| (i % 249) as u8).collect();
+    let base = (1u64 << 32) - len as u64;
+    let mut meta = b"TDVF".to_vec();
+    for v in [80u32, 1, 2] {
+        meta.extend_from_slice(&v.to_le_bytes());
+    }
+    for (off, raw, gpa, mem, kind, attr) in [
+        (0x4000u32, 0x4000u32, base + 0x4000, 0x4000u64, 0u32, 1u32),
+        (0, 0, 0x80_9000, 0x2000, 2, 0),
+    ] {
+        meta.extend_from_slice(&off.to_le_bytes());
+        meta.extend_from_slice(&raw.to_le_bytes());
+        meta.extend_from_slice(&gpa.to_le_bytes());
+        meta.extend_from_slice(&mem.to_le_bytes());
+        meta.extend_from_slice(&kind.to_le_bytes());
+        meta.extend_from_slice(&attr.to_le_bytes());
+    }
+    img[0x1000..0x1000 + meta.len()].copy_from_slice(&meta);
+    let mut table = ((len - 0x1000) as u32).to_le_bytes().to_vec();
+    table.extend_from_slice(&22u16.to_le_bytes());
+    table.extend(guid("e47a6535-984a-4798-865e-4685a7bf8ec2"));
+    table.extend_from_slice(&40u16.to_le_bytes());
+    table.extend(guid("96b582de-1fb2-45f7-baea-a366c55a082d"));
+    img[len - 32 - table.len()..len - 32].copy_from_slice(&table);
+    img
+}
+
+/// A bzImage stand-in: Linux setup header (protocol 2.15, loaded high) in a PE32+
+/// image with one section.
+#[allow(clippy::cast_possible_truncation)] // fixture bytes
+fn fake_bzimage() -> Vec<u8> {
+    let mut k = vec![0u8; 0x3000];
+    k[..2].copy_from_slice(b"MZ");
+    k[0x3c] = 0x80;
+    k[0x80..0x84].copy_from_slice(b"PE\0\0");
+    k[0x86] = 1; // one section
+    k[0x94] = 160; // SizeOfOptionalHeader
+    k[0x98..0x9a].copy_from_slice(&0x20bu16.to_le_bytes());
+    k[0x98 + 60..0x98 + 64].copy_from_slice(&0x1000u32.to_le_bytes());
+    k[0x98 + 108] = 6; // NumberOfRvaAndSizes
+    let sec = 0x98 + 160;
+    k[sec + 16..sec + 20].copy_from_slice(&0x2000u32.to_le_bytes());
+    k[sec + 20..sec + 24].copy_from_slice(&0x1000u32.to_le_bytes());
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    k[0x211] = 1;
+    k[0x236] = 0x7f;
+    for (i, b) in k[0x1000..].iter_mut().enumerate() {
+        *b = (i % 241) as u8;
+    }
+    k
+}
+
+#[test]
+fn image_measure_tdx_predicts_mrtd_and_rtmrs() {
+    use pqcc_verify::tee::measure;
+    let d = TempDir::new("measure-tdx");
+    let fw = synthetic_tdvf();
+    let kernel = fake_bzimage();
+    let initrd: Vec<u8> = (0..20_000u32).map(|i| (i % 199) as u8).collect();
+    let (ovmf, k, i) = (
+        d.file("tdvf.fd", &fw),
+        d.file("bzImage", &kernel),
+        d.file("initrd", &initrd),
+    );
+    let cmdline = "console=ttyS0 quiet panic=-1";
+    let run = |extra: &[&str], code: i32| {
+        let mut a = vec![
+            "image",
+            "measure",
+            "--profile",
+            "tdx",
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            &k,
+            "--initrd",
+            &i,
+            "--cmdline",
+            cmdline,
+        ];
+        a.extend_from_slice(extra);
+        expect(&pqcc(&a), code)
+    };
+    let (out, _) = run(&["--json"], 0);
+    let v = json(&out);
+    let events = measure::tdx_boot_events(&measure::TdxDirectBoot {
+        kernel: &kernel,
+        initrd: Some(&initrd),
+        cmdline: Some(cmdline),
+        memory: 16 << 30,
+    })
+    .unwrap();
+    assert_eq!(v["mrtd"], hex::encode(measure::tdx_mrtd(&fw).unwrap()));
+    assert_eq!(v["rtmr1"], hex::encode(measure::replay_rtmr(&events, 1)));
+    assert_eq!(v["rtmr2"], hex::encode(measure::replay_rtmr(&events, 2)));
+    assert_eq!(v["rtmr0"], Value::Null);
+    assert_eq!(v["memory"], 16u64 << 30);
+    let evs = v["events"].as_array().unwrap();
+    assert_eq!(evs.len(), 7);
+    assert_eq!(evs[0]["event_type"], "EV_EFI_BOOT_SERVICES_APPLICATION");
+    assert_eq!(evs[0]["cc_mr_index"], 2);
+    assert_eq!(evs[3]["rtmr"], 2);
+    // The printed events replay to the printed registers.
+    let replay = |idx: u64| {
+        use sha2::Digest;
+        evs.iter()
+            .filter(|e| e["rtmr"] == idx)
+            .fold(vec![0u8; 48], |acc, e| {
+                let d = hex::decode(e["digest"].as_str().unwrap()).unwrap();
+                sha2::Sha384::digest([acc, d].concat()).to_vec()
+            })
+    };
+    assert_eq!(v["rtmr1"], hex::encode(replay(1)));
+    assert_eq!(v["rtmr2"], hex::encode(replay(2)));
+
+    // Text output: one line per register.
+    let (text, _) = run(&[], 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], format!("mrtd: {}", v["mrtd"].as_str().unwrap()));
+    assert!(lines[1].starts_with("rtmr1: ") && lines[2].starts_with("rtmr2: "));
+
+    // Memory below 2.75 GiB moves the initrd (RTMR1), the page order changes MRTD.
+    let v2 = json(
+        &run(
+            &[
+                "--json",
+                "--memory",
+                "1024",
+                "--tdx-page-order",
+                "per-section",
+            ],
+            0,
+        )
+        .0,
+    );
+    assert_ne!(v2["rtmr1"], v["rtmr1"]);
+    assert_eq!(v2["rtmr2"], v["rtmr2"]);
+    assert_eq!(v2["memory"], 1u64 << 30);
+    assert_eq!(
+        v2["mrtd"],
+        hex::encode(measure::tdx_mrtd_with(&fw, measure::TdxPageOrder::PerSection).unwrap())
+    );
+    // Without a kernel: MRTD only.
+    let (out, err) = expect(
+        &pqcc(&["image", "measure", "--profile", "tdx", "--ovmf", &ovmf]),
+        0,
+    );
+    assert_eq!(out.trim(), format!("mrtd: {}", v["mrtd"].as_str().unwrap()));
+    assert!(err.contains("need --kernel"), "{err}");
+
+    // Usage errors exit 2 with the reason.
+    let (_, err) = run(&["--memory", "12Q"], 2);
+    assert!(err.contains("--memory"), "{err}");
+    let (_, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "tdx",
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            &ovmf,
+        ]),
+        2,
+    );
+    assert!(err.contains("kernel image"), "{err}");
+    let (_, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "tdx",
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            &k,
+            "--cmdline",
+            "vga=791",
+        ]),
+        2,
+    );
+    assert!(err.contains("vga="), "{err}");
+}

@@ -228,6 +228,21 @@ fn policy_is_applied() {
         panic!()
     };
     let r1 = hex::encode(rtmr[1]);
+    let r2 = hex::encode(rtmr[2]);
+
+    // What `pqcc image measure --profile tdx` prints: MRTD, RTMR1 and RTMR2 pinned.
+    let p = with(&format!(
+        "platform = \"tdx\"\n[[tdx.measurements]]\nmrtd = \"{MRTD}\"\nrtmr1 = \"{r1}\"\nrtmr2 = \"{r2}\"\n"
+    ));
+    check(&q, &p, &coll, &rd, NOW).expect("matching MRTD, RTMR1 and RTMR2");
+    let p = with(&format!(
+        "platform = \"tdx\"\n[[tdx.measurements]]\nmrtd = \"{MRTD}\"\nrtmr1 = \"{r1}\"\nrtmr2 = \"{}\"\n",
+        "11".repeat(48)
+    ));
+    assert_eq!(
+        check(&q, &p, &coll, &rd, NOW).unwrap_err(),
+        TeeError::MeasurementNotAllowed("RTMR2")
+    );
 
     let p = with(&format!(
         "platform = \"tdx\"\n[[tdx.measurements]]\nmrtd = \"{MRTD}\"\nrtmr1 = \"{r1}\"\n"

@@ -604,6 +604,29 @@ mod tests {
         )
     }
 
+    /// A TDX rule pins the values `pqcc image measure --profile tdx` predicts.
+    #[test]
+    fn tdx_rule_pins_mrtd_rtmr1_rtmr2() {
+        let coll = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/tdx/tdx_quote_collateral.json");
+        let (m, r1, r2) = ("aa".repeat(48), "bb".repeat(48), "cc".repeat(48));
+        let text = format!(
+            "[secrets.k]\nfile = \"k.bin\"\n[[rule]]\nname = \"r\"\nplatform = \"tdx\"\n\
+             models = [\"m@1:{H}\"]\nsecrets = [\"k\"]\ntdx_collateral = \"{}\"\n\
+             [rule.tee]\nplatform = \"tdx\"\n[[rule.tee.tdx.measurements]]\n\
+             mrtd = \"{m}\"\nrtmr1 = \"{r1}\"\nrtmr2 = \"{r2}\"\n",
+            coll.display()
+        );
+        let p = ok(&text);
+        let tee = p.rules[0].tee.as_ref().unwrap();
+        let want = &tee.policy.tdx.measurements[0];
+        assert_eq!(want.mrtd, m);
+        assert_eq!(want.rtmr1.as_deref(), Some(r1.as_str()));
+        assert_eq!(want.rtmr2.as_deref(), Some(r2.as_str()));
+        assert!(want.rtmr0.is_none(), "RTMR0 left out is not checked");
+        assert!(err(&text.replace("rtmr2", "rtmr9")).contains("rtmr9"));
+    }
+
     #[test]
     fn parses_and_finds() {
         let p = ok(&rule("insecure_no_tee = true"));

@@ -13,7 +13,7 @@ pub enum ImageCommand {
     /// and SHA-384.
     Build(BuildArgs),
     /// Predict launch measurements of a direct kernel boot: SEV-SNP MEASUREMENT (OVMF,
-    /// kernel-hashes table, VMSAs) or TDX MRTD (`docs/evidence.md`).
+    /// kernel-hashes table, VMSAs) or TDX MRTD, RTMR1 and RTMR2 (`docs/evidence.md`).
     Measure(crate::evidence_cli::MeasureArgs),
 }
 

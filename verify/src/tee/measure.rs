@@ -20,12 +20,19 @@
 //! features, and the VMM (QEMU's initial register state is assumed). GPU BAR sizes and
 //! other devices do not enter it.
 //!
-//! **TDX** ([`tdx_mrtd`]): MRTD from the TDVF metadata of the same OVMF image: for
-//! every page of every section not marked PAGE_AUG, `TDH.MEM.PAGE.ADD` hashes
-//! `"MEM.PAGE.ADD"` and the GPA; sections marked MR_EXTEND then hash, per 256-byte
-//! chunk, `"MR.EXTEND"`, the GPA and the chunk (TDX module spec, "TD Measurement").
-//! RTMR1/RTMR2 (kernel and command line, extended by the firmware from its event log)
-//! are not predicted here.
+//! **TDX** ([`tdx_mrtd`], [`tdx_boot_events`], [`replay_rtmr`]): MRTD from the TDVF
+//! metadata of the same OVMF image, RTMR1/RTMR2 from the events OVMF and the Linux EFI
+//! stub log for a direct kernel boot (module [`tdx`]). RTMR0 (TD HOB, OVMF variables,
+//! ACPI tables, boot variables) depends on the VMM's configuration and is not predicted.
+
+mod authenticode;
+pub mod tdx;
+
+pub use authenticode::authenticode_sha384;
+pub use tdx::{
+    CcEvent, TdvfSection, TdxDirectBoot, TdxPageOrder, replay_rtmr, tdvf_sections, tdx_boot_events,
+    tdx_mrtd, tdx_mrtd_with,
+};
 
 use std::fmt;
 
@@ -50,6 +57,10 @@ pub enum MeasureError {
     UnknownVcpuType(String),
     /// The vCPU count is zero.
     NoVcpus,
+    /// The kernel image is malformed or not a bzImage with an EFI stub (what is wrong).
+    Kernel(&'static str),
+    /// A boot configuration whose measurement is not predicted (which).
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for MeasureError {
@@ -73,6 +84,8 @@ impl fmt::Display for MeasureError {
             MeasureError::NoTdxMetadata => write!(f, "firmware has no TDX (TDVF) metadata"),
             MeasureError::UnknownVcpuType(t) => write!(f, "unknown vCPU type {t:?}"),
             MeasureError::NoVcpus => write!(f, "at least one vCPU is needed"),
+            MeasureError::Kernel(w) => write!(f, "kernel image: {w}"),
+            MeasureError::Unsupported(w) => write!(f, "not predicted: {w}"),
         }
     }
 }
@@ -449,73 +462,4 @@ pub fn snp_launch_digest(l: &SnpLaunch<'_>) -> Result<[u8; 48], MeasureError> {
         }
     }
     Ok(ld.0)
-}
-
-/// TDVF section attribute: the contents are measured into MRTD.
-const TDVF_MR_EXTEND: u32 = 1;
-/// TDVF section attribute: the pages are added later (TDH.MEM.PAGE.AUG), unmeasured.
-const TDVF_PAGE_AUG: u32 = 2;
-
-/// The expected TDX MRTD of an OVMF (TDVF) image.
-pub fn tdx_mrtd(ovmf: &[u8]) -> Result<[u8; 48], MeasureError> {
-    let bad = MeasureError::Ovmf;
-    let t = footer_table(ovmf)?;
-    let entry = table_entry(&t, &TDX_METADATA_GUID).ok_or(MeasureError::NoTdxMetadata)?;
-    let from_end = u32_at(entry, 0).ok_or(bad("TDX metadata entry"))? as usize;
-    let start = ovmf
-        .len()
-        .checked_sub(from_end)
-        .ok_or(bad("TDX metadata offset"))?;
-    if ovmf.get(start..start + 4) != Some(b"TDVF".as_slice()) {
-        return Err(bad("TDVF signature"));
-    }
-    if u32_at(ovmf, start + 8) != Some(1) {
-        return Err(bad("TDVF metadata version"));
-    }
-    let n = u32_at(ovmf, start + 12).ok_or(bad("TDVF header"))? as usize;
-    let mut h = Sha384::new();
-    for i in 0..n {
-        let o = start + 16 + i * 32;
-        let data_off = u32_at(ovmf, o).ok_or(bad("TDVF section"))? as usize;
-        let raw_size = u32_at(ovmf, o + 4).ok_or(bad("TDVF section"))? as usize;
-        let addr = u64_at(ovmf, o + 8).ok_or(bad("TDVF section"))?;
-        let mem_size = u64_at(ovmf, o + 16).ok_or(bad("TDVF section"))?;
-        let attrs = u32_at(ovmf, o + 28).ok_or(bad("TDVF section"))?;
-        if attrs & TDVF_PAGE_AUG != 0 {
-            continue;
-        }
-        if addr % PAGE as u64 != 0 || mem_size % PAGE as u64 != 0 {
-            return Err(bad("TDVF section not page aligned"));
-        }
-        let raw = if attrs & TDVF_MR_EXTEND != 0 {
-            Some(
-                ovmf.get(data_off..data_off.checked_add(raw_size).ok_or(bad("TDVF section"))?)
-                    .ok_or(bad("TDVF section outside the image"))?,
-            )
-        } else {
-            None
-        };
-        for page in (0..mem_size).step_by(PAGE) {
-            let gpa = addr + page;
-            let mut add = [0u8; 128];
-            add[..12].copy_from_slice(b"MEM.PAGE.ADD");
-            add[16..24].copy_from_slice(&gpa.to_le_bytes());
-            h.update(add);
-            if let Some(raw) = raw {
-                for chunk in (0..PAGE).step_by(256) {
-                    let mut ext = [0u8; 128];
-                    ext[..9].copy_from_slice(b"MR.EXTEND");
-                    ext[16..24].copy_from_slice(&(gpa + chunk as u64).to_le_bytes());
-                    h.update(ext);
-                    let mut data = [0u8; 256];
-                    let at = usize::try_from(page).map_err(|_| bad("TDVF section size"))? + chunk;
-                    if let Some(src) = raw.get(at..raw.len().min(at + 256)) {
-                        data[..src.len()].copy_from_slice(src);
-                    }
-                    h.update(data);
-                }
-            }
-        }
-    }
-    Ok(h.finalize().into())
 }
