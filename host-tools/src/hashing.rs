@@ -372,7 +372,7 @@ pub fn sha3_256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
 pub const OVERLAP_MIN: u64 = 2 * CHUNK as u64;
 
 /// Buffers in flight between the reading and the hashing thread.
-const OVERLAP_BUFFERS: usize = 3;
+pub const OVERLAP_BUFFERS: usize = 3;
 
 /// SHA3-256 of everything `reader` yields, read on a second (scoped) thread into
 /// [`OVERLAP_BUFFERS`] reused [`CHUNK`]-sized buffers while this thread hashes the

@@ -267,12 +267,10 @@ fn check_gpu_files(
 /// for a static one; `Err` names what is wrong with a file that is not such an ELF.
 fn elf_interpreter(b: &[u8]) -> Result<Option<String>, &'static str> {
     const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| -> Option<u16> {
-        Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-    };
+    let u16_at =
+        |o: usize| -> Option<u16> { Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?)) };
+    let u32_at =
+        |o: usize| -> Option<u32> { Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?)) };
     let u64_at = |o: usize| -> Option<usize> {
         usize::try_from(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)).ok()
     };
@@ -333,7 +331,9 @@ mod tests {
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let interp = elf_interpreter(&me).unwrap();
         assert!(
-            interp.as_deref().is_some_and(|p| p.starts_with('/') && p.contains("ld-")),
+            interp
+                .as_deref()
+                .is_some_and(|p| p.starts_with('/') && p.contains("ld-")),
             "{interp:?}"
         );
         assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
@@ -364,7 +364,9 @@ rims = ["/etc/pqcc/gpu/driver.swidtag"]
             v.extend(extra.iter().map(|s| (*s).to_owned()));
             v
         };
-        let e = check_gpu_files(config, &[], &files).unwrap_err().to_string();
+        let e = check_gpu_files(config, &[], &files)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no NVML helper /bin/pqcc-nvml-helper"), "{e}");
         let e = check_gpu_files(config, &all(&[]), &files)
             .unwrap_err()
