@@ -84,26 +84,12 @@ impl<'a> EvidenceBundle<'a> {
     /// Encodes the bundle into `out`; it must fit [`MAX_EVIDENCE_LEN`].
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
         self.validate()?;
-        let n = postcard::to_slice(self, out)
-            .map_err(|_| Error::BufferTooSmall)?
-            .len();
-        if n > MAX_EVIDENCE_LEN {
-            return Err(Error::Oversize);
-        }
-        Ok(n)
+        encode_evidence(self, out)
     }
 
     /// Decodes a bundle strictly (see the module docs).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_EVIDENCE_LEN {
-            return Err(Error::Oversize);
-        }
-        match bytes.first() {
-            None => return Err(Error::Truncated),
-            Some(&BUNDLE_FORMAT) => {}
-            Some(&v) => return Err(Error::UnknownVersion(v)),
-        }
-        let b: Self = wire::decode_canonical(bytes)?;
+        let b: Self = decode_evidence(bytes, BUNDLE_FORMAT)?;
         b.validate()?;
         Ok(b)
     }
@@ -163,29 +149,44 @@ impl<'a> GpuEvidenceList<'a> {
     /// Encodes the list into `out`; it must fit [`MAX_EVIDENCE_LEN`].
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
         self.validate()?;
-        let n = postcard::to_slice(self, out)
-            .map_err(|_| Error::BufferTooSmall)?
-            .len();
-        if n > MAX_EVIDENCE_LEN {
-            return Err(Error::Oversize);
-        }
-        Ok(n)
+        encode_evidence(self, out)
     }
 
     /// Decodes a list strictly (see the type's docs).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_EVIDENCE_LEN {
-            return Err(Error::Oversize);
-        }
-        match bytes.first() {
-            None => return Err(Error::Truncated),
-            Some(&GPU_LIST_FORMAT) => {}
-            Some(&v) => return Err(Error::UnknownVersion(v)),
-        }
-        let l: Self = wire::decode_canonical(bytes)?;
+        let l: Self = decode_evidence(bytes, GPU_LIST_FORMAT)?;
         l.validate()?;
         Ok(l)
     }
+}
+
+/// Postcard-encodes an evidence structure into `out`; the result must fit
+/// [`MAX_EVIDENCE_LEN`].
+fn encode_evidence<T: Serialize>(v: &T, out: &mut [u8]) -> Result<usize, Error> {
+    let n = postcard::to_slice(v, out)
+        .map_err(|_| Error::BufferTooSmall)?
+        .len();
+    if n > MAX_EVIDENCE_LEN {
+        return Err(Error::Oversize);
+    }
+    Ok(n)
+}
+
+/// Decodes an evidence structure whose first byte is its format: at most
+/// [`MAX_EVIDENCE_LEN`] bytes, the `format` this build reads, canonical, nothing after.
+fn decode_evidence<'a, T: Deserialize<'a> + Serialize>(
+    bytes: &'a [u8],
+    format: u8,
+) -> Result<T, Error> {
+    if bytes.len() > MAX_EVIDENCE_LEN {
+        return Err(Error::Oversize);
+    }
+    match bytes.first() {
+        None => return Err(Error::Truncated),
+        Some(&f) if f == format => {}
+        Some(&v) => return Err(Error::UnknownVersion(v)),
+    }
+    wire::decode_canonical(bytes)
 }
 
 // ---------------------------------------------------------------------------------
