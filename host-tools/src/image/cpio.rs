@@ -106,6 +106,14 @@ impl Archive {
         Ok(())
     }
 
+    /// The bytes of the file at `path` (absolute), if the archive has one there.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        match self.entries.get(path.trim_start_matches('/')) {
+            Some(Node::File { data, .. }) => Some(data),
+            _ => None,
+        }
+    }
+
     /// The archive's paths in write order (for listings and tests).
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)

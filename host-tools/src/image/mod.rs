@@ -177,8 +177,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Image> {
         a.add_file(dst, data, exec)?;
     }
 
-    let packed: Vec<String> = a.paths().map(|p| format!("/{p}")).collect();
-    check_gpu_files(&config_text, &packed, &opts.files)?;
+    check_gpu_files(&config_text, &a)?;
 
     let raw = a.to_bytes();
     let bytes = if opts.gzip {
@@ -204,11 +203,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Image> {
 /// build it, naming the missing path. `libnvidia-ml.so.1` and the helper's other shared
 /// libraries are not checked: the helper's error names them at boot
 /// (`docs/gpu-attestation.md`, "Packing the gate").
-fn check_gpu_files(
-    config_text: &str,
-    packed: &[String],
-    files: &[(PathBuf, String)],
-) -> anyhow::Result<()> {
+fn check_gpu_files(config_text: &str, a: &cpio::Archive) -> anyhow::Result<()> {
     // A config that does not parse is pqcc-init's to refuse, with its own message.
     let Ok(table) = config_text.parse::<toml::Table>() else {
         return Ok(());
@@ -219,28 +214,24 @@ fn check_gpu_files(
     if gpu.get("required").and_then(toml::Value::as_bool) != Some(true) {
         return Ok(());
     }
-    let has = |p: &str| packed.iter().any(|q| q == p);
     let missing = |what: &str, p: &str| {
         anyhow::anyhow!(
             "the config requires a GPU, but the image has no {what} {p}: pack it with --file SRC:{p}"
         )
     };
     if let Some(helper) = gpu.get("helper").and_then(toml::Value::as_str) {
-        if !has(helper) {
-            return Err(missing("NVML helper", helper));
-        }
-        if let Some((src, _)) = files.iter().find(|(_, dst)| dst == helper) {
-            let (bytes, _) = cpio::read_source(src)?;
-            match elf_interpreter(&bytes) {
-                Ok(Some(interp)) if !has(&interp) => {
-                    return Err(missing(
-                        &format!("dynamic loader of {helper} (its PT_INTERP)"),
-                        &interp,
-                    ));
-                }
-                Ok(_) => {}
-                Err(why) => bail!("{}: the NVML helper is {why}", src.display()),
+        let bytes = a
+            .file(helper)
+            .ok_or_else(|| missing("NVML helper", helper))?;
+        match elf_interpreter(bytes) {
+            Ok(Some(interp)) if a.file(&interp).is_none() => {
+                return Err(missing(
+                    &format!("dynamic loader of {helper} (its PT_INTERP)"),
+                    &interp,
+                ));
             }
+            Ok(_) => {}
+            Err(why) => bail!("{helper}: the NVML helper is {why}"),
         }
     }
     for rim in gpu
@@ -250,13 +241,13 @@ fn check_gpu_files(
         .flatten()
         .filter_map(toml::Value::as_str)
     {
-        if !has(rim) {
+        if a.file(rim).is_none() {
             return Err(missing("RIM", rim));
         }
     }
     if let Some(dir) = gpu.get("collateral").and_then(toml::Value::as_str) {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        if !packed.iter().any(|p| p.starts_with(&prefix)) {
+        let prefix = format!("{}/", dir.trim_matches('/'));
+        if !a.paths().any(|p| p.starts_with(&prefix)) {
             return Err(missing("revocation collateral under", dir));
         }
     }
@@ -345,47 +336,43 @@ mod tests {
 
     #[test]
     fn gpu_config_needs_its_files_packed() {
-        let dir = std::env::temp_dir().join(format!("pqcc-gpu-pack-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let helper = dir.join("helper");
-        std::fs::copy(std::env::current_exe().unwrap(), &helper).unwrap();
-        let interp = elf_interpreter(&std::fs::read(&helper).unwrap())
-            .unwrap()
-            .unwrap();
+        let helper = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let interp = elf_interpreter(&helper).unwrap().unwrap();
         let config = r#"
 [gpu]
 required = true
 helper = "/bin/pqcc-nvml-helper"
 rims = ["/etc/pqcc/gpu/driver.swidtag"]
+collateral = "/etc/pqcc/gpu/collateral"
 "#;
-        let files = vec![(helper.clone(), "/bin/pqcc-nvml-helper".to_owned())];
-        let all = |extra: &[&str]| -> Vec<String> {
-            let mut v = vec!["/bin/pqcc-nvml-helper".to_owned()];
-            v.extend(extra.iter().map(|s| (*s).to_owned()));
-            v
-        };
-        let e = check_gpu_files(config, &[], &files)
-            .unwrap_err()
-            .to_string();
+        let mut a = cpio::Archive::new();
+        let e = check_gpu_files(config, &a).unwrap_err().to_string();
         assert!(e.contains("no NVML helper /bin/pqcc-nvml-helper"), "{e}");
-        let e = check_gpu_files(config, &all(&[]), &files)
-            .unwrap_err()
-            .to_string();
+        a.add_file("/bin/pqcc-nvml-helper", helper, true).unwrap();
+        let e = check_gpu_files(config, &a).unwrap_err().to_string();
         assert!(e.contains("dynamic loader") && e.contains(&interp), "{e}");
-        let e = check_gpu_files(config, &all(&[&interp]), &files)
-            .unwrap_err()
-            .to_string();
+        a.add_file(&interp, b"loader".to_vec(), true).unwrap();
+        let e = check_gpu_files(config, &a).unwrap_err().to_string();
         assert!(e.contains("no RIM /etc/pqcc/gpu/driver.swidtag"), "{e}");
-        check_gpu_files(
-            config,
-            &all(&[&interp, "/etc/pqcc/gpu/driver.swidtag"]),
-            &files,
-        )
-        .unwrap();
+        a.add_file("/etc/pqcc/gpu/driver.swidtag", b"rim".to_vec(), false)
+            .unwrap();
+        let e = check_gpu_files(config, &a).unwrap_err().to_string();
+        assert!(
+            e.contains("no revocation collateral under /etc/pqcc/gpu/collateral"),
+            "{e}"
+        );
+        a.add_file("/etc/pqcc/gpu/collateral/crl.der", b"crl".to_vec(), false)
+            .unwrap();
+        check_gpu_files(config, &a).unwrap();
+        // A helper that is not an ELF file is refused.
+        let mut b = cpio::Archive::new();
+        b.add_file("/bin/pqcc-nvml-helper", b"#!/bin/sh\n".to_vec(), true)
+            .unwrap();
+        let e = check_gpu_files(config, &b).unwrap_err().to_string();
+        assert!(e.contains("not a 64-bit little-endian ELF"), "{e}");
         // No GPU required, or no [gpu]: nothing to check.
-        check_gpu_files("[gpu]\nrequired = false\n", &[], &[]).unwrap();
-        check_gpu_files("", &[], &[]).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        check_gpu_files("[gpu]\nrequired = false\n", &b).unwrap();
+        check_gpu_files("", &b).unwrap();
     }
 
     #[test]
