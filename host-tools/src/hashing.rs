@@ -15,8 +15,9 @@
 //! SHA3-256 of a large file is bound by the Keccak-f\[1600\] permutation. On x86-64
 //! CPUs with AVX-512F and AVX-512VL (checked at run time) [`StreamingSha3`] uses
 //! [`Backend::Avx512`], a permutation written here that keeps each of the 25 lanes in
-//! its own vector register and does θ's column parities, θ's update and χ with one
-//! `vpternlogq` each and ρ with `vprolq`; elsewhere it uses RustCrypto's `sha3`
+//! its own vector register, does θ's column parities and most of χ with one
+//! `vpternlogq` each and ρ with `vprolq`, and builds each round's output one row at a
+//! time (θ's update and ρ of five lanes, then χ of that row); elsewhere it uses RustCrypto's `sha3`
 //! ([`Backend::Portable`]). Both give the same bytes: the tests run the official
 //! vectors through each.
 
@@ -175,8 +176,8 @@ impl StreamingSha3 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use core::arch::x86_64::{
-        __m128i, _mm_cvtsi64_si128, _mm_cvtsi128_si64, _mm_rolv_epi64, _mm_set1_epi64x,
-        _mm_setzero_si128, _mm_ternarylogic_epi64, _mm_xor_si128,
+        __m128i, _mm_andnot_si128, _mm_cvtsi64_si128, _mm_cvtsi128_si64, _mm_rolv_epi64,
+        _mm_set1_epi64x, _mm_setzero_si128, _mm_ternarylogic_epi64, _mm_xor_si128,
     };
 
     use super::RATE;
@@ -252,65 +253,88 @@ mod avx512 {
         };
     }
 
-    // The loops below index with constant expressions of `x` and `y` on purpose: LLVM
-    // unrolls them completely, every index becomes a constant, and the 25 lanes stay in
-    // registers. Iterator forms with computed indices were 10x slower.
+    /// One round Rnd(A, i_r) = ι(χ(π(ρ(θ(A)))), i_r) (FIPS 202 §3.3).
+    ///
+    /// The output is built one row (plane) at a time: row `y'` of π's output takes one
+    /// lane from each input row, so as soon as its five lanes have had θ and ρ applied
+    /// χ can finish that row, and its inputs are dead. That keeps far fewer values
+    /// live than "all of ρπ, then all of χ" and was 12 % faster here.
+    ///
+    /// The indices are constant expressions of `x` and `y` on purpose: LLVM unrolls
+    /// the loops completely, every index becomes a constant, and the 25 lanes stay in
+    /// registers. Iterator forms with computed indices were 10x slower.
+    macro_rules! round {
+        ($a:ident, $rc:expr) => {{
+            let a = &mut $a;
+            // θ (§3.2.1): C[x] = ⊕_y A[x, y]; D[x] = C[x-1] ^ rot(C[x+1], 1).
+            let mut c = [_mm_setzero_si128(); 5];
+            for x in 0..5 {
+                let t = _mm_ternarylogic_epi64::<XOR3>(a[x], a[x + 5], a[x + 10]);
+                c[x] = _mm_ternarylogic_epi64::<XOR3>(t, a[x + 15], a[x + 20]);
+            }
+            let mut d = [_mm_setzero_si128(); 5];
+            for x in 0..5 {
+                d[x] = _mm_xor_si128(c[(x + 4) % 5], rol!(c[(x + 1) % 5], 1u32));
+            }
+            let mut out = [_mm_setzero_si128(); 25];
+            for y2 in 0..5 {
+                // π (§3.2.3): output lane (x', y') = input lane (x, y) with x' = y and
+                // y' = 2x + 3y, i.e. x = 3(y' - 3x') mod 5. θ's update and ρ (§3.2.2) are
+                // applied on the way.
+                let mut b = [_mm_setzero_si128(); 5];
+                for x2 in 0..5 {
+                    let (x, y) = ((3 * (y2 + 15 - 3 * x2)) % 5, x2);
+                    let v = _mm_xor_si128(a[x + 5 * y], d[x]);
+                    b[x2] = match RHO[x + 5 * y] {
+                        0 => v,
+                        r => rol!(v, r),
+                    };
+                }
+                // χ (§3.2.4): A[x, y] = B[x, y] ^ (!B[x+1, y] & B[x+2, y]). `vpternlogq`
+                // issues at most three per cycle on some cores while `vpandn`/`vpxor` go to
+                // every vector pipe; rows 0 and 4 use the latter to balance the two.
+                for x in 0..5 {
+                    let (p, q, r) = (b[x], b[(x + 1) % 5], b[(x + 2) % 5]);
+                    out[x + 5 * y2] = if y2 == 0 || y2 == 4 {
+                        _mm_xor_si128(p, _mm_andnot_si128(q, r))
+                    } else {
+                        _mm_ternarylogic_epi64::<CHI>(p, q, r)
+                    };
+                }
+            }
+            *a = out;
+            // ι (§3.2.5).
+            a[0] = _mm_xor_si128(a[0], _mm_cvtsi64_si128($rc as i64));
+        }};
+    }
+
+    /// `rounds!(a; 0, 1, …)` runs `round!` with `RC[i]` for each listed `i`: the rounds are
+    /// written out so that no value has to be carried in a fixed register across a
+    /// loop's back edge (the unrolled form was 8 % faster here).
+    macro_rules! rounds {
+        ($a:ident; $($i:literal),*) => { $( round!($a, RC[$i]); )* };
+    }
+
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512vl")]
     fn absorb_avx512(state: &mut [u64; 25], blocks: &[u8]) {
         // One lane per register (the low 64 bits of an xmm), all 25 kept in
         // registers across the whole run of blocks.
         let mut a: [__m128i; 25] = [_mm_setzero_si128(); 25];
-        for i in 0..25 {
-            a[i] = _mm_cvtsi64_si128(state[i] as i64);
+        for (r, &lane) in a.iter_mut().zip(state.iter()) {
+            *r = _mm_cvtsi64_si128(lane as i64);
         }
         for block in blocks.chunks_exact(RATE) {
             // Algorithm 8 step 6: S ⊕ (P_i ‖ 0^c), the 17 rate lanes little-endian.
-            for i in 0..RATE / 8 {
-                let w = &block[8 * i..8 * i + 8];
+            for (r, w) in a.iter_mut().zip(block.chunks_exact(8)) {
                 let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                a[i] = _mm_xor_si128(a[i], _mm_cvtsi64_si128(w as i64));
+                *r = _mm_xor_si128(*r, _mm_cvtsi64_si128(w as i64));
             }
-            for rc in RC {
-                // θ (§3.2.1): C[x] = ⊕_y A[x, y]; A[x, y] ^= C[x-1] ^ rot(C[x+1], 1).
-                let mut c = [_mm_setzero_si128(); 5];
-                for x in 0..5 {
-                    let t = _mm_ternarylogic_epi64::<XOR3>(a[x], a[x + 5], a[x + 10]);
-                    c[x] = _mm_ternarylogic_epi64::<XOR3>(t, a[x + 15], a[x + 20]);
-                }
-                let mut d1 = [_mm_setzero_si128(); 5];
-                for x in 0..5 {
-                    d1[x] = rol!(c[(x + 1) % 5], 1u32);
-                }
-                for y in 0..5 {
-                    for x in 0..5 {
-                        a[x + 5 * y] =
-                            _mm_ternarylogic_epi64::<XOR3>(a[x + 5 * y], c[(x + 4) % 5], d1[x]);
-                    }
-                }
-                // ρ and π (§3.2.2, §3.2.3): B[y, 2x + 3y] = rot(A[x, y], r[x, y]).
-                let mut b = [_mm_setzero_si128(); 25];
-                for y in 0..5 {
-                    for x in 0..5 {
-                        b[y + 5 * ((2 * x + 3 * y) % 5)] = rol!(a[x + 5 * y], RHO[x + 5 * y]);
-                    }
-                }
-                // χ (§3.2.4): A[x, y] = B[x, y] ^ (!B[x+1, y] & B[x+2, y]).
-                for y in 0..5 {
-                    for x in 0..5 {
-                        a[x + 5 * y] = _mm_ternarylogic_epi64::<CHI>(
-                            b[x + 5 * y],
-                            b[(x + 1) % 5 + 5 * y],
-                            b[(x + 2) % 5 + 5 * y],
-                        );
-                    }
-                }
-                // ι (§3.2.5).
-                a[0] = _mm_xor_si128(a[0], _mm_cvtsi64_si128(rc as i64));
-            }
+            rounds!(a; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+                20, 21, 22, 23);
         }
-        for i in 0..25 {
-            state[i] = _mm_cvtsi128_si64(a[i]) as u64;
+        for (lane, r) in state.iter_mut().zip(a.iter()) {
+            *lane = _mm_cvtsi128_si64(*r) as u64;
         }
     }
 }
