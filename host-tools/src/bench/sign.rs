@@ -32,14 +32,12 @@
 //! baseline is also timed once on bytes already in memory (its library calls alone),
 //! and the ratio against that is printed too.
 //!
-//! Measured on the development machine (2 vCPUs of an AMD EPYC with AVX-512, shared
-//! with other builds, so wall times vary): pqcc sign ≈ 32 ms and verify ≈ 32 ms CPU
-//! for 16 MiB, the baseline ≈ 35.5 ms each: about 1.1x. Both are bound by SHA3-256,
-//! and the baseline's is OpenSSL's assembly Keccak, which the AVX-512 permutation here
-//! only matches. The chunked design option ran in ≈ 17 ms on 2 idle cores. With the
-//! real DriverModule envelope in place of the earlier stand-in (same machine, busy):
-//! pqcc sign 32.6 ms and verify 32.2 ms CPU, the baseline 35.8 / 35.9 ms: 1.11x CPU,
-//! unchanged — the envelope costs microseconds next to hashing 16 MiB.
+//! Measured on the development machine (2 vCPUs of an AMD EPYC, Zen 4, load average
+//! below 1.5), 16 MiB: pqcc sign 27.1 ms wall / 30.1 ms CPU and verify 26.8 / 29.4 ms,
+//! the baseline 37.4 / 37.3 ms each: 1.38x wall, 1.25x CPU. Both are bound by
+//! SHA3-256; the baseline's is OpenSSL's assembly Keccak, pqcc's the AVX-512
+//! permutation in `hashing.rs` (25.7 ms per 16 MiB in memory). docs/cli.md has the
+//! table.
 
 use std::{
     io::Write as _,
