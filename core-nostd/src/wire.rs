@@ -21,8 +21,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, PROTOCOL_VERSION, kem, sign};
 
-/// Largest evidence (platform report, certificates, GPU evidence) a Hello may carry.
-pub const MAX_EVIDENCE_LEN: usize = 32 * 1024;
+/// Largest evidence (platform report, certificates, GPU evidence) a Hello may carry:
+/// 128 KiB, room for a TEE report with its certificates (at most 32 KiB) and the
+/// evidence of [`MAX_GPUS`](crate::bundle::MAX_GPUS) GPUs (NVIDIA: about 7.5 KiB
+/// each, an SPDM report and a five-certificate chain). Its length prefix stays a
+/// 3-byte varint (below 2^21).
+pub const MAX_EVIDENCE_LEN: usize = 128 * 1024;
 /// Most grants an Accept may list.
 pub const MAX_GRANTS: usize = 16;
 /// Longest grant name, in bytes of UTF-8.

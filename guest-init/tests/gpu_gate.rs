@@ -412,8 +412,8 @@ fn run_gate(
         broker_key().public_key(),
         &mut InsecureNone,
         Some(GpuGate {
+            gpus: Gpus { count: nvml.count },
             nvml,
-            gpus: ONE,
             check: &c,
             insecure_nonce_override: nonce_override,
         }),
@@ -436,6 +436,28 @@ fn ready_is_set_once_after_the_brokers_accept() {
     let l = GpuEvidenceList::decode(&gpu).unwrap();
     let ev = GpuEvidence::from_blob(l.blobs[0].0).unwrap();
     assert_eq!(ev.request[4..36], nonce);
+}
+
+#[test]
+fn eight_gpus_fit_one_hello_beside_the_largest_tee_evidence() {
+    let mut nvml = FakeNvml::set_a();
+    nvml.count = 8;
+    let nonce = nvml.nonce();
+    let (r, seen) = run_gate(&mut nvml, BrokerDoes::Accept, Some(nonce));
+    r.unwrap();
+    assert_eq!(nvml.count_of("report"), 8);
+    assert_eq!(nvml.count_of("ready"), 1);
+    let (_, gpu) = seen.unwrap();
+    assert_eq!(GpuEvidenceList::decode(&gpu).unwrap().blobs.len(), 8);
+    // The fake platform's TEE evidence is tiny; a real one may take up to 32 KiB, and
+    // the bundle's claims (model name, revision, root hash) a few hundred bytes more.
+    let claims_and_framing = 1024;
+    assert!(
+        gpu.len() + pqcc_verify::tee::MAX_EVIDENCE_LEN + claims_and_framing
+            <= pqcc_core::wire::MAX_EVIDENCE_LEN,
+        "{} bytes of GPU evidence",
+        gpu.len()
+    );
 }
 
 #[test]

@@ -30,8 +30,10 @@ pub mod configfs;
 pub mod sev_guest;
 pub mod tdx_guest;
 
-/// The largest evidence blob the wire format carries (`pqcc_core::wire::MAX_EVIDENCE_LEN`).
-pub const MAX_EVIDENCE_LEN: usize = pqcc_core::wire::MAX_EVIDENCE_LEN;
+/// The largest TEE evidence blob (report and certificates) the guest sends, the limit
+/// the broker's verifier applies (`pqcc_verify::tee::MAX_EVIDENCE_LEN`, 32 KiB); the
+/// bundle around it, GPU evidence included, has the wire format's larger limit.
+pub const MAX_EVIDENCE_LEN: usize = pqcc_verify::tee::MAX_EVIDENCE_LEN;
 /// Length of an SEV-SNP attestation report.
 pub const SNP_REPORT_LEN: usize = 0x4A0;
 /// Offset of REPORT_DATA in an SEV-SNP report.

@@ -46,7 +46,9 @@ pub mod tdx;
 
 pub use snp::SnpTcb;
 
-/// The largest evidence blob accepted (the wire format's `MAX_EVIDENCE_LEN`).
+/// The largest TEE evidence blob accepted: 32 KiB, a report with its certificates.
+/// It travels in the evidence bundle beside any GPU evidence, within the wire format's
+/// larger `pqcc_core::wire::MAX_EVIDENCE_LEN`.
 pub const MAX_EVIDENCE_LEN: usize = 32 * 1024;
 
 /// A TEE platform that [`verify`] understands.
