@@ -229,6 +229,65 @@ fn wrong_model_is_refused_by_policy() {
     audit_intact(&b);
 }
 
+/// Sends SIGHUP to the broker and waits for its audit log to reach `n` records.
+fn sighup(b: &Broker, n: usize) -> Vec<(String, String)> {
+    run_ok(std::process::Command::new("kill").args(["-HUP", &b.child.id().to_string()]));
+    let a = wait_records(b, n);
+    assert_eq!(a.len(), n, "no policy-reload record after SIGHUP: {a:?}");
+    a
+}
+
+#[test]
+fn sighup_reloads_the_policy_and_a_bad_one_is_refused() {
+    let b = start("broker-reload", &policy("", 10));
+    let other = [0x43; 32];
+    guest(&b, &b.pk, &other).unwrap_err();
+    // The operator admits the other model's revision and reloads.
+    let admitting = policy("", 10).replace(
+        &format!("models = [\"tiny@r1:{}\"]", hex::encode(ROOT)),
+        &format!("models = [\"tiny@r1:{}\"]", hex::encode(other)),
+    );
+    assert_ne!(admitting, policy("", 10));
+    fs::write(b.dir.path().join("broker.toml"), &admitting).unwrap();
+    let a = sighup(&b, 2);
+    assert_eq!(a[1].0, "allow");
+    assert!(a[1].1.contains("loaded: 1 rule(s)"), "{}", a[1].1);
+    guest(&b, &b.pk, &other).expect("admitted after the reload");
+    guest(&b, &b.pk, &ROOT).unwrap_err();
+    // A policy that does not load is refused; the one in force stays.
+    fs::write(
+        b.dir.path().join("broker.toml"),
+        "max_concurrent = \"many\"\n",
+    )
+    .unwrap();
+    let a = sighup(&b, 5);
+    assert_eq!(a[4].0, "deny");
+    assert!(
+        a[4].1.contains("refused, the previous one stays in force")
+            && a[4].1.contains("expected usize"),
+        "{}",
+        a[4].1
+    );
+    guest(&b, &b.pk, &other).expect("the previous policy still admits it");
+    let text = fs::read_to_string(b.dir.path().join("audit.log")).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "\"handshake\"",
+            "\"policy-reload\"",
+            "\"handshake\"",
+            "\"handshake\"",
+            "\"policy-reload\"",
+            "\"handshake\""
+        ]
+    );
+    audit_intact(&b);
+}
+
 #[test]
 fn a_broker_key_other_than_the_configured_one_is_refused() {
     let b = start("broker-key", &policy("", 10));

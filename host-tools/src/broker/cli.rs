@@ -13,7 +13,9 @@ use super::serve::{Broker, Listen};
 #[derive(Debug, Subcommand)]
 pub enum BrokerCommand {
     /// Serve guests: answer v1 handshakes, check evidence and claims against the
-    /// policy, release secrets inside the channel, log every decision.
+    /// policy, release secrets inside the channel, log every decision. `SIGHUP`
+    /// reloads the policy file (with its RIMs and collateral); a policy that does not
+    /// load is refused and the previous one stays in force.
     Serve(ServeArgs),
     /// Parse and check a broker policy; print its rules.
     Check(CheckArgs),
@@ -110,5 +112,32 @@ fn serve(a: ServeArgs) -> Result<()> {
     });
     let mut broker = Broker::new(key, policy, &a.audit_log, &state_dir)?;
     broker.verbose = a.verbose;
-    Arc::new(broker).serve(&listen, a.max_connections)
+    let broker = Arc::new(broker);
+    reload_on_sighup(Arc::clone(&broker), a.policy)?;
+    broker.serve(&listen, a.max_connections)
+}
+
+/// Reloads the policy at `path` on every `SIGHUP`, on a thread of its own, and says
+/// on stderr what came of it (the audit log records it too).
+fn reload_on_sighup(broker: Arc<Broker>, path: PathBuf) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match broker.reload_policy(&path) {
+                    Ok(n) => eprintln!(
+                        "broker: SIGHUP: policy reloaded from {}: {n} rule(s)",
+                        path.display()
+                    ),
+                    Err(e) => eprintln!(
+                        "broker: SIGHUP: policy reload refused, the previous policy stays \
+                         in force: {e:#}"
+                    ),
+                }
+            }
+        })
+        .context("starting the SIGHUP thread")?;
+    Ok(())
 }

@@ -53,7 +53,7 @@
 //! unless the rule also says `insecure_no_tee = true`. Every secret a rule names must be
 //! defined. Unknown keys anywhere are errors. A `gpu = "required"` rule needs a
 //! `[rule.nvidia]` table and no other rule may have one; its RIMs and collateral are
-//! read when the policy loads (restart the broker to take fresh revocation data).
+//! read when the policy loads (`SIGHUP` reloads it, `docs/broker.md`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -9,6 +9,12 @@
 //! strictly, and a panic in one connection's thread is caught and logged as an
 //! internal error. Every decision is appended to the audit log before the Accept is
 //! written, and secrets leave the broker only as channel frames after the Accept.
+//!
+//! [`Broker::reload_policy`] (`pqcc broker serve` calls it on `SIGHUP`) loads the
+//! policy file again, with its RIMs and collateral: a policy that loads replaces the
+//! old one for every connection that reaches its decision afterwards (a connection
+//! keeps the policy it started with); one that does not is refused, the old policy
+//! stays in force, and either way the audit log gets a `policy-reload` record.
 
 use std::fs;
 use std::io;
@@ -17,7 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -84,7 +90,7 @@ pub struct Outcome {
 /// The broker: key, policy, audit log.
 pub struct Broker {
     key: SigningKey,
-    policy: Policy,
+    policy: RwLock<Arc<Policy>>,
     audit: Mutex<AuditLog>,
     state_dir: PathBuf,
     generate_lock: Mutex<()>,
@@ -99,7 +105,7 @@ impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("key", &"<redacted>")
-            .field("rules", &self.policy.rules.len())
+            .field("rules", &self.policy().rules.len())
             .field("state_dir", &self.state_dir)
             .finish()
     }
@@ -136,7 +142,7 @@ impl Broker {
             .with_context(|| format!("chmod 0700 {}", state_dir.display()))?;
         Ok(Self {
             key,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             audit: Mutex::new(AuditLog::open(audit)?),
             state_dir: state_dir.to_path_buf(),
             generate_lock: Mutex::new(()),
@@ -156,22 +162,72 @@ impl Broker {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Loads the policy file at `path` again (RIMs and collateral included) and, if it
+    /// loads, puts it in force for the decisions made from now on; returns its number
+    /// of rules. If it does not load, the policy in force stays and the error is
+    /// returned. Either way a `policy-reload` record (the file's SHA3-256, allow or
+    /// deny, why) goes to the audit log. The GPU verifier's caches start afresh.
+    pub fn reload_policy(&self, path: &Path) -> Result<usize> {
+        let bytes = fs::read(path);
+        let digest = bytes
+            .as_ref()
+            .map(|b| hash::sha3_256(&[b]))
+            .unwrap_or([0u8; 32]);
+        let loaded = bytes
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|_| Policy::load(path));
+        let (decision, reason) = match &loaded {
+            Ok(p) => (
+                Decision::Allow,
+                format!(
+                    "policy {} loaded: {} rule(s)",
+                    path.display(),
+                    p.rules.len()
+                ),
+            ),
+            Err(e) => (
+                Decision::Deny,
+                format!(
+                    "policy {} refused, the previous one stays in force: {e:#}",
+                    path.display()
+                ),
+            ),
+        };
+        let rec = Record {
+            time: now_unix(),
+            kind: "policy-reload".into(),
+            decision,
+            reason,
+            signer: None,
+            artifact_sha3_256: digest,
+            actor: "broker".into(),
+        };
+        self.audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&rec)?;
+        let policy = loaded?;
+        let rules = policy.rules.len();
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        *self.gpu_verifier.lock().unwrap_or_else(|e| e.into_inner()) = GpuVerifier::new();
+        Ok(rules)
     }
 
     /// Serves `listen` until `max_connections` connections were handled (forever when
     /// `None`). Prints `listening on …` on stderr once the socket is ready.
     pub fn serve(self: Arc<Self>, listen: &Listen, max_connections: Option<u64>) -> Result<()> {
         let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
-        let limit = self.policy.max_concurrent;
         let mut handled = 0u64;
         let mut threads = Vec::new();
         let mut accept_one = |conn: Box<dyn Conn>, peer: String| {
             {
                 let (m, cv) = &*gate;
                 let mut active = m.lock().unwrap_or_else(|e| e.into_inner());
-                while *active >= limit {
+                while *active >= self.policy().max_concurrent {
                     active = cv.wait(active).unwrap_or_else(|e| e.into_inner());
                 }
                 *active += 1;
@@ -244,7 +300,8 @@ impl Broker {
     pub fn handle(&self, conn: &mut dyn Conn, peer: &str) -> Option<Outcome> {
         // A QEMU chardev connects when the VM starts; the guest speaks (READY) once it
         // is up. Idle connections are bounded separately from the handshake.
-        let idle = Instant::now() + Duration::from_secs(self.policy.idle_timeout_s);
+        let policy = self.policy();
+        let idle = Instant::now() + Duration::from_secs(policy.idle_timeout_s);
         match read_msg(conn, READY.len(), idle) {
             Ok(m) if m == READY => {}
             Ok(_) | Err(_) => {
@@ -255,7 +312,7 @@ impl Broker {
             }
         }
         let start = Instant::now();
-        let deadline = start + Duration::from_secs(self.policy.handshake_timeout_s);
+        let deadline = start + Duration::from_secs(policy.handshake_timeout_s);
         let mut rng = OsRng.unwrap_err();
         let mut challenge = [0u8; CHALLENGE_MAX_LEN];
         let (responder, clen) = match Responder::start(&mut rng, &mut challenge) {
@@ -306,6 +363,7 @@ impl Broker {
             }
         };
         let decision = self.decide(
+            &policy,
             verify.evidence().platform,
             verify.evidence().data.0,
             verify.binding(),
@@ -411,6 +469,7 @@ impl Broker {
     #[allow(clippy::type_complexity)]
     fn decide(
         &self,
+        policy: &Policy,
         platform: Platform,
         data: &[u8],
         binding_value: &BindingValue,
@@ -433,8 +492,7 @@ impl Broker {
             c.model_revision,
             hex::encode(c.model_root_hash)
         );
-        let rule = self
-            .policy
+        let rule = policy
             .find(platform, c.model_name, c.model_revision, &c.model_root_hash)
             .ok_or_else(|| {
                 refuse(
@@ -497,7 +555,7 @@ impl Broker {
         let mut secrets = Vec::with_capacity(rule.secrets.len());
         for name in &rule.secrets {
             let bytes = self
-                .secret(name)
+                .secret(policy, name)
                 .map_err(|e| refuse(RejectReason::Internal, format!("secret `{name}`: {e:#}")))?;
             secrets.push((name.clone(), bytes));
         }
@@ -564,9 +622,8 @@ impl Broker {
         ))
     }
 
-    fn secret(&self, name: &str) -> Result<Zeroizing<Vec<u8>>> {
-        let src = self
-            .policy
+    fn secret(&self, policy: &Policy, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+        let src = policy
             .secrets
             .get(name)
             .with_context(|| format!("`{name}` is not defined"))?;
