@@ -346,3 +346,112 @@ fn image_build_decompresses_zstd_and_xz_modules() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("not an ELF object"), "{err}");
 }
+
+/// The shared libraries `ldd` (the real loader, in trace mode) resolves for `elf`, as
+/// file names; the vDSO and the loader itself left out.
+fn ldd_names(elf: &Path) -> std::collections::BTreeSet<String> {
+    let o = run_ok(Command::new(tool("ldd")).arg(elf));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !n.starts_with("linux-vdso") && !n.contains("ld-linux"))
+        .map(|n| n.rsplit('/').next().unwrap().to_owned())
+        .collect()
+}
+
+/// With `[gpu] required = true`, `pqcc image build` follows the NVML helper's
+/// `DT_NEEDED` libraries and the NVML library it loads, transitively, and refuses an
+/// image that lacks one, naming it. The set it ends up requiring is what the real
+/// loader (`ldd`) resolves for the same files.
+#[test]
+fn image_build_requires_the_gpu_helpers_libraries() {
+    let i = Inputs::new();
+    // The pqcc binary stands in for the helper (both are dynamically linked Rust
+    // programs); the host's libm stands in for libnvidia-ml.so.1 (a fake NVML: an ELF
+    // shared library with needs of its own).
+    let helper = common::pqcc_bin().to_path_buf();
+    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("libm.so.6");
+    let interp = ["/lib64/ld-linux-x86-64.so.2"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("the x86-64 loader");
+    fs::write(
+        i.p("init.toml"),
+        "[gpu]\nrequired = true\nhelper = \"/bin/pqcc-nvml-helper\"\n\
+         rims = [\"/etc/pqcc/gpu/driver.swidtag\"]\ncollateral = \"/etc/pqcc/gpu/collateral\"\n",
+    )
+    .unwrap();
+    fs::write(i.p("rim"), b"rim").unwrap();
+    let mut files = vec![
+        format!("{}:/bin/pqcc-nvml-helper", helper.display()),
+        format!("{}:{}", interp.display(), interp.display()),
+        format!(
+            "{}:/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+            libm.display()
+        ),
+        format!("{}:/etc/pqcc/gpu/driver.swidtag", i.p("rim").display()),
+        format!("{}:/etc/pqcc/gpu/collateral/crl.der", i.p("rim").display()),
+    ];
+    let build = |files: &[String]| {
+        let mut c = pqcc();
+        c.args(["image", "build", "--init"])
+            .arg(i.p("init"))
+            .arg("--config")
+            .arg(i.p("init.toml"))
+            .arg("-o")
+            .arg(i.p("gpu.img"));
+        for f in files {
+            c.arg("--file").arg(f);
+        }
+        c.output().unwrap()
+    };
+    let mut required = std::collections::BTreeSet::new();
+    loop {
+        let o = build(&files);
+        if o.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(!i.p("gpu.img").exists(), "an image was written: {err}");
+        let name = err
+            .split("no shared library ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("no library named: {err}"))
+            .to_owned();
+        assert!(err.contains("needed by /"), "{err}");
+        assert!(
+            required.insert(name.clone()) && required.len() < 32,
+            "{err}"
+        );
+        let src = ldd_source(&helper, &libm, &name);
+        files.push(format!("{}:/lib/x86_64-linux-gnu/{name}", src.display()));
+    }
+    let mut want = ldd_names(&helper);
+    want.extend(ldd_names(&libm));
+    assert_eq!(
+        required, want,
+        "pqcc asked for other libraries than ldd finds"
+    );
+}
+
+/// Where `ldd` finds `name` for `helper` or `libm`.
+fn ldd_source(helper: &Path, libm: &Path, name: &str) -> PathBuf {
+    for elf in [helper, libm] {
+        let o = run_ok(Command::new(tool("ldd")).arg(elf));
+        for l in String::from_utf8(o.stdout).unwrap().lines() {
+            let mut w = l.split_whitespace();
+            if w.next() == Some(name) && w.next() == Some("=>") {
+                return PathBuf::from(w.next().unwrap());
+            }
+        }
+    }
+    panic!("ldd does not resolve {name}");
+}

@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod cpio;
+pub mod elf;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -198,11 +199,11 @@ pub fn build(opts: &Options) -> anyhow::Result<Image> {
 
 /// When the config requires a GPU (`[gpu] required = true`), the files the gate opens
 /// must be in the image: the NVML helper, its ELF interpreter (it is dynamically
-/// linked), every RIM and, with `revocation = "require"`, something under the collateral
-/// folder. An image without them would only fail at boot (`FATAL gpu`); this refuses to
-/// build it, naming the missing path. `libnvidia-ml.so.1` and the helper's other shared
-/// libraries are not checked: the helper's error names them at boot
-/// (`docs/gpu-attestation.md`, "Packing the gate").
+/// linked), the shared libraries it needs and the NVML library it loads
+/// (`gpu.nvml_library`), with everything those need in turn, every RIM and, with
+/// `revocation = "require"`, something under the collateral folder. An image without
+/// them would only fail at boot (`FATAL gpu`); this refuses to build it, naming the
+/// missing path.
 fn check_gpu_files(config_text: &str, a: &cpio::Archive) -> anyhow::Result<()> {
     // A config that does not parse is pqcc-init's to refuse, with its own message.
     let Ok(table) = config_text.parse::<toml::Table>() else {
@@ -223,15 +224,20 @@ fn check_gpu_files(config_text: &str, a: &cpio::Archive) -> anyhow::Result<()> {
         let bytes = a
             .file(helper)
             .ok_or_else(|| missing("NVML helper", helper))?;
-        match elf_interpreter(bytes) {
-            Ok(Some(interp)) if a.file(&interp).is_none() => {
+        let d = elf::dynamic(bytes)
+            .map_err(|why| anyhow::anyhow!("{helper}: the NVML helper is {why}"))?;
+        if let Some(interp) = &d.interpreter {
+            if a.file(interp).is_none() {
                 return Err(missing(
                     &format!("dynamic loader of {helper} (its PT_INTERP)"),
-                    &interp,
+                    interp,
                 ));
             }
-            Ok(_) => {}
-            Err(why) => bail!("{helper}: the NVML helper is {why}"),
+            let nvml = gpu
+                .get("nvml_library")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("libnvidia-ml.so.1");
+            check_libraries(a, helper, &d, interp, nvml)?;
         }
     }
     for rim in gpu
@@ -254,43 +260,97 @@ fn check_gpu_files(config_text: &str, a: &cpio::Archive) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The program interpreter (`PT_INTERP`) of a 64-bit little-endian ELF file, `None`
-/// for a static one; `Err` names what is wrong with a file that is not such an ELF.
-fn elf_interpreter(b: &[u8]) -> Result<Option<String>, &'static str> {
-    const PT_INTERP: u32 = 3;
-    let u16_at =
-        |o: usize| -> Option<u16> { Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?)) };
-    let u32_at =
-        |o: usize| -> Option<u32> { Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?)) };
-    let u64_at = |o: usize| -> Option<usize> {
-        usize::try_from(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?)).ok()
+/// Where the loader looks after an object's run path. There is no `ld.so.cache` in the
+/// image, so these are glibc's built-in directories (Debian's multiarch ones and the
+/// `lib64` ones of other distributions).
+pub const LIBRARY_DIRS: [&str; 6] = [
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
+
+/// Most shared objects followed from the helper (a bound on a malicious archive).
+const MAX_OBJECTS: usize = 256;
+
+/// Where the loader would find `name` for an object at `object` with run path
+/// `runpath`, if it is in the image.
+fn find_library(a: &cpio::Archive, name: &str, object: &str, runpath: &[String]) -> Option<String> {
+    if name.contains('/') {
+        return a.file(name).map(|_| name.to_owned());
+    }
+    let origin = object.rsplit_once('/').map_or("/", |(d, _)| d);
+    runpath
+        .iter()
+        .map(|p| p.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))
+        .chain(LIBRARY_DIRS.iter().map(|d| (*d).to_owned()))
+        .map(|dir| format!("{}/{name}", dir.trim_end_matches('/')))
+        .find(|p| a.file(p).is_some())
+}
+
+/// Checks that every shared library the helper needs, the NVML library it loads
+/// (`nvml`, resolved as its `dlopen` would) and everything those need in turn are in
+/// the image and are ELF files. The loader itself (`interp`) satisfies a need for its
+/// own file name.
+fn check_libraries(
+    a: &cpio::Archive,
+    helper: &str,
+    helper_dyn: &elf::Dynamic,
+    interp: &str,
+    nvml: &str,
+) -> anyhow::Result<()> {
+    let loader_name = interp.rsplit('/').next().unwrap_or(interp);
+    let searched = LIBRARY_DIRS.join(", ");
+    let not_found = |what: String, name: &str| {
+        anyhow::anyhow!(
+            "the config requires a GPU, but the image has no {what} (looked in the run path \
+             and {searched}): pack it with --file SRC:/lib/x86_64-linux-gnu/{name}"
+        )
     };
-    if b.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
-        return Err("not a 64-bit little-endian ELF file");
-    }
-    let bad = "a malformed ELF file";
-    let phoff = u64_at(0x20).ok_or(bad)?;
-    let phentsize = usize::from(u16_at(0x36).ok_or(bad)?);
-    let phnum = usize::from(u16_at(0x38).ok_or(bad)?);
-    if phentsize < 0x38 {
-        return Err(bad);
-    }
-    for i in 0..phnum {
-        let ph = phentsize
-            .checked_mul(i)
-            .and_then(|o| o.checked_add(phoff))
-            .ok_or(bad)?;
-        if u32_at(ph).ok_or(bad)? != PT_INTERP {
-            continue;
+    let not_loadable = |path: &str, name: &str, by: &str, why: &str| {
+        anyhow::anyhow!("{path} ({name}, needed by {by}) is not a loadable library: {why}")
+    };
+    let nvml_path = find_library(a, nvml, helper, &helper_dyn.runpath).ok_or_else(|| {
+        not_found(
+            format!("NVML library {nvml} (the helper loads it; gpu.nvml_library)"),
+            nvml.rsplit('/').next().unwrap_or(nvml),
+        )
+    })?;
+    let nvml_dyn = elf::dynamic(a.file(&nvml_path).unwrap_or_default())
+        .map_err(|why| not_loadable(&nvml_path, nvml, helper, why))?;
+    // (path in the image, its dynamic information), still to follow.
+    let mut queue = vec![
+        (helper.to_owned(), helper_dyn.clone()),
+        (nvml_path.clone(), nvml_dyn),
+    ];
+    let mut seen =
+        std::collections::BTreeSet::from([helper.to_owned(), interp.to_owned(), nvml_path]);
+    let mut needs: Vec<(String, String, String)> = Vec::new();
+    while let Some((object, d)) = queue.pop() {
+        for name in &d.needed {
+            if name == loader_name {
+                continue;
+            }
+            let path = find_library(a, name, &object, &d.runpath).ok_or_else(|| {
+                not_found(format!("shared library {name} (needed by {object})"), name)
+            })?;
+            needs.push((path, name.clone(), object.clone()));
         }
-        let off = u64_at(ph + 0x08).ok_or(bad)?;
-        let len = u64_at(ph + 0x20).ok_or(bad)?;
-        let raw = b.get(off..off.checked_add(len).ok_or(bad)?).ok_or(bad)?;
-        let path = raw.strip_suffix(&[0]).unwrap_or(raw);
-        let path = std::str::from_utf8(path).map_err(|_| bad)?;
-        return Ok(Some(path.to_owned()));
+        for (path, name, by) in needs.drain(..) {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            if seen.len() > MAX_OBJECTS {
+                bail!("{helper}: more than {MAX_OBJECTS} shared libraries to check");
+            }
+            let bytes = a.file(&path).unwrap_or_default();
+            let d = elf::dynamic(bytes).map_err(|why| not_loadable(&path, &name, &by, why))?;
+            queue.push((path, d));
+        }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Writes `bytes` to `out` through a temporary file and a rename.
@@ -317,27 +377,16 @@ mod tests {
     }
 
     #[test]
-    fn elf_interpreter_of_real_binaries() {
-        // This test binary is dynamically linked by cargo's default (no crt-static).
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let interp = elf_interpreter(&me).unwrap();
-        assert!(
-            interp
-                .as_deref()
-                .is_some_and(|p| p.starts_with('/') && p.contains("ld-")),
-            "{interp:?}"
-        );
-        assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
-        // Cut anywhere: an error or an answer, never a panic.
-        for n in (0..me.len().min(8192)).step_by(7) {
-            let _ = elf_interpreter(&me[..n]);
-        }
-    }
-
-    #[test]
     fn gpu_config_needs_its_files_packed() {
+        // This test binary stands in for the helper: it is dynamically linked too.
         let helper = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let interp = elf_interpreter(&helper).unwrap().unwrap();
+        let interp = elf::dynamic(&helper).unwrap().interpreter.unwrap();
+        let host_lib = |name: &str| {
+            LIBRARY_DIRS
+                .iter()
+                .find_map(|d| std::fs::read(format!("{d}/{name}")).ok())
+                .unwrap_or_else(|| panic!("{name} not found on this machine"))
+        };
         let config = r#"
 [gpu]
 required = true
@@ -352,6 +401,34 @@ collateral = "/etc/pqcc/gpu/collateral"
         let e = check_gpu_files(config, &a).unwrap_err().to_string();
         assert!(e.contains("dynamic loader") && e.contains(&interp), "{e}");
         a.add_file(&interp, b"loader".to_vec(), true).unwrap();
+        let e = check_gpu_files(config, &a).unwrap_err().to_string();
+        assert!(e.contains("no NVML library libnvidia-ml.so.1"), "{e}");
+        // A fake NVML: the host's libm (an ELF shared library that needs libc).
+        a.add_file(
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+            host_lib("libm.so.6"),
+            false,
+        )
+        .unwrap();
+        // Each missing library is named, with who needs it; pack them one by one.
+        let mut packed = Vec::new();
+        loop {
+            let e = check_gpu_files(config, &a).unwrap_err().to_string();
+            let Some(rest) = e.split("no shared library ").nth(1) else {
+                break;
+            };
+            let name = rest.split(' ').next().unwrap().to_owned();
+            assert!(rest.contains("(needed by /"), "{e}");
+            assert!(!packed.contains(&name) && packed.len() < 16, "{e}");
+            a.add_file(
+                &format!("/lib/x86_64-linux-gnu/{name}"),
+                host_lib(&name),
+                false,
+            )
+            .unwrap();
+            packed.push(name);
+        }
+        assert!(packed.iter().any(|n| n == "libc.so.6"), "{packed:?}");
         let e = check_gpu_files(config, &a).unwrap_err().to_string();
         assert!(e.contains("no RIM /etc/pqcc/gpu/driver.swidtag"), "{e}");
         a.add_file("/etc/pqcc/gpu/driver.swidtag", b"rim".to_vec(), false)
@@ -370,6 +447,30 @@ collateral = "/etc/pqcc/gpu/collateral"
             .unwrap();
         let e = check_gpu_files(config, &b).unwrap_err().to_string();
         assert!(e.contains("not a 64-bit little-endian ELF"), "{e}");
+        // A library that is not an ELF file is refused.
+        let mut c = cpio::Archive::new();
+        c.add_file(
+            "/bin/pqcc-nvml-helper",
+            std::fs::read(std::env::current_exe().unwrap()).unwrap(),
+            true,
+        )
+        .unwrap();
+        c.add_file(&interp, b"loader".to_vec(), true).unwrap();
+        c.add_file(
+            "/opt/nv/libnvidia-ml.so.1",
+            b"INPUT(-lnvml)\n".to_vec(),
+            false,
+        )
+        .unwrap();
+        let with_path = config.replace(
+            "required = true",
+            "required = true\nnvml_library = \"/opt/nv/libnvidia-ml.so.1\"",
+        );
+        let e = check_gpu_files(&with_path, &c).unwrap_err().to_string();
+        assert!(
+            e.contains("/opt/nv/libnvidia-ml.so.1") && e.contains("not a loadable library"),
+            "{e}"
+        );
         // No GPU required, or no [gpu]: nothing to check.
         check_gpu_files("[gpu]\nrequired = false\n", &b).unwrap();
         check_gpu_files("", &b).unwrap();

@@ -1,0 +1,185 @@
+//! The little of ELF that `pqcc image build` reads to check that a dynamically linked
+//! program in the image can start: its program interpreter (`PT_INTERP`) and, from its
+//! dynamic section (`PT_DYNAMIC`), the shared libraries it needs (`DT_NEEDED`) and where
+//! it asks the loader to look (`DT_RUNPATH`, `DT_RPATH`). 64-bit little-endian only
+//! (x86-64 and aarch64 guests); every offset is bounds-checked, so a malformed file is
+//! an error, never a panic.
+
+/// What the loader needs to know about one ELF file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dynamic {
+    /// `PT_INTERP`, `None` for a static or shared-library file.
+    pub interpreter: Option<String>,
+    /// `DT_NEEDED` names, in order.
+    pub needed: Vec<String>,
+    /// `DT_RUNPATH` (or, without one, `DT_RPATH`) directories, in order.
+    pub runpath: Vec<String>,
+}
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const PT_INTERP: u32 = 3;
+const DT_NULL: u64 = 0;
+const DT_NEEDED: u64 = 1;
+const DT_STRTAB: u64 = 5;
+const DT_RPATH: u64 = 15;
+const DT_RUNPATH: u64 = 29;
+
+const BAD: &str = "a malformed ELF file";
+
+fn u16_at(b: &[u8], o: usize) -> Result<u16, &'static str> {
+    let s = b.get(o..o.checked_add(2).ok_or(BAD)?).ok_or(BAD)?;
+    Ok(u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], o: usize) -> Result<u32, &'static str> {
+    let s = b.get(o..o.checked_add(4).ok_or(BAD)?).ok_or(BAD)?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u64_at(b: &[u8], o: usize) -> Result<u64, &'static str> {
+    let s = b.get(o..o.checked_add(8).ok_or(BAD)?).ok_or(BAD)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Ok(u64::from_le_bytes(a))
+}
+
+fn usize_at(b: &[u8], o: usize) -> Result<usize, &'static str> {
+    usize::try_from(u64_at(b, o)?).map_err(|_| BAD)
+}
+
+/// The NUL-terminated string at `off` of `b`, as UTF-8.
+fn c_str(b: &[u8], off: usize) -> Result<String, &'static str> {
+    let tail = b.get(off..).ok_or(BAD)?;
+    let end = tail.iter().position(|&c| c == 0).ok_or(BAD)?;
+    std::str::from_utf8(&tail[..end])
+        .map(str::to_owned)
+        .map_err(|_| BAD)
+}
+
+/// One program header: (type, file offset, virtual address, file size).
+fn program_headers(b: &[u8]) -> Result<Vec<(u32, usize, u64, usize)>, &'static str> {
+    if b.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return Err("not a 64-bit little-endian ELF file");
+    }
+    let phoff = usize_at(b, 0x20)?;
+    let phentsize = usize::from(u16_at(b, 0x36)?);
+    let phnum = usize::from(u16_at(b, 0x38)?);
+    if phentsize < 0x38 {
+        return Err(BAD);
+    }
+    let mut out = Vec::with_capacity(phnum);
+    for i in 0..phnum {
+        let ph = phentsize
+            .checked_mul(i)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or(BAD)?;
+        out.push((
+            u32_at(b, ph)?,
+            usize_at(b, ph + 0x08)?,
+            u64_at(b, ph + 0x10)?,
+            usize_at(b, ph + 0x20)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads the interpreter, the needed libraries and the run path of an ELF file; `Err`
+/// names what is wrong with a file that is not a well-formed 64-bit little-endian ELF.
+pub fn dynamic(b: &[u8]) -> Result<Dynamic, &'static str> {
+    let phs = program_headers(b)?;
+    let mut d = Dynamic::default();
+    for &(kind, off, _, len) in &phs {
+        if kind == PT_INTERP {
+            let raw = b.get(off..off.checked_add(len).ok_or(BAD)?).ok_or(BAD)?;
+            let path = raw.strip_suffix(&[0]).unwrap_or(raw);
+            d.interpreter = Some(std::str::from_utf8(path).map_err(|_| BAD)?.to_owned());
+        }
+    }
+    let Some(&(_, dyn_off, _, dyn_len)) = phs.iter().find(|p| p.0 == PT_DYNAMIC) else {
+        return Ok(d);
+    };
+    let dynamic = b
+        .get(dyn_off..dyn_off.checked_add(dyn_len).ok_or(BAD)?)
+        .ok_or(BAD)?;
+    let mut entries = Vec::new();
+    for e in dynamic.chunks_exact(16) {
+        let tag = u64_at(e, 0)?;
+        if tag == DT_NULL {
+            break;
+        }
+        entries.push((tag, u64_at(e, 8)?));
+    }
+    // DT_STRTAB is a virtual address: find the loaded segment holding it.
+    let strtab_vaddr = entries
+        .iter()
+        .find(|e| e.0 == DT_STRTAB)
+        .map(|e| e.1)
+        .ok_or(BAD)?;
+    let strtab = phs
+        .iter()
+        .filter(|p| p.0 == PT_LOAD)
+        .find_map(|&(_, off, vaddr, len)| {
+            let rel = strtab_vaddr.checked_sub(vaddr)?;
+            let rel = usize::try_from(rel).ok()?;
+            (rel < len).then(|| off.checked_add(rel)).flatten()
+        })
+        .ok_or(BAD)?;
+    let string = |v: u64| -> Result<String, &'static str> {
+        let o = usize::try_from(v).map_err(|_| BAD)?;
+        c_str(b, strtab.checked_add(o).ok_or(BAD)?)
+    };
+    let mut rpath = Vec::new();
+    for &(tag, val) in &entries {
+        match tag {
+            DT_NEEDED => d.needed.push(string(val)?),
+            DT_RUNPATH => d.runpath.extend(string(val)?.split(':').map(str::to_owned)),
+            DT_RPATH => rpath.extend(string(val)?.split(':').map(str::to_owned)),
+            _ => {}
+        }
+    }
+    // The loader ignores DT_RPATH when DT_RUNPATH is present.
+    if d.runpath.is_empty() {
+        d.runpath = rpath;
+    }
+    d.runpath.retain(|p| !p.is_empty());
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_real_binaries_and_never_panics_on_cut_ones() {
+        // This test binary is dynamically linked by cargo's default (no crt-static).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let d = dynamic(&me).unwrap();
+        let interp = d.interpreter.as_deref().unwrap();
+        assert!(
+            interp.starts_with('/') && interp.contains("ld-"),
+            "{interp}"
+        );
+        assert!(d.needed.iter().any(|n| n == "libc.so.6"), "{:?}", d.needed);
+        // A shared library: no interpreter, its own needs.
+        let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
+            .iter()
+            .find_map(|p| std::fs::read(p).ok())
+            .expect("libm.so.6 on this machine");
+        let d = dynamic(&libm).unwrap();
+        assert_eq!(d.interpreter, None);
+        assert!(d.needed.iter().any(|n| n == "libc.so.6"), "{d:?}");
+        assert!(dynamic(b"#!/bin/sh\n").is_err());
+        // Cut anywhere, or a byte flipped anywhere in the headers: an error or an
+        // answer, never a panic.
+        for n in (0..me.len().min(16384)).step_by(7) {
+            let _ = dynamic(&me[..n]);
+        }
+        let mut m = me.clone();
+        for i in (0..4096.min(m.len())).step_by(3) {
+            m[i] ^= 0xa5;
+            let _ = dynamic(&m);
+            m[i] ^= 0xa5;
+        }
+    }
+}
