@@ -261,8 +261,9 @@ fn check_gpu_files(config_text: &str, a: &cpio::Archive) -> anyhow::Result<()> {
 }
 
 /// Where the loader looks after an object's run path. There is no `ld.so.cache` in the
-/// image, so these are glibc's built-in directories (Debian's multiarch ones and the
-/// `lib64` ones of other distributions).
+/// image, so these are glibc's built-in directories: Debian's multiarch ones and the
+/// `lib64` ones of other distributions. A given loader searches only some of them
+/// (Debian's not `lib64`), which this check cannot tell from the packed loader.
 pub const LIBRARY_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
