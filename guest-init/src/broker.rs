@@ -65,29 +65,35 @@ impl<T: Write> Write for FdLink<T> {
 
 impl<T: Read + Write + AsRawFd> Link for FdLink<T> {
     fn wait_readable(&mut self, until: Instant) -> io::Result<()> {
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        wait_fd_readable(self.0.as_raw_fd(), until)
+    }
+}
+
+/// Waits with `poll(2)` until `fd` is readable (or hung up), or fails with `TimedOut`
+/// once `until` has passed.
+pub(crate) fn wait_fd_readable(fd: std::os::fd::RawFd, until: Instant) -> io::Result<()> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        }
+        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-            let mut p = libc::pollfd {
-                fd: self.0.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `p` is one valid pollfd for the duration of the call.
-            let r = unsafe { libc::poll(&mut p, 1, ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if r > 0 {
-                return Ok(());
-            }
+            return Err(e);
+        }
+        if r > 0 {
+            return Ok(());
         }
     }
 }

@@ -291,31 +291,16 @@ impl HelperNvml {
     fn read_until(&mut self, buf: &mut [u8], until: Instant) -> io::Result<()> {
         let mut got = 0;
         while got < buf.len() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", self.timeout),
-                ));
-            }
-            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-            let mut p = libc::pollfd {
-                fd: self.from_helper.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `p` is one valid pollfd for the duration of the call.
-            let r = unsafe { libc::poll(&mut p, 1, ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            crate::broker::wait_fd_readable(self.from_helper.as_raw_fd(), until).map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {:?}", self.timeout),
+                    )
+                } else {
+                    e
                 }
-                return Err(e);
-            }
-            if r == 0 {
-                continue;
-            }
+            })?;
             match self.from_helper.read(&mut buf[got..]) {
                 Ok(0) => {
                     return Err(io::Error::new(
