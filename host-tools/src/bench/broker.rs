@@ -137,12 +137,9 @@ pub fn run(o: &Options) -> Result<()> {
     let mut rng = OsRng.unwrap_err();
     let key = SigningKey::generate(&mut rng);
     let pk = key.public_key().to_vec();
-    let broker = Arc::new(Broker::new(
-        key,
-        policy,
-        &dir.join("audit.log"),
-        &dir.join("state"),
-    )?);
+    let mut broker = Broker::new(key, policy, &dir.join("audit.log"), &dir.join("state"))?;
+    broker.keep_decision_times = true;
+    let broker = Arc::new(broker);
     let sock = dir.join("broker.sock");
     {
         let b = Arc::clone(&broker);

@@ -99,6 +99,9 @@ pub struct Broker {
     gpu_verifier: Mutex<GpuVerifier>,
     /// Print one line per connection on stderr.
     pub verbose: bool,
+    /// Keep each accepted handshake's decision time for [`Broker::decision_times`]
+    /// (`pqcc bench broker`; off in `pqcc broker serve`, at most a million kept).
+    pub keep_decision_times: bool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -150,10 +153,12 @@ impl Broker {
             decision_times: Mutex::new(Vec::new()),
             gpu_verifier: Mutex::new(GpuVerifier::new()),
             verbose: false,
+            keep_decision_times: false,
         })
     }
 
-    /// The decision times of the accepted handshakes so far (for `pqcc bench broker`).
+    /// The decision times of the accepted handshakes so far, when
+    /// [`Broker::keep_decision_times`] is set (for `pqcc bench broker`).
     pub fn decision_times(&self) -> Vec<Duration> {
         self.decision_times
             .lock()
@@ -407,7 +412,7 @@ impl Broker {
             }
         };
         let decision_time = decided_at.elapsed();
-        {
+        if self.keep_decision_times {
             let mut t = self
                 .decision_times
                 .lock()
