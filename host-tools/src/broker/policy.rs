@@ -384,10 +384,18 @@ fn nvidia_rule(n: &str, nv: RawNvidia, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
 impl Policy {
     /// Reads and checks the policy at `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .with_context(|| format!("reading broker policy {}", path.display()))?;
+        Self::from_file_bytes(path, &bytes)
+    }
+
+    /// Checks `bytes`, the contents of the policy file at `path` (relative paths in it
+    /// are resolved against its folder).
+    pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(bytes)
+            .with_context(|| format!("broker policy {}: not UTF-8", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).with_context(|| format!("broker policy {}", path.display()))
+        Self::parse(text, base).with_context(|| format!("broker policy {}", path.display()))
     }
 
     /// Parses policy text; relative secret files are resolved against `base`.

@@ -12,9 +12,9 @@
 //!
 //! [`Broker::reload_policy`] (`pqcc broker serve` calls it on `SIGHUP`) loads the
 //! policy file again, with its RIMs and collateral: a policy that loads replaces the
-//! old one for every connection that reaches its decision afterwards (a connection
-//! keeps the policy it started with); one that does not is refused, the old policy
-//! stays in force, and either way the audit log gets a `policy-reload` record.
+//! old one for every handshake that starts afterwards (one in progress finishes under
+//! the policy it started with); one that does not is refused, the old policy stays in
+//! force, and either way the audit log gets a `policy-reload` record.
 
 use std::fs;
 use std::io;
@@ -172,19 +172,20 @@ impl Broker {
     }
 
     /// Loads the policy file at `path` again (RIMs and collateral included) and, if it
-    /// loads, puts it in force for the decisions made from now on; returns its number
+    /// loads, puts it in force for the handshakes that start from now on; returns its number
     /// of rules. If it does not load, the policy in force stays and the error is
     /// returned. Either way a `policy-reload` record (the file's SHA3-256, allow or
     /// deny, why) goes to the audit log. The GPU verifier's caches start afresh.
     pub fn reload_policy(&self, path: &Path) -> Result<usize> {
+        // One read: the hash recorded is that of the bytes checked.
         let bytes = fs::read(path);
         let digest = bytes
             .as_ref()
             .map(|b| hash::sha3_256(&[b]))
             .unwrap_or([0u8; 32]);
         let loaded = bytes
-            .with_context(|| format!("reading {}", path.display()))
-            .and_then(|_| Policy::load(path));
+            .with_context(|| format!("reading broker policy {}", path.display()))
+            .and_then(|b| Policy::from_file_bytes(path, &b));
         let (decision, reason) = match &loaded {
             Ok(p) => (
                 Decision::Allow,
@@ -305,8 +306,7 @@ impl Broker {
     pub fn handle(&self, conn: &mut dyn Conn, peer: &str) -> Option<Outcome> {
         // A QEMU chardev connects when the VM starts; the guest speaks (READY) once it
         // is up. Idle connections are bounded separately from the handshake.
-        let policy = self.policy();
-        let idle = Instant::now() + Duration::from_secs(policy.idle_timeout_s);
+        let idle = Instant::now() + Duration::from_secs(self.policy().idle_timeout_s);
         match read_msg(conn, READY.len(), idle) {
             Ok(m) if m == READY => {}
             Ok(_) | Err(_) => {
@@ -316,6 +316,8 @@ impl Broker {
                 return None;
             }
         }
+        // The handshake runs to its end under the policy in force when it starts.
+        let policy = self.policy();
         let start = Instant::now();
         let deadline = start + Duration::from_secs(policy.handshake_timeout_s);
         let mut rng = OsRng.unwrap_err();
