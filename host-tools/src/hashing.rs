@@ -25,6 +25,7 @@ use std::{
     fs::File,
     io::{ErrorKind, Read},
     path::Path,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -375,9 +376,12 @@ pub fn sha3_256_reader_with<R: Read>(
 
 /// SHA3-256 of the file at `path`, read once. Returns `(digest, length)`.
 ///
-/// Files of at least [`OVERLAP_MIN`] bytes are read on a second thread while this one
-/// hashes ([`sha3_256_reader_overlapped`]), so the copy out of the page cache is not on
-/// the hashing thread's path; smaller files are read and hashed in turn.
+/// The file is read and hashed in turn, [`CHUNK`] by [`CHUNK`], as long as reads come
+/// from the page cache. In a file of at least [`OVERLAP_MIN`] bytes, the first read
+/// slower than [`SLOW_READ`] (the bytes come from the device) moves the reading to a
+/// second thread for the rest of the file ([`sha3_256_reader_adaptive`]), so the device
+/// works while this thread hashes. Handing buffers between threads costs more CPU than
+/// the copy out of the page cache it would hide, so a cached file is not handed over.
 pub fn sha3_256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = f
@@ -385,15 +389,47 @@ pub fn sha3_256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
         .with_context(|| format!("stat {}", path.display()))?
         .len();
     let r = if len >= OVERLAP_MIN {
-        sha3_256_reader_overlapped(f, Backend::detect())
+        sha3_256_reader_adaptive(f, Backend::detect()).map(|(d, n, _)| (d, n))
     } else {
         sha3_256_reader(&mut f)
     };
     r.with_context(|| format!("reading {}", path.display()))
 }
 
-/// Files from this size on are read on a second thread while hashing ([`sha3_256_file`]).
+/// Files from this size on may be read on a second thread while hashing
+/// ([`sha3_256_file`]).
 pub const OVERLAP_MIN: u64 = 2 * CHUNK as u64;
+
+/// A read of one [`CHUNK`] slower than this (under 0.5 GB/s) did not come from the page
+/// cache, which copies a megabyte in about a tenth of a millisecond.
+pub const SLOW_READ: Duration = Duration::from_millis(2);
+
+/// SHA3-256 of everything `reader` yields: read and hashed in turn on this thread until
+/// one [`CHUNK`] takes longer than [`SLOW_READ`] to read, then on as
+/// [`sha3_256_reader_overlapped`] (reading on a second thread). Returns `(digest,
+/// length, whether it moved to a second thread)`.
+pub fn sha3_256_reader_adaptive<R: Read + Send>(
+    mut reader: R,
+    backend: Backend,
+) -> std::io::Result<([u8; 32], u64, bool)> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut h = StreamingSha3::with_backend(backend);
+    loop {
+        let t = Instant::now();
+        let n = read_full(&mut reader, &mut buf)?;
+        let slow = t.elapsed() > SLOW_READ;
+        if n == 0 {
+            let (d, len) = h.finish();
+            return Ok((d, len, false));
+        }
+        h.update(&buf[..n]);
+        if slow && n == CHUNK {
+            drop(buf);
+            let (d, len) = overlapped_from(reader, h)?;
+            return Ok((d, len, true));
+        }
+    }
+}
 
 /// Buffers in flight between the reading and the hashing thread.
 pub const OVERLAP_BUFFERS: usize = 3;
@@ -403,8 +439,16 @@ pub const OVERLAP_BUFFERS: usize = 3;
 /// previous ones. Same result as [`sha3_256_reader_with`]; memory stays constant.
 /// A read error ends both threads and is returned.
 pub fn sha3_256_reader_overlapped<R: Read + Send>(
-    mut reader: R,
+    reader: R,
     backend: Backend,
+) -> std::io::Result<([u8; 32], u64)> {
+    overlapped_from(reader, StreamingSha3::with_backend(backend))
+}
+
+/// Goes on hashing into `h` what `reader` yields, reading on a second thread.
+fn overlapped_from<R: Read + Send>(
+    mut reader: R,
+    mut h: StreamingSha3,
 ) -> std::io::Result<([u8; 32], u64)> {
     use std::sync::mpsc;
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(OVERLAP_BUFFERS);
@@ -424,7 +468,6 @@ pub fn sha3_256_reader_overlapped<R: Read + Send>(
             }
             Ok(())
         });
-        let mut h = StreamingSha3::with_backend(backend);
         for (buf, n) in full_rx {
             h.update(&buf[..n]);
             // The reader may already have finished; then the buffer is simply dropped.
@@ -562,6 +605,22 @@ mod tests {
             }
         }
         let err = sha3_256_reader_overlapped(Failing(3 * CHUNK + 5), Backend::detect());
+        assert_eq!(err.unwrap_err().to_string(), "disk on fire");
+        // Adaptive: bytes in memory stay on this thread; a reader as slow as a device
+        // moves to a second one after its first chunk, with the same digest; an error
+        // after the move still ends the hash with it.
+        let fast = sha3_256_reader_adaptive(&data[..], Backend::detect()).unwrap();
+        assert_eq!(fast, (want, data.len() as u64, false));
+        struct Slow<R>(R);
+        impl<R: Read> Read for Slow<R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::thread::sleep(SLOW_READ);
+                self.0.read(buf)
+            }
+        }
+        let slow = sha3_256_reader_adaptive(Slow(&data[..]), Backend::detect()).unwrap();
+        assert_eq!(slow, (want, data.len() as u64, true));
+        let err = sha3_256_reader_adaptive(Slow(Failing(3 * CHUNK + 5)), Backend::detect());
         assert_eq!(err.unwrap_err().to_string(), "disk on fire");
         assert_eq!(overlapped.unwrap(), (want, data.len() as u64));
         std::fs::remove_dir_all(&dir).unwrap();
