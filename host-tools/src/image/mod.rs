@@ -179,6 +179,9 @@ pub fn build(opts: &Options) -> anyhow::Result<Image> {
     }
 
     check_gpu_files(&config_text, &a)?;
+    if let Some((_, dst)) = &opts.workload {
+        warnings.extend(workload_warnings(&a, dst)?);
+    }
 
     let raw = a.to_bytes();
     let bytes = if opts.gzip {
@@ -291,10 +294,104 @@ fn find_library(a: &cpio::Archive, name: &str, object: &str, runpath: &[String])
         .find(|p| a.file(p).is_some())
 }
 
+/// Why a program in the image would not start: something its loader would not find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Problem {
+    /// `what` (a description naming `name`) is not in the image.
+    NotFound { what: String, name: String },
+    /// The file the loader would take is not a loadable ELF library.
+    NotLoadable {
+        path: String,
+        name: String,
+        by: String,
+        why: &'static str,
+    },
+}
+
+impl Problem {
+    /// One line for a warning or an error.
+    fn describe(&self) -> String {
+        match self {
+            Problem::NotFound { what, name } => format!(
+                "the image has no {what} (looked in the run path and {}): pack it with \
+                 --file SRC:/lib/x86_64-linux-gnu/{name}",
+                LIBRARY_DIRS.join(", ")
+            ),
+            Problem::NotLoadable {
+                path,
+                name,
+                by,
+                why,
+            } => format!("{path} ({name}, needed by {by}) is not a loadable library: {why}"),
+        }
+    }
+}
+
+/// Follows `root`'s shared libraries (`DT_NEEDED`), plus the libraries it loads itself
+/// (`dlopened`: (name, what it is, why it is needed), resolved as its `dlopen` would),
+/// and everything those need
+/// in turn, through the image. Returns what the loader would not find, in the order
+/// met. The loader itself (`interp`) satisfies a need for its own file name.
+fn library_problems(
+    a: &cpio::Archive,
+    root: &str,
+    root_dyn: &elf::Dynamic,
+    interp: &str,
+    dlopened: &[(&str, &str, &str)],
+) -> anyhow::Result<Vec<Problem>> {
+    let loader_name = interp.rsplit('/').next().unwrap_or(interp);
+    let mut problems = Vec::new();
+    // (path in the image, name asked for, who asked), still to read.
+    let mut found: Vec<(String, String, String)> = Vec::new();
+    for (name, label, why) in dlopened {
+        match find_library(a, name, root, &root_dyn.runpath) {
+            Some(p) => found.push((p, (*name).to_owned(), root.to_owned())),
+            None => problems.push(Problem::NotFound {
+                what: format!("{label} {name} ({why})"),
+                name: name.rsplit('/').next().unwrap_or(name).to_owned(),
+            }),
+        }
+    }
+    let mut queue: Vec<(String, elf::Dynamic)> = vec![(root.to_owned(), root_dyn.clone())];
+    let mut seen = std::collections::BTreeSet::from([root.to_owned(), interp.to_owned()]);
+    loop {
+        for (path, name, by) in found.drain(..) {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            if seen.len() > MAX_OBJECTS {
+                bail!("{root}: more than {MAX_OBJECTS} shared libraries to check");
+            }
+            match elf::dynamic(a.file(&path).unwrap_or_default()) {
+                Ok(d) => queue.push((path, d)),
+                Err(why) => problems.push(Problem::NotLoadable {
+                    path,
+                    name,
+                    by,
+                    why,
+                }),
+            }
+        }
+        let Some((object, d)) = queue.pop() else {
+            return Ok(problems);
+        };
+        for name in &d.needed {
+            if name == loader_name {
+                continue;
+            }
+            match find_library(a, name, &object, &d.runpath) {
+                Some(p) => found.push((p, name.clone(), object.clone())),
+                None => problems.push(Problem::NotFound {
+                    what: format!("shared library {name} (needed by {object})"),
+                    name: name.clone(),
+                }),
+            }
+        }
+    }
+}
+
 /// Checks that every shared library the helper needs, the NVML library it loads
-/// (`nvml`, resolved as its `dlopen` would) and everything those need in turn are in
-/// the image and are ELF files. The loader itself (`interp`) satisfies a need for its
-/// own file name.
+/// (`nvml`) and everything those need in turn are in the image and are ELF files.
 fn check_libraries(
     a: &cpio::Archive,
     helper: &str,
@@ -302,56 +399,72 @@ fn check_libraries(
     interp: &str,
     nvml: &str,
 ) -> anyhow::Result<()> {
-    let loader_name = interp.rsplit('/').next().unwrap_or(interp);
-    let searched = LIBRARY_DIRS.join(", ");
-    let not_found = |what: String, name: &str| {
-        anyhow::anyhow!(
-            "the config requires a GPU, but the image has no {what} (looked in the run path \
-             and {searched}): pack it with --file SRC:/lib/x86_64-linux-gnu/{name}"
-        )
-    };
-    let not_loadable = |path: &str, name: &str, by: &str, why: &str| {
-        anyhow::anyhow!("{path} ({name}, needed by {by}) is not a loadable library: {why}")
-    };
-    let nvml_path = find_library(a, nvml, helper, &helper_dyn.runpath).ok_or_else(|| {
-        not_found(
-            format!("NVML library {nvml} (the helper loads it; gpu.nvml_library)"),
-            nvml.rsplit('/').next().unwrap_or(nvml),
-        )
-    })?;
-    let nvml_dyn = elf::dynamic(a.file(&nvml_path).unwrap_or_default())
-        .map_err(|why| not_loadable(&nvml_path, nvml, helper, why))?;
-    // (path in the image, its dynamic information), still to follow.
-    let mut queue = vec![
-        (helper.to_owned(), helper_dyn.clone()),
-        (nvml_path.clone(), nvml_dyn),
-    ];
-    let mut seen =
-        std::collections::BTreeSet::from([helper.to_owned(), interp.to_owned(), nvml_path]);
-    let mut needs: Vec<(String, String, String)> = Vec::new();
-    while let Some((object, d)) = queue.pop() {
-        for name in &d.needed {
-            if name == loader_name {
-                continue;
-            }
-            let path = find_library(a, name, &object, &d.runpath).ok_or_else(|| {
-                not_found(format!("shared library {name} (needed by {object})"), name)
-            })?;
-            needs.push((path, name.clone(), object.clone()));
+    let problems = library_problems(
+        a,
+        helper,
+        helper_dyn,
+        interp,
+        &[(
+            nvml,
+            "NVML library",
+            "the helper loads it; gpu.nvml_library",
+        )],
+    )?;
+    match problems.first() {
+        None => Ok(()),
+        Some(p @ Problem::NotFound { .. }) => {
+            bail!("the config requires a GPU, but {}", p.describe())
         }
-        for (path, name, by) in needs.drain(..) {
-            if !seen.insert(path.clone()) {
-                continue;
-            }
-            if seen.len() > MAX_OBJECTS {
-                bail!("{helper}: more than {MAX_OBJECTS} shared libraries to check");
-            }
-            let bytes = a.file(&path).unwrap_or_default();
-            let d = elf::dynamic(bytes).map_err(|why| not_loadable(&path, &name, &by, why))?;
-            queue.push((path, d));
-        }
+        Some(p) => bail!("{}", p.describe()),
     }
-    Ok(())
+}
+
+/// Warnings for a workload the guest could not start: a dynamically linked program
+/// whose loader or libraries are not in the image, or a script whose interpreter is
+/// not (followed one level: an ELF interpreter's libraries are checked too). Warnings,
+/// not errors: a workload may find its libraries on the model disk (a run path under
+/// `/model`).
+fn workload_warnings(a: &cpio::Archive, workload: &str) -> anyhow::Result<Vec<String>> {
+    let Some(bytes) = a.file(workload) else {
+        return Ok(Vec::new());
+    };
+    let (program, what) = if let Some(line) = bytes.strip_prefix(b"#!") {
+        let line = line.split(|&c| c == b'\n').next().unwrap_or_default();
+        let interp = String::from_utf8_lossy(line);
+        let Some(interp) = interp.split_whitespace().next() else {
+            return Ok(vec![format!(
+                "workload {workload}: `#!` without an interpreter"
+            )]);
+        };
+        if a.file(interp).is_none() {
+            return Ok(vec![format!(
+                "workload {workload}: its interpreter {interp} is not in the image"
+            )]);
+        }
+        (
+            interp.to_owned(),
+            format!("{interp} (the interpreter of {workload})"),
+        )
+    } else {
+        (workload.to_owned(), format!("workload {workload}"))
+    };
+    let Ok(d) = elf::dynamic(a.file(&program).unwrap_or_default()) else {
+        return Ok(vec![format!(
+            "{what} is neither a 64-bit ELF program nor a `#!` script"
+        )]);
+    };
+    let Some(interp) = d.interpreter.clone() else {
+        return Ok(Vec::new());
+    };
+    if a.file(&interp).is_none() {
+        return Ok(vec![format!(
+            "{what}: its dynamic loader {interp} (PT_INTERP) is not in the image"
+        )]);
+    }
+    Ok(library_problems(a, &program, &d, &interp, &[])?
+        .iter()
+        .map(|p| format!("{what}: {}", p.describe()))
+        .collect())
 }
 
 /// Writes `bytes` to `out` through a temporary file and a rename.
@@ -375,6 +488,51 @@ mod tests {
         assert_eq!(d, "/x/y");
         assert!(split_src_dst("a/b").is_err());
         assert!(split_src_dst(":/x").is_err());
+    }
+
+    #[test]
+    fn workloads_that_could_not_start_are_warned_about() {
+        // This test binary stands in for a dynamically linked workload.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let interp = elf::dynamic(&me).unwrap().interpreter.unwrap();
+        let mut a = cpio::Archive::new();
+        a.add_file("/bin/work", me.clone(), true).unwrap();
+        let w = workload_warnings(&a, "/bin/work").unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("dynamic loader") && w[0].contains(&interp),
+            "{w:?}"
+        );
+        a.add_file(&interp, b"loader".to_vec(), true).unwrap();
+        let w = workload_warnings(&a, "/bin/work").unwrap();
+        assert!(
+            w.iter()
+                .any(|l| l.contains("no shared library libc.so.6 (needed by /bin/work)")),
+            "{w:?}"
+        );
+        // A script: its interpreter must be there, and is checked like a program.
+        a.add_file(
+            "/bin/job",
+            b"#!/usr/bin/python3 -u\nprint(1)\n".to_vec(),
+            true,
+        )
+        .unwrap();
+        let w = workload_warnings(&a, "/bin/job").unwrap();
+        assert_eq!(
+            w,
+            ["workload /bin/job: its interpreter /usr/bin/python3 is not in the image"]
+        );
+        a.add_file("/usr/bin/python3", me, true).unwrap();
+        let w = workload_warnings(&a, "/bin/job").unwrap();
+        assert!(
+            w.iter().any(|l| l.starts_with(
+                "/usr/bin/python3 (the interpreter of /bin/job): the image has no shared library"
+            )),
+            "{w:?}"
+        );
+        a.add_file("/bin/junk", b"MZ".to_vec(), true).unwrap();
+        let w = workload_warnings(&a, "/bin/junk").unwrap();
+        assert!(w[0].contains("neither a 64-bit ELF program"), "{w:?}");
     }
 
     #[test]
