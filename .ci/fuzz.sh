@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke-runs every pqcc fuzz target (libFuzzer via cargo-fuzz) for a short while:
 # pqcc-core's decoders, pqcc-verify's evidence parsers and the host tools' parsers of
-# key files, audit logs and policy files.
+# key files, audit logs, policy files and ELF headers.
 # The core has no unsafe code, so the targets run without a sanitizer; what they check
 # is panics, failed assertions (canonical re-encoding, nothing opens without the key)
 # and timeouts. Longer runs: FUZZ_SECONDS=600 .ci/fuzz.sh
@@ -53,4 +53,9 @@ if [ -x "$pqcc_bin" ] && [ ! -e "$seeds/seed-ml-dsa-65" ]; then
         mv "$seeds/seed-$alg.pub" "$seeds/seed-$alg-pub"
     done
 fi
-run_targets "$ROOT/host-tools/fuzz" key_file audit_log policy_files
+# A small real program seeds the ELF reader (random bytes never reach its dynamic
+# section).
+elf_seeds="$ROOT/host-tools/fuzz/corpus/elf_dynamic"
+mkdir -p "$elf_seeds"
+[ -e "$elf_seeds/seed-true" ] || cp "$(type -P true)" "$elf_seeds/seed-true"
+run_targets "$ROOT/host-tools/fuzz" key_file audit_log policy_files elf_dynamic

@@ -91,8 +91,9 @@ pub fn dynamic(b: &[u8]) -> Result<Dynamic, &'static str> {
     let mut d = Dynamic::default();
     for &(kind, off, _, len) in &phs {
         if kind == PT_INTERP {
+            // The loader reads the path as a C string: up to the first NUL.
             let raw = b.get(off..off.checked_add(len).ok_or(BAD)?).ok_or(BAD)?;
-            let path = raw.strip_suffix(&[0]).unwrap_or(raw);
+            let path = raw.split(|&c| c == 0).next().unwrap_or_default();
             d.interpreter = Some(std::str::from_utf8(path).map_err(|_| BAD)?.to_owned());
         }
     }
