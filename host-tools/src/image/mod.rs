@@ -276,7 +276,7 @@ pub const LIBRARY_DIRS: [&str; 6] = [
     "/usr/lib",
 ];
 
-/// Most shared objects followed from the helper (a bound on a malicious archive).
+/// Most shared objects followed from one program (a bound on a hostile archive).
 const MAX_OBJECTS: usize = 256;
 
 /// Where the loader would find `name` for an object at `object` with run path
