@@ -212,13 +212,28 @@ impl Broker {
             artifact_sha3_256: digest,
             actor: "broker".into(),
         };
-        self.audit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .append(&rec)?;
-        let policy = loaded?;
+        let append = |rec: &Record| -> Result<()> {
+            self.audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(rec)?;
+            Ok(())
+        };
+        let policy = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                append(&rec)?;
+                return Err(e);
+            }
+        };
         let rules = policy.rules.len();
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        // The record and the swap happen under the write lock, so no handshake starts
+        // under the old policy once the record says the new one is in force, and none
+        // under the new one without its record.
+        let mut slot = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        append(&rec)?;
+        *slot = Arc::new(policy);
+        drop(slot);
         *self.gpu_verifier.lock().unwrap_or_else(|e| e.into_inner()) = GpuVerifier::new();
         Ok(rules)
     }
