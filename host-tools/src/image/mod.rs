@@ -312,6 +312,10 @@ impl Problem {
     /// One line for a warning or an error.
     fn describe(&self) -> String {
         match self {
+            // A name with a slash is loaded from that path only; a bare one is searched.
+            Problem::NotFound { what, name } if name.contains('/') => {
+                format!("the image has no {what}: pack it with --file SRC:{name}")
+            }
             Problem::NotFound { what, name } => format!(
                 "the image has no {what} (looked in the run path and {}): pack it with \
                  --file SRC:/lib/x86_64-linux-gnu/{name}",
@@ -348,7 +352,7 @@ fn library_problems(
             Some(p) => found.push((p, (*name).to_owned(), root.to_owned())),
             None => problems.push(Problem::NotFound {
                 what: format!("{label} {name} ({why})"),
-                name: name.rsplit('/').next().unwrap_or(name).to_owned(),
+                name: (*name).to_owned(),
             }),
         }
     }
@@ -628,6 +632,16 @@ collateral = "/etc/pqcc/gpu/collateral"
         let e = check_gpu_files(&with_path, &c).unwrap_err().to_string();
         assert!(
             e.contains("/opt/nv/libnvidia-ml.so.1") && e.contains("not a loadable library"),
+            "{e}"
+        );
+        // Missing at that path: the hint is that path, not a search directory.
+        let elsewhere = with_path.replace("/opt/nv/", "/opt/other/");
+        let e = check_gpu_files(&elsewhere, &c).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "no NVML library /opt/other/libnvidia-ml.so.1 (the helper loads it; \
+                 gpu.nvml_library): pack it with --file SRC:/opt/other/libnvidia-ml.so.1"
+            ),
             "{e}"
         );
         // No GPU required, or no [gpu]: nothing to check.
