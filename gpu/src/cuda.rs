@@ -245,6 +245,43 @@ struct Slot {
     copied: CudaEvent,
 }
 
+/// How [`GpuOpener`] gets the tag verdicts (one status word per frame) back to the host.
+///
+/// Both read the verdicts with a copy from VRAM that the driver carries out (in CC mode
+/// over its encrypted path); neither lets the GPU write verdicts into host memory, which
+/// the host could change. They differ in fixed cost per tensor, which is what limits
+/// small tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerdictReadback {
+    /// A status buffer allocated and zeroed for every tensor, the host waiting after
+    /// each; after the frames the host waits for every stream, copies the words back
+    /// synchronously and frees the buffer: 3 + (streams) host waits per tensor.
+    #[default]
+    PerTensor,
+    /// A status buffer kept by the opener (grown when a tensor has more frames) and a
+    /// pinned host copy of it. Zeroing is queued on stream 0 and the other streams wait
+    /// for it on the device; at the end stream 0 waits for the others (events), the words
+    /// are copied into the pinned copy on stream 0, and the host waits once.
+    ///
+    /// Meant for small tensors. The GPU tests run under both readbacks; this one becomes
+    /// the default once they have passed on a device and `pqcc bench gpu` (which times
+    /// both) shows the gain (docs/gpu.md, "Small tensors").
+    Persistent,
+}
+
+/// The opener's kept status words ([`VerdictReadback::Persistent`]).
+struct Verdicts {
+    dev: CudaSlice<u32>,
+    host: PinnedBuffer,
+    /// Frames the buffers hold.
+    cap: usize,
+    /// Recorded on stream 0 after the zeroing; the other streams wait for it.
+    zeroed: CudaEvent,
+    /// One per stream after the first, recorded after its last frame; stream 0 waits
+    /// for them before the copy back.
+    done: Vec<CudaEvent>,
+}
+
 /// The CUDA device: memory, streams and the compiled kernels.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
@@ -622,6 +659,8 @@ pub struct GpuOpener<const W: usize = DEFAULT_WINDOW_WORDS> {
     key: DeviceKey,
     channel: Opener<RustCryptoAesGcm, W>,
     slots: Vec<Slot>,
+    readback: VerdictReadback,
+    verdicts: Option<Verdicts>,
 }
 
 impl<const W: usize> std::fmt::Debug for GpuOpener<W> {
@@ -661,7 +700,19 @@ impl<const W: usize> GpuOpener<W> {
             backend,
             key,
             slots,
+            readback: VerdictReadback::default(),
+            verdicts: None,
         })
+    }
+
+    /// How tag verdicts come back ([`VerdictReadback`]); the default is `PerTensor`.
+    pub fn set_verdict_readback(&mut self, readback: VerdictReadback) {
+        self.readback = readback;
+    }
+
+    /// The current [`VerdictReadback`].
+    pub fn verdict_readback(&self) -> VerdictReadback {
+        self.readback
     }
 
     /// The backend the tensors land in.
@@ -769,6 +820,9 @@ impl<const W: usize> GpuOpener<W> {
         dst_p: u64,
         dst_len: usize,
     ) -> Result<TensorPlan, GpuError> {
+        if self.readback == VerdictReadback::Persistent {
+            return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+        }
         let n = frames.len();
         let status = self.backend.alloc_raw::<u32>(n)?;
         let status_p = self.backend.ptr(&status);
@@ -789,6 +843,114 @@ impl<const W: usize> GpuOpener<W> {
             Some(frame) => Err(GpuError::TagMismatch { frame }),
             None => Ok(plan),
         }
+    }
+
+    /// [`GpuOpener::enqueue_and_wait`] with the kept status words
+    /// ([`VerdictReadback::Persistent`]): no allocation, and one host wait.
+    fn enqueue_and_wait_kept(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst_p: u64,
+        dst_len: usize,
+    ) -> Result<TensorPlan, GpuError> {
+        let n = frames.len().max(1);
+        self.ensure_verdicts(n)?;
+        let (status_p, s0) = match &self.verdicts {
+            Some(v) => (self.backend.ptr(&v.dev), self.backend.s0().clone()),
+            None => return Err(GpuError::InvalidArgument("status buffer missing")),
+        };
+        let r = self
+            .zero_verdicts(&s0, status_p, n)
+            .and_then(|()| self.enqueue(now, frames, pinned, dst_p, dst_len, status_p))
+            .and_then(|plan| {
+                self.fetch_verdicts(&s0, status_p, n)?;
+                Ok(plan)
+            });
+        // On success stream 0 joined every other stream before the copy back, so its
+        // completion means all streams are idle; after an error, wait for each.
+        let synced = match &r {
+            Ok(_) => s0.synchronize().map_err(drv),
+            Err(_) => self.backend.sync_all(),
+        };
+        let plan = r?;
+        synced?;
+        let v = self
+            .verdicts
+            .as_ref()
+            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
+        let words = v.host.as_slice().chunks_exact(4).take(frames.len());
+        match words
+            .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+            .position(|x| x != 1)
+        {
+            Some(frame) => Err(GpuError::TagMismatch { frame }),
+            None => Ok(plan),
+        }
+    }
+
+    /// Makes the kept status buffers hold at least `n` frames (all streams are idle).
+    fn ensure_verdicts(&mut self, n: usize) -> Result<(), GpuError> {
+        if self.verdicts.as_ref().is_some_and(|v| v.cap >= n) {
+            return Ok(());
+        }
+        let cap = n.max(64).next_power_of_two();
+        let event = || {
+            let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
+            self.backend.ctx.new_event(Some(flags)).map_err(drv)
+        };
+        let zeroed = event()?;
+        let done = (1..self.backend.streams.len())
+            .map(|_| event())
+            .collect::<Result<Vec<_>, _>>()?;
+        self.verdicts = None;
+        self.verdicts = Some(Verdicts {
+            dev: self.backend.alloc_raw::<u32>(cap)?,
+            host: self.backend.alloc_pinned(4 * cap)?,
+            cap,
+            zeroed,
+            done,
+        });
+        Ok(())
+    }
+
+    /// Queues the zeroing of `n` status words on stream 0 and makes the other streams
+    /// wait for it on the device before anything queued on them later.
+    fn zero_verdicts(&self, s0: &CudaStream, status_p: u64, n: usize) -> Result<(), GpuError> {
+        let v = self
+            .verdicts
+            .as_ref()
+            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
+        // SAFETY: the kept buffer holds `cap >= n` words; the previous tensor's readback
+        // was waited for, so nothing else uses it.
+        unsafe { result::memset_d8_async(status_p, 0, 4 * n, s0.cu_stream()) }.map_err(drv)?;
+        v.zeroed.record(s0).map_err(drv)?;
+        for s in &self.backend.streams[1..] {
+            s.wait(&v.zeroed).map_err(drv)?;
+        }
+        Ok(())
+    }
+
+    /// Makes stream 0 wait for every other stream, then queues the copy of `n` status
+    /// words into the pinned host copy (read after stream 0 completes).
+    fn fetch_verdicts(&mut self, s0: &CudaStream, status_p: u64, n: usize) -> Result<(), GpuError> {
+        let v = self
+            .verdicts
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
+        for (s, done) in self.backend.streams[1..].iter().zip(&v.done) {
+            done.record(s).map_err(drv)?;
+            s0.wait(done).map_err(drv)?;
+        }
+        let host = v
+            .host
+            .as_mut_slice()
+            .get_mut(..4 * n)
+            .ok_or(GpuError::InvalidArgument("status buffer too small"))?;
+        // SAFETY: `host` is pinned, 4n bytes, and not touched until stream 0 completes
+        // (the caller synchronises it before reading); the source holds `cap >= n` words.
+        unsafe { result::memcpy_dtoh_async(host, status_p, s0.cu_stream()) }.map_err(drv)
     }
 
     /// The enqueueing half of [`GpuOpener::enqueue_and_wait`].

@@ -9,7 +9,7 @@ use pqcc_core::{Error, channel::Limits, secret::Secret};
 use pqcc_gpu::{
     Backend, GpuError, MemoryBackend,
     cpu::CpuOpener,
-    cuda::{CudaBackend, GpuOpener, cuda_available},
+    cuda::{CudaBackend, GpuOpener, VerdictReadback, cuda_available},
     next_epoch_key,
 };
 
@@ -27,8 +27,18 @@ fn backend(test: &str) -> Option<CudaBackend> {
     }
 }
 
+/// Both ways of reading the verdicts back; the opener tests run under each.
+const READBACKS: [VerdictReadback; 2] = [VerdictReadback::PerTensor, VerdictReadback::Persistent];
+
 fn gpu_opener(b: CudaBackend, key: &[u8; 32]) -> GpuOpener {
     GpuOpener::new(b, Secret::new(*key), PREFIX, Limits::default(), NOW).unwrap()
+}
+
+fn gpu_opener_with(b: CudaBackend, key: &[u8; 32], readback: VerdictReadback) -> GpuOpener {
+    let mut g = gpu_opener(b, key);
+    g.set_verdict_readback(readback);
+    println!("[gpu] verdict readback: {readback:?}");
+    g
 }
 
 fn cpu_opener(key: &[u8; 32]) -> CpuOpener<MemoryBackend> {
@@ -80,13 +90,19 @@ fn wycheproof_aes256_gcm_through_the_gpu_kernel() {
 
 #[test]
 fn gpu_matches_cpu_on_random_tensors() {
+    for readback in READBACKS {
+        gpu_matches_cpu_on_random_tensors_with(readback);
+    }
+}
+
+fn gpu_matches_cpu_on_random_tensors_with(readback: VerdictReadback) {
     let Some(b) = backend("cross-check") else {
         return;
     };
     let mut rng = Rng(0xdead_beef);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener(b, &key);
+    let mut g = gpu_opener_with(b, &key, readback);
     let mut c = cpu_opener(&key);
     let cases: &[(usize, usize)] = &[
         (0, 1),
@@ -131,11 +147,19 @@ fn gpu_matches_cpu_on_random_tensors() {
 
 #[test]
 fn pinned_frames_open_in_place_of_staging() {
-    let Some(b) = backend("pinned") else { return };
+    for readback in READBACKS {
+        pinned_frames_open_in_place_of_staging_with(readback);
+    }
+}
+
+fn pinned_frames_open_in_place_of_staging_with(readback: VerdictReadback) {
+    let Some(b) = backend("pinned") else {
+        return;
+    };
     let mut rng = Rng(77);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener(b, &key);
+    let mut g = gpu_opener_with(b, &key, readback);
     let data = rng.bytes(3 << 20);
     let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
     let total: usize = frames.iter().map(Vec::len).sum();
@@ -167,11 +191,19 @@ fn pinned_frames_open_in_place_of_staging() {
 
 #[test]
 fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
-    let Some(b) = backend("tamper") else { return };
+    for readback in READBACKS {
+        tampered_frames_fail_and_leave_a_zeroed_buffer_with(readback);
+    }
+}
+
+fn tampered_frames_fail_and_leave_a_zeroed_buffer_with(readback: VerdictReadback) {
+    let Some(b) = backend("tamper") else {
+        return;
+    };
     let mut rng = Rng(4242);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener(b, &key);
+    let mut g = gpu_opener_with(b, &key, readback);
     let data = rng.bytes(3 << 20);
     let frames = seal_tensor(&mut s, 9, &data, 1 << 20);
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
@@ -189,7 +221,7 @@ fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
         println!("[gpu] tampered {what} in frame {frame}: {e}; buffer zeroed");
     }
     // A wrong key: every tag fails.
-    let mut other = gpu_opener(CudaBackend::new(0, 2).unwrap(), &rng.key());
+    let mut other = gpu_opener_with(CudaBackend::new(0, 2).unwrap(), &rng.key(), readback);
     assert_eq!(
         other.open_tensor(NOW, &refs).unwrap_err(),
         GpuError::TagMismatch { frame: 0 }
@@ -198,6 +230,16 @@ fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
     let h = g.open_tensor(NOW, &refs).unwrap();
     assert_eq!(g.backend().download(h).unwrap(), data);
     assert!(g.open_tensor(NOW, &refs).is_err());
+    // After a tensor whose verdicts were all good, a bad one with as many frames still
+    // fails: no verdict of the earlier tensor is read for it.
+    let mut next = seal_tensor(&mut s, 10, &data, 1 << 20);
+    let n = next[2].len();
+    next[2][n - 1] ^= 1;
+    let next_refs: Vec<&[u8]> = next.iter().map(Vec::as_slice).collect();
+    assert_eq!(
+        g.open_tensor(NOW, &next_refs).unwrap_err(),
+        GpuError::TagMismatch { frame: 2 }
+    );
 }
 
 #[test]
@@ -218,13 +260,19 @@ fn gpu_rekey_follows_the_channel() {
 
 #[test]
 fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
+    for readback in READBACKS {
+        a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit_with(readback);
+    }
+}
+
+fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit_with(readback: VerdictReadback) {
     let Some(b) = backend("refused midway") else {
         return;
     };
     let mut rng = Rng(0x5eed);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener(b, &key);
+    let mut g = gpu_opener_with(b, &key, readback);
     let data = rng.bytes(8 << 20);
     let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
     let other = seal_tensor(&mut s, 2, &rng.bytes(1 << 20), 1 << 20);
