@@ -289,6 +289,54 @@ fn sighup_reloads_the_policy_and_a_bad_one_is_refused() {
 }
 
 #[test]
+fn a_raised_max_concurrent_serves_a_waiting_connection_at_once() {
+    let one = policy("", 30).replace("max_concurrent = 8", "max_concurrent = 1");
+    assert_ne!(one, policy("", 30));
+    let b = start("broker-raise", &one);
+    // The only place is taken by a connection that got its Challenge and sends nothing
+    // (it would hold the place for the 30 s handshake timeout).
+    let (_first, ch) = connect(&b);
+    assert!(matches!(
+        wire::decode_message(&ch),
+        Ok(Message::Challenge(_))
+    ));
+    let mut second = UnixStream::connect(&b.sock).unwrap();
+    write_msg(&mut second, pqcc_core::bundle::READY);
+    second
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut p = [0u8; 4];
+    let e = second.read_exact(&mut p).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the second connection was served beyond max_concurrent = 1: {e}"
+    );
+    // Raising the limit serves it while the first still holds its place.
+    fs::write(
+        b.dir.path().join("broker.toml"),
+        policy("", 30).replace("max_concurrent = 8", "max_concurrent = 2"),
+    )
+    .unwrap();
+    sighup(&b, 1);
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t = Instant::now();
+    let ch = read_msg(&mut second);
+    assert!(
+        matches!(wire::decode_message(&ch), Ok(Message::Challenge(_))),
+        "expected a Challenge after the reload"
+    );
+    println!(
+        "[broker] raised max_concurrent: waiting connection served {} ms after the reload",
+        t.elapsed().as_millis()
+    );
+}
+
+#[test]
 fn a_broker_key_other_than_the_configured_one_is_refused() {
     let b = start("broker-key", &policy("", 10));
     let other = start("broker-key-other", &policy("", 10));

@@ -97,6 +97,9 @@ pub struct Broker {
     next_conn: AtomicU64,
     decision_times: Mutex<Vec<Duration>>,
     gpu_verifier: Mutex<GpuVerifier>,
+    /// Connections being served, and the signal that one ended or the limit changed.
+    active: Mutex<usize>,
+    slot_freed: Condvar,
     /// Print one line per connection on stderr.
     pub verbose: bool,
     /// Keep each accepted handshake's decision time for [`Broker::decision_times`]
@@ -151,6 +154,8 @@ impl Broker {
             generate_lock: Mutex::new(()),
             next_conn: AtomicU64::new(1),
             decision_times: Mutex::new(Vec::new()),
+            active: Mutex::new(0),
+            slot_freed: Condvar::new(),
             gpu_verifier: Mutex::new(GpuVerifier::new()),
             verbose: false,
             keep_decision_times: false,
@@ -235,26 +240,30 @@ impl Broker {
         *slot = Arc::new(policy);
         drop(slot);
         *self.gpu_verifier.lock().unwrap_or_else(|e| e.into_inner()) = GpuVerifier::new();
+        // A raised `max_concurrent` applies at once: wake the accept loop if it waits for
+        // a free place (it checks the limit under this lock, so the wake is not lost).
+        let _active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        self.slot_freed.notify_all();
         Ok(rules)
     }
 
     /// Serves `listen` until `max_connections` connections were handled (forever when
     /// `None`). Prints `listening on …` on stderr once the socket is ready.
     pub fn serve(self: Arc<Self>, listen: &Listen, max_connections: Option<u64>) -> Result<()> {
-        let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
         let mut handled = 0u64;
         let mut threads = Vec::new();
         let mut accept_one = |conn: Box<dyn Conn>, peer: String| {
             {
-                let (m, cv) = &*gate;
-                let mut active = m.lock().unwrap_or_else(|e| e.into_inner());
+                let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
                 while *active >= self.policy().max_concurrent {
-                    active = cv.wait(active).unwrap_or_else(|e| e.into_inner());
+                    active = self
+                        .slot_freed
+                        .wait(active)
+                        .unwrap_or_else(|e| e.into_inner());
                 }
                 *active += 1;
             }
             let me = Arc::clone(&self);
-            let g = Arc::clone(&gate);
             threads.push(std::thread::spawn(move || {
                 let mut conn = conn;
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -263,9 +272,8 @@ impl Broker {
                 if r.is_err() {
                     eprintln!("broker: {peer}: internal error (panic) — connection dropped");
                 }
-                let (m, cv) = &*g;
-                *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-                cv.notify_one();
+                *me.active.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                me.slot_freed.notify_one();
             }));
             threads.retain(|t| !t.is_finished());
         };
