@@ -1,303 +1,77 @@
 //! The GPU path on a real device: Wycheproof through the kernel, GPU against the CPU
-//! fallback on random tensors, tampering. Every test prints why and returns when no
-//! CUDA driver, device or NVRTC is present.
+//! fallback on random tensors, tampering, each opener test under both verdict readbacks
+//! (the cases are in `common/cases.rs`; `fake_gpu.rs` runs them against FakeCuda). Every
+//! test prints why and returns when no CUDA driver, device or NVRTC is present.
 
 mod common;
 
-use common::*;
-use pqcc_core::{Error, channel::Limits, secret::Secret};
+use common::cases::{self, Device, READBACKS};
 use pqcc_gpu::{
-    Backend, GpuError, MemoryBackend,
-    cpu::CpuOpener,
-    cuda::{CudaBackend, GpuOpener, VerdictReadback, cuda_available},
-    next_epoch_key,
+    Backend,
+    cuda::{CudaBackend, cuda_available},
 };
 
-fn backend(test: &str) -> Option<CudaBackend> {
-    match cuda_available() {
-        Err(e) => {
-            println!("[gpu] {test}: skipped: {e}");
-            None
-        }
-        Ok(()) => {
-            let b = CudaBackend::new(0, 4).unwrap_or_else(|e| panic!("{e}"));
-            println!("[gpu] {test}: on {:?}", b.device_info());
-            Some(b)
+/// The real driver and device 0.
+struct RealGpu;
+
+impl Device for RealGpu {
+    fn tag(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn backend(&self, test: &str) -> Option<CudaBackend> {
+        match cuda_available() {
+            Err(e) => {
+                println!("[gpu] {test}: skipped: {e}");
+                None
+            }
+            Ok(()) => {
+                let b = CudaBackend::new(0, 4).unwrap_or_else(|e| panic!("{e}"));
+                println!("[gpu] {test}: on {:?}", b.device_info());
+                Some(b)
+            }
         }
     }
-}
 
-/// Both ways of reading the verdicts back; the opener tests run under each.
-const READBACKS: [VerdictReadback; 2] = [VerdictReadback::PerTensor, VerdictReadback::Persistent];
-
-fn gpu_opener(b: CudaBackend, key: &[u8; 32]) -> GpuOpener {
-    GpuOpener::new(b, Secret::new(*key), PREFIX, Limits::default(), NOW).unwrap()
-}
-
-fn gpu_opener_with(b: CudaBackend, key: &[u8; 32], readback: VerdictReadback) -> GpuOpener {
-    let mut g = gpu_opener(b, key);
-    g.set_verdict_readback(readback);
-    println!("[gpu] verdict readback: {readback:?}");
-    g
-}
-
-fn cpu_opener(key: &[u8; 32]) -> CpuOpener<MemoryBackend> {
-    CpuOpener::new(
-        MemoryBackend::new(),
-        &Secret::new(*key),
-        PREFIX,
-        Limits::default(),
-        NOW,
-    )
+    fn another(&self) -> CudaBackend {
+        CudaBackend::new(0, 2).unwrap()
+    }
 }
 
 #[test]
 fn wycheproof_aes256_gcm_through_the_gpu_kernel() {
-    let Some(mut b) = backend("wycheproof") else {
-        return;
-    };
-    let (vectors, skipped) = wycheproof_aes256_gcm();
-    let (mut valid, mut invalid) = (0, 0);
-    for v in &vectors {
-        let key = b
-            .upload_key(Secret::new(v.key.as_slice().try_into().unwrap()))
-            .unwrap();
-        let iv: [u8; 12] = v.iv.as_slice().try_into().unwrap();
-        let tag: [u8; 16] = v.tag.as_slice().try_into().unwrap();
-        let dst = b.upload(&vec![0xa5; v.ct.len()]).unwrap();
-        let r = b.open_raw_into(&key, &iv, &v.aad, &v.ct, &tag, dst);
-        let out = b.download(dst).unwrap();
-        if v.valid {
-            assert!(r.is_ok(), "tcId {}: {r:?}", v.id);
-            assert_eq!(out, v.msg, "tcId {}", v.id);
-            valid += 1;
-        } else {
-            assert_eq!(r, Err(GpuError::TagMismatch { frame: 0 }), "tcId {}", v.id);
-            assert!(
-                out.iter().all(|&x| x == 0),
-                "tcId {}: buffer not zeroed",
-                v.id
-            );
-            invalid += 1;
-        }
-        b.free(dst).unwrap();
-    }
-    println!(
-        "[wycheproof gpu] {valid} valid, {invalid} invalid (zeroed), {skipped} skipped (not AES-256/96-bit IV/128-bit tag)"
-    );
-    assert!(valid > 20 && invalid > 20);
+    cases::wycheproof(&RealGpu);
 }
 
 #[test]
 fn gpu_matches_cpu_on_random_tensors() {
     for readback in READBACKS {
-        gpu_matches_cpu_on_random_tensors_with(readback);
-    }
-}
-
-fn gpu_matches_cpu_on_random_tensors_with(readback: VerdictReadback) {
-    let Some(b) = backend("cross-check") else {
-        return;
-    };
-    let mut rng = Rng(0xdead_beef);
-    let key = rng.key();
-    let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
-    let mut c = cpu_opener(&key);
-    let cases: &[(usize, usize)] = &[
-        (0, 1),
-        (1, 1),
-        (15, 16),
-        (16, 16),
-        (17, 16),
-        (4095, 4095),
-        (65_539, 65_536),
-        (100_000, 1000), // unaligned chunk offsets: the kernel's edge path
-        (1 << 20, 1 << 20),
-        ((1 << 20) + 5, 1 << 18),
-        (5 << 20, 1 << 20),
-        (16 << 20, 16 << 20),  // the largest frame
-        (40 << 20, 4 << 20),   // ten frames over four streams
-        (64 * 65_536, 65_536), // 64 small frames
-    ];
-    for (id, &(len, chunk)) in cases.iter().enumerate() {
-        let data = rng.bytes(len);
-        let frames = seal_tensor(&mut s, id as u64, &data, chunk);
-        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        let hg = g
-            .open_tensor(NOW, &refs)
-            .unwrap_or_else(|e| panic!("len {len} chunk {chunk}: {e}"));
-        let hc = c.open_tensor(NOW, &refs).unwrap();
-        let (og, oc) = (
-            g.backend().download(hg).unwrap(),
-            c.backend().download(hc).unwrap(),
-        );
-        assert_eq!(oc, data);
-        if og != data {
-            let first = og.iter().zip(&data).position(|(a, b)| a != b);
-            panic!("len {len} chunk {chunk}: GPU output differs at byte {first:?}");
-        }
-        g.backend().free(hg).unwrap();
-        println!(
-            "[gpu] cross-check len {len} chunk {chunk}: {} frames identical",
-            frames.len()
-        );
+        cases::cross_check(&RealGpu, readback);
     }
 }
 
 #[test]
 fn pinned_frames_open_in_place_of_staging() {
     for readback in READBACKS {
-        pinned_frames_open_in_place_of_staging_with(readback);
+        cases::pinned(&RealGpu, readback);
     }
-}
-
-fn pinned_frames_open_in_place_of_staging_with(readback: VerdictReadback) {
-    let Some(b) = backend("pinned") else {
-        return;
-    };
-    let mut rng = Rng(77);
-    let key = rng.key();
-    let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
-    let data = rng.bytes(3 << 20);
-    let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
-    let total: usize = frames.iter().map(Vec::len).sum();
-    let mut pinned = g.backend().alloc_pinned(total).unwrap();
-    let mut ranges = Vec::new();
-    let mut at = 0;
-    for f in &frames {
-        pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
-        ranges.push(at..at + f.len());
-        at += f.len();
-    }
-    let dst = g.backend().alloc_zeroed(data.len()).unwrap();
-    g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
-    assert_eq!(g.backend().download(dst).unwrap(), data);
-    let e = g
-        .open_tensor_pinned(NOW, &pinned, &ranges, dst)
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GpuError::Channel {
-                frame: 0,
-                error: Error::Replay { .. }
-            }
-        ),
-        "{e}"
-    );
 }
 
 #[test]
 fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
     for readback in READBACKS {
-        tampered_frames_fail_and_leave_a_zeroed_buffer_with(readback);
+        cases::tamper(&RealGpu, readback);
     }
-}
-
-fn tampered_frames_fail_and_leave_a_zeroed_buffer_with(readback: VerdictReadback) {
-    let Some(b) = backend("tamper") else {
-        return;
-    };
-    let mut rng = Rng(4242);
-    let key = rng.key();
-    let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
-    let data = rng.bytes(3 << 20);
-    let frames = seal_tensor(&mut s, 9, &data, 1 << 20);
-    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    for (what, frame, at_end) in [("ciphertext", 1usize, 5000usize), ("tag", 2, 3)] {
-        let mut bad = frames.clone();
-        let n = bad[frame].len();
-        bad[frame][n - at_end] ^= 0x40;
-        let bad_refs: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
-        let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
-        let e = g.open_tensor_into(NOW, &bad_refs, dst).unwrap_err();
-        assert_eq!(e, GpuError::TagMismatch { frame }, "{what}");
-        let out = g.backend().download(dst).unwrap();
-        assert!(out.iter().all(|&x| x == 0), "{what}: buffer not zeroed");
-        g.backend().free(dst).unwrap();
-        println!("[gpu] tampered {what} in frame {frame}: {e}; buffer zeroed");
-    }
-    // A wrong key: every tag fails.
-    let mut other = gpu_opener_with(CudaBackend::new(0, 2).unwrap(), &rng.key(), readback);
-    assert_eq!(
-        other.open_tensor(NOW, &refs).unwrap_err(),
-        GpuError::TagMismatch { frame: 0 }
-    );
-    // Nothing was committed: the genuine frames open, once.
-    let h = g.open_tensor(NOW, &refs).unwrap();
-    assert_eq!(g.backend().download(h).unwrap(), data);
-    assert!(g.open_tensor(NOW, &refs).is_err());
-    // After a tensor whose verdicts were all good, a bad one with as many frames still
-    // fails: no verdict of the earlier tensor is read for it.
-    let mut next = seal_tensor(&mut s, 10, &data, 1 << 20);
-    let n = next[2].len();
-    next[2][n - 1] ^= 1;
-    let next_refs: Vec<&[u8]> = next.iter().map(Vec::as_slice).collect();
-    assert_eq!(
-        g.open_tensor(NOW, &next_refs).unwrap_err(),
-        GpuError::TagMismatch { frame: 2 }
-    );
 }
 
 #[test]
 fn gpu_rekey_follows_the_channel() {
-    let Some(b) = backend("rekey") else { return };
-    let mut rng = Rng(31337);
-    let key = rng.key();
-    let mut s = sealer(&key);
-    let mut g = gpu_opener(b, &key);
-    s.rekey(NOW).unwrap();
-    g.rekey(NOW, next_epoch_key(&Secret::new(key), 1)).unwrap();
-    let data = rng.bytes(100_000);
-    let frames = seal_tensor(&mut s, 2, &data, 30_000);
-    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    let h = g.open_tensor(NOW, &refs).unwrap();
-    assert_eq!(g.backend().download(h).unwrap(), data);
+    cases::rekey(&RealGpu);
 }
 
 #[test]
 fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
     for readback in READBACKS {
-        a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit_with(readback);
+        cases::refused_midway(&RealGpu, readback);
     }
-}
-
-fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit_with(readback: VerdictReadback) {
-    let Some(b) = backend("refused midway") else {
-        return;
-    };
-    let mut rng = Rng(0x5eed);
-    let key = rng.key();
-    let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
-    let data = rng.bytes(8 << 20);
-    let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
-    let other = seal_tensor(&mut s, 2, &rng.bytes(1 << 20), 1 << 20);
-    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    // Frame 5 belongs to another tensor: refused after frames 0..4 were already enqueued.
-    let mut spliced = refs.clone();
-    spliced[5] = &other[0];
-    let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
-    let e = g.open_tensor_into(NOW, &spliced, dst).unwrap_err();
-    assert!(matches!(e, GpuError::Channel { frame: 5, .. }), "{e}");
-    assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
-    // Truncated (no FINAL): refused after every frame was enqueued.
-    let e = g.open_tensor_into(NOW, &refs[..7], dst).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GpuError::Channel {
-                error: Error::TensorTruncated,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    // Nothing was committed.
-    g.open_tensor_into(NOW, &refs, dst).unwrap();
-    assert_eq!(g.backend().download(dst).unwrap(), data);
-    println!("[gpu] refusals midway: destination zeroed, nothing committed");
 }

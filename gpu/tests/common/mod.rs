@@ -2,6 +2,8 @@
 //! Wycheproof file, a deterministic RNG, and the GPU skip rule.
 #![allow(dead_code)]
 
+pub mod cases;
+
 use std::path::PathBuf;
 
 use pqcc_core::{

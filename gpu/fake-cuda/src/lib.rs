@@ -1,0 +1,1315 @@
+//! **FakeCuda**: a fake of NVIDIA's CUDA driver library (`libcuda.so`), standing in for
+//! the GPU that a machine running pqcc-gpu's tests may lack. It is a test tool only.
+//!
+//! It implements the driver entry points that cudarc calls for `pqcc_gpu::cuda` with
+//! the semantics that code relies on, and checks them strictly:
+//!
+//! - **Streams run lazily.** Work queued on a stream (copies, memsets, kernel launches,
+//!   stream-ordered allocations and frees, event waits) runs only when the host forces
+//!   it: a stream or event synchronize, a context synchronize, or a cross-stream wait that
+//!   such a call resolves. Host code that reads a result, reuses a buffer or frees memory
+//!   before waiting for the work that touches it therefore sees stale data or gets an
+//!   error every time, not only under an unlucky schedule. In the other order
+//!   ([`pqcc_fake_cuda_set_order`]) a wait first runs every other stream to its end, so
+//!   work that should have waited for another stream runs too early, every time.
+//! - **Memory is checked.** Every device access must lie inside a live allocation
+//!   (stream-ordered allocations become live when their stream reaches them, frees take
+//!   effect likewise); new device memory is filled with `0xCD`; freeing pinned host
+//!   memory that a queued copy still reads is an error. Copies from pageable host memory
+//!   are taken at the call, as CUDA does; copies to and from pinned memory at execution.
+//! - **Kernels** are the three of `aes_gcm.cu`, recognised by name. Their launch
+//!   geometry and `frame_params` are checked against the invariants the real kernels rely
+//!   on; their effect is computed on the CPU with pqcc-core's AES-256-GCM:
+//!   `gcm_setup` keeps the key in the context buffer (this fake's own layout) and zeroes
+//!   the raw key; `gcm_open_main` opens the frame in place; `gcm_open_final` writes the
+//!   verdict (1 verified, 2 mismatch) and zeroes the frame when the tag failed.
+//! - **Errors are sticky**, as on a GPU: the first failure of queued work is reported by
+//!   every later synchronising call. [`pqcc_fake_cuda_last_error`] says what it was.
+//! - **Host waits are counted** ([`pqcc_fake_cuda_counters`]), so tests can check how
+//!   many round trips a tensor costs.
+//!
+//! It knows nothing of timing: `cuEventElapsedTime` reports a nominal 1 µs per queued
+//! operation between the events. It exposes one device, "FakeCuda", compute capability
+//! 9.0, 132 multiprocessors.
+
+// The C entry points are documented by NVIDIA's driver API; this crate's own docs say
+// where the fake differs.
+// Device addresses are host addresses here: 64-bit targets only.
+#![allow(
+    unsafe_code,
+    non_snake_case,
+    missing_docs,
+    clippy::missing_safety_doc,
+    clippy::cast_possible_truncation
+)]
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("FakeCuda maps device addresses to host addresses: 64-bit targets only");
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::sync::{Mutex, MutexGuard};
+
+use pqcc_core::aead::{Aes256GcmProvider, RustCryptoAesGcm};
+
+type CuResult = c_uint;
+const SUCCESS: CuResult = 0;
+const INVALID_VALUE: CuResult = 1;
+const OUT_OF_MEMORY: CuResult = 2;
+const NOT_INITIALIZED: CuResult = 3;
+const INVALID_DEVICE: CuResult = 101;
+const INVALID_IMAGE: CuResult = 200;
+const INVALID_HANDLE: CuResult = 400;
+const NOT_FOUND: CuResult = 500;
+const ILLEGAL_ADDRESS: CuResult = 700;
+const LAUNCH_FAILED: CuResult = 719;
+
+/// Threads per block of `gcm_open_main` (`THREADS` in the kernel source).
+const THREADS: u64 = 256;
+/// Most threads of `gcm_open_final`.
+const FINAL_THREADS: u64 = 1024;
+/// Words of a key context (`CTX_WORDS`).
+const CTX_WORDS: usize = 64 + 4 * 64 + 4 * THREADS as usize;
+/// Inline AAD bytes in `frame_params` (`INLINE_AAD`).
+const INLINE_AAD: usize = 272;
+/// Bytes of `struct frame_params`: 15 words and the inline AAD.
+const PARAMS_LEN: usize = 4 * 15 + INLINE_AAD;
+/// Marks a key context written by this fake's `gcm_setup`.
+const CTX_MAGIC: &[u8; 8] = b"FAKECTX1";
+
+/// Counter slots of [`pqcc_fake_cuda_counters`].
+const C_STREAM_SYNC: usize = 0;
+const C_EVENT_SYNC: usize = 1;
+const C_CTX_SYNC: usize = 2;
+const C_SYNC_COPY: usize = 3;
+const C_ALLOC: usize = 4;
+const C_FREE: usize = 5;
+const C_LAUNCH: usize = 6;
+const C_HOST_ALLOC: usize = 7;
+const COUNTERS: usize = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Device,
+    Pinned,
+}
+
+struct Alloc {
+    buf: Box<[u8]>,
+    kind: Kind,
+    live: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    Setup,
+    Main,
+    Final,
+}
+
+struct Launch {
+    kernel: Kernel,
+    grid: [u32; 3],
+    block: [u32; 3],
+    /// The arguments by value, as the launch copied them.
+    ptrs: Vec<u64>,
+    params: Option<Vec<u8>>,
+}
+
+enum Op {
+    /// Host (pinned, at `src`, or a snapshot of pageable memory) to device.
+    HtoD {
+        dst: u64,
+        src: Src,
+        len: usize,
+    },
+    /// Device to pinned host memory.
+    DtoH {
+        dst: usize,
+        src: u64,
+        len: usize,
+    },
+    DtoD {
+        dst: u64,
+        src: u64,
+        len: usize,
+    },
+    Memset {
+        dst: u64,
+        val: u8,
+        len: usize,
+    },
+    Launch(Launch),
+    Wait {
+        stream: usize,
+        upto: u64,
+    },
+    Alloc {
+        base: u64,
+    },
+    Free {
+        base: u64,
+    },
+}
+
+enum Src {
+    Pinned(usize),
+    Snapshot(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Stream {
+    queue: VecDeque<Op>,
+    enqueued: u64,
+    executed: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Event {
+    recorded: Option<(usize, u64)>,
+}
+
+#[derive(Default)]
+struct State {
+    initialised: bool,
+    allocs: BTreeMap<u64, Alloc>,
+    streams: HashMap<usize, Stream>,
+    events: HashMap<usize, Event>,
+    modules: HashMap<usize, ()>,
+    functions: HashMap<usize, Kernel>,
+    next_handle: usize,
+    sticky: Option<(CuResult, String)>,
+    counters: [u64; COUNTERS],
+    retained: u32,
+    /// [`pqcc_fake_cuda_set_order`]: run the other streams first when the host waits.
+    others_first: bool,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+thread_local! {
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The primary context's handle (one device, one context).
+const PRIMARY_CTX: usize = 0xC0_0000;
+
+fn lock() -> MutexGuard<'static, Option<State>> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` on the state: refused before `cuInit`, and with the sticky error once queued
+/// work failed (as a GPU reports an earlier fault on every later call).
+fn with<F: FnOnce(&mut State) -> CuResult>(f: F) -> CuResult {
+    let mut g = lock();
+    let Some(s) = g.as_mut() else {
+        return NOT_INITIALIZED;
+    };
+    if !s.initialised {
+        return NOT_INITIALIZED;
+    }
+    if let Some((e, _)) = &s.sticky {
+        return *e;
+    }
+    let r = f(s);
+    match (&s.sticky, r) {
+        (Some((e, _)), SUCCESS) => *e,
+        _ => r,
+    }
+}
+
+impl State {
+    fn handle(&mut self) -> usize {
+        self.next_handle += 1;
+        0x1000 + 16 * self.next_handle
+    }
+
+    fn fail(&mut self, code: CuResult, why: String) {
+        if self.sticky.is_none() {
+            self.sticky = Some((code, why));
+        }
+    }
+
+    /// The live allocation of `kind` holding `addr .. addr + len`.
+    fn find(&self, addr: u64, len: usize, kind: Kind) -> Result<u64, String> {
+        let (&base, a) = self
+            .allocs
+            .range(..=addr)
+            .next_back()
+            .ok_or_else(|| format!("{kind:?} address {addr:#x} is in no allocation"))?;
+        let end = base + a.buf.len() as u64;
+        if a.kind != kind {
+            return Err(format!(
+                "address {addr:#x} is {:?} memory, not {kind:?}",
+                a.kind
+            ));
+        }
+        if !a.live {
+            return Err(format!(
+                "address {addr:#x}: its allocation is not live (freed, or its stream-ordered \
+                 allocation has not run yet)"
+            ));
+        }
+        if addr.checked_add(len as u64).is_none_or(|e| e > end) {
+            return Err(format!(
+                "{kind:?} range {addr:#x} + {len} runs past its allocation ({base:#x} + {})",
+                a.buf.len()
+            ));
+        }
+        Ok(base)
+    }
+
+    fn device(&self, addr: u64, len: usize) -> Result<*mut u8, String> {
+        self.find(addr, len, Kind::Device)?;
+        Ok(addr as *mut u8)
+    }
+
+    fn enqueue(&mut self, stream: usize, op: Op) -> CuResult {
+        if stream == 0 {
+            // The legacy default stream: pqcc-gpu does not queue work on it; run at once.
+            return match self.execute(op) {
+                Ok(()) => SUCCESS,
+                Err((code, why)) => {
+                    self.fail(code, why);
+                    code
+                }
+            };
+        }
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return INVALID_HANDLE;
+        };
+        s.queue.push_back(op);
+        s.enqueued += 1;
+        SUCCESS
+    }
+
+    /// Runs `stream` until `upto` operations have completed.
+    fn run(&mut self, stream: usize, upto: u64) {
+        loop {
+            let op = {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return;
+                };
+                if s.executed >= upto {
+                    return;
+                }
+                match s.queue.pop_front() {
+                    Some(op) => op,
+                    None => return,
+                }
+            };
+            if let Op::Wait {
+                stream: other,
+                upto,
+            } = op
+            {
+                self.run(other, upto);
+            } else if let Err((code, why)) = self.execute(op) {
+                self.fail(code, why);
+            }
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.executed += 1;
+            }
+        }
+    }
+
+    /// The host waits for `stream` up to `upto`. Lazy order runs only that (and what it
+    /// waits for); others-first order first runs every other stream to its end, as a
+    /// device may, so work that should have waited for this stream runs too early.
+    fn force(&mut self, stream: usize, upto: u64) {
+        if self.others_first {
+            let ids: Vec<usize> = self
+                .streams
+                .keys()
+                .copied()
+                .filter(|&i| i != stream)
+                .collect();
+            for id in ids {
+                let end = self.streams.get(&id).map_or(0, |s| s.enqueued);
+                self.run(id, end);
+            }
+        }
+        self.run(stream, upto);
+    }
+
+    fn run_all(&mut self) {
+        let ids: Vec<usize> = self.streams.keys().copied().collect();
+        for id in ids {
+            let upto = self.streams.get(&id).map_or(0, |s| s.enqueued);
+            self.run(id, upto);
+        }
+    }
+
+    fn pending_reads_of(&self, base: usize, len: usize) -> bool {
+        self.streams
+            .values()
+            .flat_map(|s| &s.queue)
+            .any(|op| match op {
+                Op::HtoD {
+                    src: Src::Pinned(p),
+                    len: n,
+                    ..
+                } => *p < base + len && base < p + n,
+                Op::DtoH { dst, len: n, .. } => *dst < base + len && base < dst + n,
+                _ => false,
+            })
+    }
+
+    fn execute(&mut self, op: Op) -> Result<(), (CuResult, String)> {
+        let bad = |why: String| (ILLEGAL_ADDRESS, why);
+        match op {
+            Op::HtoD { dst, src, len } => {
+                let d = self.device(dst, len).map_err(bad)?;
+                let s = match &src {
+                    Src::Pinned(p) => {
+                        self.find(*p as u64, len, Kind::Pinned).map_err(bad)?;
+                        *p as *const u8
+                    }
+                    Src::Snapshot(v) => v.as_ptr(),
+                };
+                // SAFETY: both ranges were checked to lie in live buffers of `len` bytes
+                // (the snapshot is exactly `len` bytes); they are distinct allocations.
+                unsafe { std::ptr::copy(s, d, len) };
+            }
+            Op::DtoH { dst, src, len } => {
+                let s = self.device(src, len).map_err(bad)?;
+                self.find(dst as u64, len, Kind::Pinned).map_err(bad)?;
+                // SAFETY: as above.
+                unsafe { std::ptr::copy(s, dst as *mut u8, len) };
+            }
+            Op::DtoD { dst, src, len } => {
+                let d = self.device(dst, len).map_err(bad)?;
+                let s = self.device(src, len).map_err(bad)?;
+                // SAFETY: as above; `copy` allows overlap.
+                unsafe { std::ptr::copy(s, d, len) };
+            }
+            Op::Memset { dst, val, len } => {
+                let d = self.device(dst, len).map_err(bad)?;
+                // SAFETY: checked range.
+                unsafe { std::ptr::write_bytes(d, val, len) };
+            }
+            Op::Alloc { base } => match self.allocs.get_mut(&base) {
+                Some(a) => a.live = true,
+                None => return Err(bad(format!("allocation {base:#x} vanished"))),
+            },
+            Op::Free { base } => match self.allocs.get(&base) {
+                Some(a) if a.live && a.kind == Kind::Device => {
+                    self.allocs.remove(&base);
+                }
+                _ => return Err(bad(format!("free of {base:#x}: not a live allocation"))),
+            },
+            Op::Launch(l) => self.launch(l).map_err(|why| (LAUNCH_FAILED, why))?,
+            Op::Wait { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, l: Launch) -> Result<(), String> {
+        match l.kernel {
+            Kernel::Setup => {
+                if l.grid != [1, 1, 1] || l.block != [1, 1, 1] {
+                    return Err(format!(
+                        "gcm_setup launched with {:?} x {:?}",
+                        l.grid, l.block
+                    ));
+                }
+                let (key, ctx) = (l.ptrs[0], l.ptrs[1]);
+                let k = self.device(key, 32)?;
+                let c = self.device(ctx, 4 * CTX_WORDS)?;
+                // SAFETY: checked ranges in distinct allocations.
+                unsafe {
+                    std::ptr::write_bytes(c, 0, 4 * CTX_WORDS);
+                    std::ptr::copy_nonoverlapping(CTX_MAGIC.as_ptr(), c, 8);
+                    std::ptr::copy_nonoverlapping(k, c.add(8), 32);
+                    std::ptr::write_bytes(k, 0, 32);
+                }
+                Ok(())
+            }
+            Kernel::Main => {
+                let p = Params::parse(l.params.as_deref())?;
+                p.check()?;
+                if l.grid != [p.n_parts, 1, 1] || l.block != [THREADS as u32, 1, 1] {
+                    return Err(format!(
+                        "gcm_open_main launched with {:?} x {:?} for {} parts",
+                        l.grid, l.block, p.n_parts
+                    ));
+                }
+                let (data, aad_mem, ctx, partials) = (l.ptrs[0], l.ptrs[1], l.ptrs[2], l.ptrs[3]);
+                let key = self.key(ctx)?;
+                let aad = if p.aad_len as usize <= INLINE_AAD {
+                    p.aad_inline[..p.aad_len as usize].to_vec()
+                } else {
+                    let a = self.device(aad_mem, p.aad_len as usize)?;
+                    // SAFETY: checked range.
+                    unsafe { std::slice::from_raw_parts(a, p.aad_len as usize) }.to_vec()
+                };
+                let parts = self.device(partials, 16 * p.n_parts as usize)?;
+                let len = p.len as usize;
+                let d = if len > 0 {
+                    self.device(data, len)?
+                } else {
+                    std::ptr::NonNull::dangling().as_ptr()
+                };
+                // SAFETY: checked range of `len` bytes (or an empty slice).
+                let buf = unsafe { std::slice::from_raw_parts_mut(d, len) };
+                let ok = RustCryptoAesGcm::new(&key)
+                    .open_in_place(&p.iv, &aad, buf, &p.tag)
+                    .is_ok();
+                // This fake's partials: word 0 carries the tag's outcome to gcm_open_final.
+                let word: u32 = if ok { 0x600D } else { 0xBAD };
+                // SAFETY: `parts` holds at least 16 bytes (n_parts >= 1).
+                unsafe { std::ptr::copy_nonoverlapping(word.to_ne_bytes().as_ptr(), parts, 4) };
+                Ok(())
+            }
+            Kernel::Final => {
+                let p = Params::parse(l.params.as_deref())?;
+                p.check()?;
+                let threads = u64::from(p.n_parts)
+                    .next_power_of_two()
+                    .clamp(64, FINAL_THREADS);
+                if l.grid != [1, 1, 1] || l.block != [threads as u32, 1, 1] {
+                    return Err(format!(
+                        "gcm_open_final launched with {:?} x {:?} for {} parts",
+                        l.grid, l.block, p.n_parts
+                    ));
+                }
+                let (ctx, partials, status, data) = (l.ptrs[0], l.ptrs[1], l.ptrs[2], l.ptrs[3]);
+                self.key(ctx)?;
+                let parts = self.device(partials, 16 * p.n_parts as usize)?;
+                let mut w = [0u8; 4];
+                // SAFETY: checked range.
+                unsafe { std::ptr::copy_nonoverlapping(parts, w.as_mut_ptr(), 4) };
+                let ok = match u32::from_ne_bytes(w) {
+                    0x600D => true,
+                    0xBAD => false,
+                    other => {
+                        return Err(format!(
+                            "gcm_open_final found partials {other:#x}: gcm_open_main of this \
+                             frame has not run on these partials"
+                        ));
+                    }
+                };
+                let st = self.device(status + 4 * u64::from(p.index), 4)?;
+                let verdict: u32 = if ok { 1 } else { 2 };
+                // SAFETY: checked ranges.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(verdict.to_ne_bytes().as_ptr(), st, 4);
+                    std::ptr::write_bytes(parts, 0, 4);
+                    if !ok && p.len > 0 {
+                        let d = self.device(data, p.len as usize)?;
+                        std::ptr::write_bytes(d, 0, p.len as usize);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn key(&self, ctx: u64) -> Result<[u8; 32], String> {
+        let c = self.device(ctx, 4 * CTX_WORDS)?;
+        let mut head = [0u8; 40];
+        // SAFETY: checked range of at least 40 bytes.
+        unsafe { std::ptr::copy_nonoverlapping(c, head.as_mut_ptr(), 40) };
+        if &head[..8] != CTX_MAGIC {
+            return Err("key context not set up by gcm_setup (or wiped)".into());
+        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&head[8..40]);
+        Ok(k)
+    }
+}
+
+/// `struct frame_params`, decoded.
+struct Params {
+    iv: [u8; 12],
+    len: u32,
+    aad_len: u32,
+    n_blocks: u32,
+    zpad: u32,
+    seg: u32,
+    log_blk: u32,
+    n_parts: u32,
+    index: u32,
+    tag: [u8; 16],
+    aad_inline: [u8; INLINE_AAD],
+}
+
+impl Params {
+    fn parse(b: Option<&[u8]>) -> Result<Self, String> {
+        let b = b.ok_or("no frame_params")?;
+        let w = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+        let mut iv = [0u8; 12];
+        iv.copy_from_slice(&b[..12]);
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&b[44..60]);
+        let mut aad_inline = [0u8; INLINE_AAD];
+        aad_inline.copy_from_slice(&b[60..60 + INLINE_AAD]);
+        Ok(Self {
+            iv,
+            len: w(3),
+            aad_len: w(4),
+            n_blocks: w(5),
+            zpad: w(6),
+            seg: w(7),
+            log_blk: w(8),
+            n_parts: w(9),
+            index: w(10),
+            tag,
+            aad_inline,
+        })
+    }
+
+    /// The work split the real kernels depend on (see `FrameParams::new`).
+    fn check(&self) -> Result<(), String> {
+        let n = u64::from(self.len).div_ceil(16) + u64::from(self.aad_len).div_ceil(16) + 1;
+        let per = THREADS * u64::from(self.seg);
+        let problems = [
+            (self.aad_len > 4096, "aad_len over 4096"),
+            (
+                u64::from(self.n_blocks) != n,
+                "n_blocks is not the GHASH block count",
+            ),
+            (!self.seg.is_power_of_two(), "seg is not a power of two"),
+            (
+                1u64 << self.log_blk != per,
+                "log_blk is not log2(THREADS * seg)",
+            ),
+            (
+                u64::from(self.n_parts) != n.div_ceil(per),
+                "n_parts is not ceil(n_blocks / (THREADS * seg))",
+            ),
+            (
+                u64::from(self.n_parts) * per - n != u64::from(self.zpad),
+                "zpad does not pad to n_parts * THREADS * seg",
+            ),
+            (
+                u64::from(self.n_parts) > FINAL_THREADS,
+                "more partials than gcm_open_final reduces",
+            ),
+        ];
+        match problems.iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(format!("frame_params: {why}")),
+            None => Ok(()),
+        }
+    }
+}
+
+// ---- The driver API (the subset cudarc uses for pqcc-gpu) ----
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuInit(_flags: c_uint) -> CuResult {
+    let mut g = lock();
+    g.get_or_insert_with(State::default).initialised = true;
+    SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDriverGetVersion(v: *mut c_int) -> CuResult {
+    // SAFETY: the caller passes a valid out-pointer (driver API contract).
+    unsafe { *v = 13000 };
+    SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetCount(n: *mut c_int) -> CuResult {
+    with(|_| {
+        // SAFETY: valid out-pointer.
+        unsafe { *n = 1 };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGet(d: *mut c_int, ordinal: c_int) -> CuResult {
+    with(|_| {
+        if ordinal != 0 {
+            return INVALID_DEVICE;
+        }
+        // SAFETY: valid out-pointer.
+        unsafe { *d = 0 };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetAttribute(
+    v: *mut c_int,
+    attrib: c_int,
+    dev: c_int,
+) -> CuResult {
+    with(|_| {
+        if dev != 0 {
+            return INVALID_DEVICE;
+        }
+        let x = match attrib {
+            16 => 132,  // MULTIPROCESSOR_COUNT
+            75 => 9,    // COMPUTE_CAPABILITY_MAJOR
+            76 => 0,    // COMPUTE_CAPABILITY_MINOR
+            115 => 1,   // MEMORY_POOLS_SUPPORTED
+            1 => 1024,  // MAX_THREADS_PER_BLOCK
+            8 => 49152, // MAX_SHARED_MEMORY_PER_BLOCK
+            10 => 32,   // WARP_SIZE
+            _ => 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { *v = x };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: c_int) -> CuResult {
+    with(|_| {
+        if dev != 0 {
+            return INVALID_DEVICE;
+        }
+        let n = b"FakeCuda (no GPU: a test fake)\0";
+        let len = usize::try_from(len).unwrap_or(0).min(n.len());
+        if len == 0 {
+            return INVALID_VALUE;
+        }
+        // SAFETY: the caller's buffer holds `len` bytes; the copy ends in a NUL.
+        unsafe {
+            std::ptr::copy_nonoverlapping(n.as_ptr().cast::<c_char>(), name, len);
+            *name.add(len - 1) = 0;
+        }
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: c_int) -> CuResult {
+    with(|_| {
+        if dev != 0 {
+            return INVALID_DEVICE;
+        }
+        // SAFETY: valid out-pointer.
+        unsafe { *bytes = 80 << 30 };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(ctx: *mut *mut c_void, dev: c_int) -> CuResult {
+    with(|s| {
+        if dev != 0 {
+            return INVALID_DEVICE;
+        }
+        s.retained += 1;
+        // SAFETY: valid out-pointer.
+        unsafe { *ctx = PRIMARY_CTX as *mut c_void };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuDevicePrimaryCtxRelease_v2(_dev: c_int) -> CuResult {
+    with(|s| {
+        s.retained = s.retained.saturating_sub(1);
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxGetCurrent(ctx: *mut *mut c_void) -> CuResult {
+    // SAFETY: valid out-pointer.
+    unsafe { *ctx = CURRENT.get() as *mut c_void };
+    SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuCtxSetCurrent(ctx: *mut c_void) -> CuResult {
+    let c = ctx as usize;
+    if c != 0 && c != PRIMARY_CTX {
+        return INVALID_HANDLE;
+    }
+    CURRENT.set(c);
+    SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuCtxSynchronize() -> CuResult {
+    with(|s| {
+        s.counters[C_CTX_SYNC] += 1;
+        s.run_all();
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleLoadData(m: *mut *mut c_void, image: *const c_void) -> CuResult {
+    with(|s| {
+        // SAFETY: the image is PTX text, NUL-terminated (cuModuleLoadData's contract).
+        let ptx = unsafe { CStr::from_ptr(image.cast::<c_char>()) }.to_string_lossy();
+        for entry in ["gcm_setup", "gcm_open_main", "gcm_open_final"] {
+            if !ptx.contains(&format!(".entry {entry}(")) {
+                s.fail(INVALID_IMAGE, format!("PTX has no entry {entry}"));
+                return INVALID_IMAGE;
+            }
+        }
+        let h = s.handle();
+        s.modules.insert(h, ());
+        // SAFETY: valid out-pointer.
+        unsafe { *m = h as *mut c_void };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuModuleUnload(m: *mut c_void) -> CuResult {
+    with(|s| match s.modules.remove(&(m as usize)) {
+        Some(()) => SUCCESS,
+        None => INVALID_HANDLE,
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleGetFunction(
+    f: *mut *mut c_void,
+    m: *mut c_void,
+    name: *const c_char,
+) -> CuResult {
+    with(|s| {
+        if !s.modules.contains_key(&(m as usize)) {
+            return INVALID_HANDLE;
+        }
+        // SAFETY: NUL-terminated name (driver API contract).
+        let k = match unsafe { CStr::from_ptr(name) }.to_bytes() {
+            b"gcm_setup" => Kernel::Setup,
+            b"gcm_open_main" => Kernel::Main,
+            b"gcm_open_final" => Kernel::Final,
+            _ => return NOT_FOUND,
+        };
+        let h = s.handle();
+        s.functions.insert(h, k);
+        // SAFETY: valid out-pointer.
+        unsafe { *f = h as *mut c_void };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamCreate(st: *mut *mut c_void, _flags: c_uint) -> CuResult {
+    with(|s| {
+        let h = s.handle();
+        s.streams.insert(h, Stream::default());
+        // SAFETY: valid out-pointer.
+        unsafe { *st = h as *mut c_void };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamDestroy_v2(st: *mut c_void) -> CuResult {
+    // Destroying a stream lets its queued work finish first (as CUDA does).
+    let mut g = lock();
+    let Some(s) = g.as_mut() else {
+        return NOT_INITIALIZED;
+    };
+    let id = st as usize;
+    let upto = s.streams.get(&id).map_or(0, |x| x.enqueued);
+    s.run(id, upto);
+    match s.streams.remove(&id) {
+        Some(_) => SUCCESS,
+        None => INVALID_HANDLE,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamSynchronize(st: *mut c_void) -> CuResult {
+    with(|s| {
+        let id = st as usize;
+        s.counters[C_STREAM_SYNC] += 1;
+        if id == 0 {
+            return SUCCESS;
+        }
+        let Some(upto) = s.streams.get(&id).map(|x| x.enqueued) else {
+            return INVALID_HANDLE;
+        };
+        s.force(id, upto);
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWaitEvent(st: *mut c_void, ev: *mut c_void, _flags: c_uint) -> CuResult {
+    with(|s| {
+        let Some(e) = s.events.get(&(ev as usize)).copied() else {
+            return INVALID_HANDLE;
+        };
+        match e.recorded {
+            // Waiting for an event never recorded waits for nothing.
+            None => SUCCESS,
+            Some((stream, upto)) => s.enqueue(st as usize, Op::Wait { stream, upto }),
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuEventCreate(ev: *mut *mut c_void, _flags: c_uint) -> CuResult {
+    with(|s| {
+        let h = s.handle();
+        s.events.insert(h, Event::default());
+        // SAFETY: valid out-pointer.
+        unsafe { *ev = h as *mut c_void };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventDestroy_v2(ev: *mut c_void) -> CuResult {
+    let mut g = lock();
+    let Some(s) = g.as_mut() else {
+        return NOT_INITIALIZED;
+    };
+    match s.events.remove(&(ev as usize)) {
+        Some(_) => SUCCESS,
+        None => INVALID_HANDLE,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventRecord(ev: *mut c_void, st: *mut c_void) -> CuResult {
+    with(|s| {
+        let id = st as usize;
+        let Some(upto) = s.streams.get(&id).map(|x| x.enqueued) else {
+            return INVALID_HANDLE;
+        };
+        match s.events.get_mut(&(ev as usize)) {
+            Some(e) => {
+                e.recorded = Some((id, upto));
+                SUCCESS
+            }
+            None => INVALID_HANDLE,
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventRecordWithFlags(ev: *mut c_void, st: *mut c_void, _f: c_uint) -> CuResult {
+    cuEventRecord(ev, st)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventSynchronize(ev: *mut c_void) -> CuResult {
+    with(|s| {
+        let Some(e) = s.events.get(&(ev as usize)).copied() else {
+            return INVALID_HANDLE;
+        };
+        s.counters[C_EVENT_SYNC] += 1;
+        if let Some((stream, upto)) = e.recorded {
+            s.force(stream, upto);
+        }
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventQuery(ev: *mut c_void) -> CuResult {
+    with(|s| {
+        let Some(e) = s.events.get(&(ev as usize)).copied() else {
+            return INVALID_HANDLE;
+        };
+        match e.recorded {
+            Some((stream, upto)) if s.streams.get(&stream).is_some_and(|x| x.executed < upto) => {
+                600 // CUDA_ERROR_NOT_READY
+            }
+            _ => SUCCESS,
+        }
+    })
+}
+
+fn elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) -> CuResult {
+    with(|s| {
+        let (Some(a), Some(b)) = (
+            s.events.get(&(start as usize)).and_then(|e| e.recorded),
+            s.events.get(&(end as usize)).and_then(|e| e.recorded),
+        ) else {
+            return INVALID_HANDLE;
+        };
+        s.run(a.0, a.1);
+        s.run(b.0, b.1);
+        // SAFETY: valid out-pointer. Nominal: 1 µs per operation between the events.
+        unsafe { *ms = (b.1.saturating_sub(a.1).max(1)) as f32 / 1000.0 };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventElapsedTime(
+    ms: *mut f32,
+    start: *mut c_void,
+    end: *mut c_void,
+) -> CuResult {
+    elapsed(ms, start, end)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuEventElapsedTime_v2(
+    ms: *mut f32,
+    start: *mut c_void,
+    end: *mut c_void,
+) -> CuResult {
+    elapsed(ms, start, end)
+}
+
+fn new_alloc(s: &mut State, len: usize, kind: Kind, live: bool) -> u64 {
+    let buf = vec![0xCDu8; len.max(1)].into_boxed_slice();
+    let base = buf.as_ptr() as u64;
+    s.allocs.insert(base, Alloc { buf, kind, live });
+    base
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut u64, len: usize, st: *mut c_void) -> CuResult {
+    with(|s| {
+        if len == 0 {
+            return INVALID_VALUE;
+        }
+        if len > 16 << 30 {
+            return OUT_OF_MEMORY;
+        }
+        s.counters[C_ALLOC] += 1;
+        let live = st.is_null();
+        let base = new_alloc(s, len, Kind::Device, live);
+        if !live {
+            let r = s.enqueue(st as usize, Op::Alloc { base });
+            if r != SUCCESS {
+                s.allocs.remove(&base);
+                return r;
+            }
+        }
+        // SAFETY: valid out-pointer.
+        unsafe { *dptr = base };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut u64, len: usize) -> CuResult {
+    // SAFETY: forwarded out-pointer.
+    unsafe { cuMemAllocAsync(dptr, len, std::ptr::null_mut()) }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFreeAsync(dptr: u64, st: *mut c_void) -> CuResult {
+    with(|s| {
+        s.counters[C_FREE] += 1;
+        s.enqueue(st as usize, Op::Free { base: dptr })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFree_v2(dptr: u64) -> CuResult {
+    with(|s| {
+        s.counters[C_FREE] += 1;
+        // cuMemFree waits for the work already queued.
+        s.run_all();
+        s.enqueue(0, Op::Free { base: dptr })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostAlloc(
+    pp: *mut *mut c_void,
+    len: usize,
+    _flags: c_uint,
+) -> CuResult {
+    with(|s| {
+        if len == 0 {
+            return INVALID_VALUE;
+        }
+        s.counters[C_HOST_ALLOC] += 1;
+        let base = new_alloc(s, len, Kind::Pinned, true);
+        // SAFETY: valid out-pointer.
+        unsafe { *pp = base as *mut c_void };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
+    with(|s| {
+        let base = p as u64;
+        let Some(len) = s
+            .allocs
+            .get(&base)
+            .filter(|a| a.kind == Kind::Pinned)
+            .map(|a| a.buf.len())
+        else {
+            return INVALID_VALUE;
+        };
+        if s.pending_reads_of(base as usize, len) {
+            s.fail(
+                ILLEGAL_ADDRESS,
+                format!("pinned buffer {base:#x} freed while a queued copy still uses it"),
+            );
+            return ILLEGAL_ADDRESS;
+        }
+        s.allocs.remove(&base);
+        SUCCESS
+    })
+}
+
+fn htod(s: &mut State, dst: u64, src: *const c_void, len: usize, st: usize) -> CuResult {
+    if len == 0 {
+        return SUCCESS;
+    }
+    let pinned = s.find(src as u64, len, Kind::Pinned).is_ok();
+    let src = if pinned && st != 0 {
+        Src::Pinned(src as usize)
+    } else {
+        // Pageable memory is read at the call, as the driver stages it.
+        // SAFETY: the caller's source holds `len` bytes (driver API contract).
+        Src::Snapshot(unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }.to_vec())
+    };
+    s.enqueue(st, Op::HtoD { dst, src, len })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyHtoDAsync_v2(
+    dst: u64,
+    src: *const c_void,
+    len: usize,
+    st: *mut c_void,
+) -> CuResult {
+    with(|s| htod(s, dst, src, len, st as usize))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, len: usize) -> CuResult {
+    with(|s| {
+        s.counters[C_SYNC_COPY] += 1;
+        htod(s, dst, src, len, 0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoHAsync_v2(
+    dst: *mut c_void,
+    src: u64,
+    len: usize,
+    st: *mut c_void,
+) -> CuResult {
+    with(|s| {
+        if len == 0 {
+            return SUCCESS;
+        }
+        if s.find(dst as u64, len, Kind::Pinned).is_err() {
+            // To pageable memory the copy is synchronous: the work before it runs first.
+            let id = st as usize;
+            let upto = s.streams.get(&id).map_or(0, |x| x.enqueued);
+            s.force(id, upto);
+            return dtoh_now(s, dst, src, len);
+        }
+        s.enqueue(
+            st as usize,
+            Op::DtoH {
+                dst: dst as usize,
+                src,
+                len,
+            },
+        )
+    })
+}
+
+fn dtoh_now(s: &mut State, dst: *mut c_void, src: u64, len: usize) -> CuResult {
+    match s.device(src, len) {
+        Ok(p) => {
+            // SAFETY: checked device range; the caller's buffer holds `len` bytes.
+            unsafe { std::ptr::copy(p, dst.cast::<u8>(), len) };
+            SUCCESS
+        }
+        Err(why) => {
+            s.fail(ILLEGAL_ADDRESS, why);
+            ILLEGAL_ADDRESS
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, len: usize) -> CuResult {
+    with(|s| {
+        s.counters[C_SYNC_COPY] += 1;
+        if len == 0 {
+            return SUCCESS;
+        }
+        dtoh_now(s, dst, src, len)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoDAsync_v2(
+    dst: u64,
+    src: u64,
+    len: usize,
+    st: *mut c_void,
+) -> CuResult {
+    with(|s| {
+        if len == 0 {
+            return SUCCESS;
+        }
+        s.enqueue(st as usize, Op::DtoD { dst, src, len })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD8Async(dst: u64, val: u8, len: usize, st: *mut c_void) -> CuResult {
+    with(|s| {
+        if len == 0 {
+            return SUCCESS;
+        }
+        s.enqueue(st as usize, Op::Memset { dst, val, len })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD8_v2(dst: u64, val: u8, len: usize) -> CuResult {
+    with(|s| s.enqueue(0, Op::Memset { dst, val, len }))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLaunchKernel(
+    f: *mut c_void,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    _shared: c_uint,
+    st: *mut c_void,
+    params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> CuResult {
+    with(|s| {
+        let Some(&kernel) = s.functions.get(&(f as usize)) else {
+            return INVALID_HANDLE;
+        };
+        if params.is_null() {
+            return INVALID_VALUE;
+        }
+        // Argument layout per kernel: (pointer args before the params struct, the
+        // struct's position, pointer args after it).
+        let (before, has_params, after) = match kernel {
+            Kernel::Setup => (2, false, 0),
+            Kernel::Main => (3, true, 1),
+            Kernel::Final => (1, true, 3),
+        };
+        let arg = |i: usize| -> *const u8 {
+            // SAFETY: `params` holds one pointer per kernel argument (launch contract).
+            unsafe { *params.add(i) }.cast::<u8>()
+        };
+        let ptr_at = |i: usize| -> u64 {
+            let mut b = [0u8; 8];
+            // SAFETY: each pointer argument is a 64-bit device address.
+            unsafe { std::ptr::copy_nonoverlapping(arg(i), b.as_mut_ptr(), 8) };
+            u64::from_ne_bytes(b)
+        };
+        let mut ptrs: Vec<u64> = (0..before).map(ptr_at).collect();
+        let mut p = None;
+        if has_params {
+            let mut b = vec![0u8; PARAMS_LEN];
+            // SAFETY: the struct argument is `struct frame_params`, PARAMS_LEN bytes.
+            unsafe { std::ptr::copy_nonoverlapping(arg(before), b.as_mut_ptr(), PARAMS_LEN) };
+            p = Some(b);
+            ptrs.extend((before + 1..before + 1 + after).map(ptr_at));
+        }
+        s.counters[C_LAUNCH] += 1;
+        s.enqueue(
+            st as usize,
+            Op::Launch(Launch {
+                kernel,
+                grid: [gx, gy, gz],
+                block: [bx, by, bz],
+                ptrs,
+                params: p,
+            }),
+        )
+    })
+}
+
+fn error_text(e: CuResult) -> &'static CStr {
+    match e {
+        SUCCESS => c"no error",
+        INVALID_VALUE => c"invalid argument",
+        OUT_OF_MEMORY => c"out of memory",
+        NOT_INITIALIZED => c"initialization error",
+        INVALID_DEVICE => c"invalid device ordinal",
+        INVALID_IMAGE => c"device kernel image is invalid",
+        INVALID_HANDLE => c"invalid resource handle",
+        NOT_FOUND => c"named symbol not found",
+        600 => c"device not ready",
+        ILLEGAL_ADDRESS => c"an illegal memory access was encountered (FakeCuda)",
+        LAUNCH_FAILED => c"unspecified launch failure (FakeCuda)",
+        _ => c"unknown error (FakeCuda)",
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGetErrorString(e: CuResult, out: *mut *const c_char) -> CuResult {
+    // SAFETY: valid out-pointer; the string is static.
+    unsafe { *out = error_text(e).as_ptr() };
+    SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGetErrorName(e: CuResult, out: *mut *const c_char) -> CuResult {
+    // SAFETY: as above.
+    unsafe { cuGetErrorString(e, out) }
+}
+
+// ---- For the tests ----
+
+/// Copies the host-side counters into `out` (at most `n`): stream synchronizes, event
+/// synchronizes, context synchronizes, synchronous copies, device allocations, device
+/// frees, kernel launches, pinned allocations. Returns how many there are.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pqcc_fake_cuda_counters(out: *mut u64, n: usize) -> usize {
+    let g = lock();
+    if let Some(s) = g.as_ref() {
+        for (i, c) in s.counters.iter().enumerate().take(n) {
+            // SAFETY: the caller's buffer holds `n` counters.
+            unsafe { *out.add(i) = *c };
+        }
+    }
+    COUNTERS
+}
+
+/// Writes the first failure of queued work (NUL-terminated, cut to `len`) into `buf`;
+/// returns its error code, 0 when nothing failed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pqcc_fake_cuda_last_error(buf: *mut c_char, len: usize) -> CuResult {
+    let g = lock();
+    let Some((code, why)) = g.as_ref().and_then(|s| s.sticky.clone()) else {
+        return SUCCESS;
+    };
+    if len > 0 {
+        let n = why.len().min(len - 1);
+        // SAFETY: the caller's buffer holds `len` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(why.as_ptr().cast::<c_char>(), buf, n);
+            *buf.add(n) = 0;
+        }
+    }
+    code
+}
+
+/// Chooses the order queued work runs in when the host waits: 0 (the default) runs only
+/// the stream waited for and what it waits for, as late as possible; 1 first runs every
+/// other stream to its end. A missing "wait for" between streams shows as stale data
+/// in order 0 when the reader does not wait, and in order 1 when a writer runs too early.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_set_order(order: c_uint) -> CuResult {
+    let mut g = lock();
+    let s = g.get_or_insert_with(State::default);
+    s.others_first = order == 1;
+    SUCCESS
+}
+
+/// Allocations still live (device and pinned): a test's leak check.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_live_allocations() -> usize {
+    lock()
+        .as_ref()
+        .map_or(0, |s| s.allocs.values().filter(|a| a.live).count())
+}

@@ -1,0 +1,384 @@
+//! The opener tests of `gpu.rs` (`common/cases.rs`) run against **FakeCuda**
+//! (`gpu/fake-cuda`), a fake CUDA driver standing in for the GPU that this machine may
+//! lack: the host side of `pqcc_gpu::cuda` (work split, kernel parameters, stream and
+//! event ordering, staging, verdict readback, error paths, zeroing) runs in every CI
+//! run. The fake computes the kernels' results with pqcc-core's AES-256-GCM, so the CUDA
+//! kernel itself is not what these tests check: `gpu.rs` on a real device does that.
+//!
+//! FakeCuda runs queued work only when the host waits for it, so a missing wait shows
+//! up as stale data or an error every time. These tests also count host waits per
+//! tensor for both verdict readbacks.
+//!
+//! Needs libnvrtc (the kernel is still compiled to PTX, and the fake checks its entry
+//! points); without it every test prints why and returns. The fake library is built
+//! with `cargo build -p pqcc-fake-cuda` and loaded by path before cudarc looks for
+//! `libcuda.so` (its soname), so cudarc binds to it.
+
+mod common;
+
+use std::ffi::{c_char, c_uint};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use common::cases::{self, Device, READBACKS};
+use common::*;
+use pqcc_gpu::{
+    Backend,
+    cuda::{CudaBackend, VerdictReadback, cuda_available},
+    kernel,
+};
+
+/// FakeCuda's state is one per process: the tests take turns.
+static TURN: Mutex<()> = Mutex::new(());
+static LIB: OnceLock<libloading::Library> = OnceLock::new();
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds the fake (cargo) and returns the path of its shared library.
+fn build_fake() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-p", "pqcc-fake-cuda", "--message-format=json"])
+        .args([
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"),
+        ])
+        .output()
+        .expect("running cargo build -p pqcc-fake-cuda");
+    assert!(
+        out.status.success(),
+        "building FakeCuda failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact" && v["target"]["name"] == "pqcc_fake_cuda" {
+            if let Some(f) = v["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(".so"))
+            {
+                return PathBuf::from(f);
+            }
+        }
+    }
+    panic!("cargo build -p pqcc-fake-cuda named no shared library");
+}
+
+/// Loads FakeCuda by path (once), before anything asks for `libcuda.so`.
+fn fake() -> &'static libloading::Library {
+    LIB.get_or_init(|| {
+        let path = build_fake();
+        // SAFETY: FakeCuda has no initialisers beyond Rust statics; loading it runs no
+        // foreign code.
+        unsafe { libloading::Library::new(&path) }
+            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+    })
+}
+
+struct FakeGpu;
+
+impl FakeGpu {
+    fn counters(&self) -> Counters {
+        let mut c = [0u64; 8];
+        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds 8 counters.
+        unsafe {
+            let f: libloading::Symbol<'_, unsafe extern "C" fn(*mut u64, usize) -> usize> =
+                fake().get(b"pqcc_fake_cuda_counters").unwrap();
+            f(c.as_mut_ptr(), c.len());
+        }
+        Counters(c)
+    }
+
+    /// FakeCuda's execution order: 0 lazy (the default), 1 the other streams first.
+    fn set_order(&self, order: u32) {
+        // SAFETY: the symbol has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
+                fake().get(b"pqcc_fake_cuda_set_order").unwrap();
+            f(order);
+        }
+    }
+
+    fn live_allocations(&self) -> usize {
+        // SAFETY: as above.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn() -> usize> =
+                fake().get(b"pqcc_fake_cuda_live_allocations").unwrap();
+            f()
+        }
+    }
+
+    /// Panics with FakeCuda's account of the first failed device operation, if any.
+    fn assert_no_fault(&self) {
+        let mut buf = [0 as c_char; 512];
+        // SAFETY: as above; `buf` holds 512 bytes.
+        let code = unsafe {
+            let f: libloading::Symbol<'_, unsafe extern "C" fn(*mut c_char, usize) -> c_uint> =
+                fake().get(b"pqcc_fake_cuda_last_error").unwrap();
+            f(buf.as_mut_ptr(), buf.len())
+        };
+        if code != 0 {
+            // SAFETY: the fake wrote a NUL-terminated string.
+            let why = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+            panic!("FakeCuda: device fault {code}: {}", why.to_string_lossy());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counters([u64; 8]);
+
+impl Counters {
+    /// Times the host waited for the device: stream, event and context synchronizes and
+    /// synchronous copies.
+    fn waits(&self) -> u64 {
+        self.0[0] + self.0[1] + self.0[2] + self.0[3]
+    }
+    fn allocs(&self) -> u64 {
+        self.0[4]
+    }
+    fn frees(&self) -> u64 {
+        self.0[5]
+    }
+    fn launches(&self) -> u64 {
+        self.0[6]
+    }
+    fn minus(self, before: Counters) -> Counters {
+        let mut d = [0u64; 8];
+        for (i, x) in d.iter_mut().enumerate() {
+            *x = self.0[i] - before.0[i];
+        }
+        Counters(d)
+    }
+}
+
+impl Device for FakeGpu {
+    fn tag(&self) -> &'static str {
+        "fake-gpu"
+    }
+
+    fn backend(&self, test: &str) -> Option<CudaBackend> {
+        if let Err(e) = kernel::nvrtc_available() {
+            println!("[fake-gpu] {test}: skipped: {e}");
+            return None;
+        }
+        fake();
+        cuda_available().expect("FakeCuda loaded, yet cudarc finds no CUDA");
+        let b = CudaBackend::new(0, 4).unwrap_or_else(|e| panic!("{e}"));
+        let info = b.device_info();
+        assert!(
+            info.name.starts_with("FakeCuda"),
+            "cudarc bound to another driver: {info:?}"
+        );
+        Some(b)
+    }
+
+    fn another(&self) -> CudaBackend {
+        CudaBackend::new(0, 2).unwrap()
+    }
+}
+
+/// Runs `f` in turn with the other tests and checks, after it, that the device saw no
+/// fault and that every allocation made meanwhile was freed.
+fn checked(f: impl FnOnce(&FakeGpu)) {
+    let _t = turn();
+    let dev = FakeGpu;
+    if kernel::nvrtc_available().is_err() {
+        f(&dev);
+        return;
+    }
+    fake();
+    let live = dev.live_allocations();
+    f(&dev);
+    dev.assert_no_fault();
+    assert_eq!(
+        dev.live_allocations(),
+        live,
+        "device or pinned memory left allocated"
+    );
+}
+
+#[test]
+fn wycheproof_through_the_opener_host_code() {
+    checked(|d| cases::wycheproof(d));
+}
+
+#[test]
+fn fake_gpu_matches_cpu_on_random_tensors() {
+    checked(|d| {
+        for readback in READBACKS {
+            cases::cross_check(d, readback);
+        }
+    });
+}
+
+#[test]
+fn pinned_frames_open_in_place_of_staging() {
+    checked(|d| {
+        for readback in READBACKS {
+            cases::pinned(d, readback);
+        }
+    });
+}
+
+#[test]
+fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
+    checked(|d| {
+        for readback in READBACKS {
+            cases::tamper(d, readback);
+        }
+    });
+}
+
+#[test]
+fn rekey_follows_the_channel() {
+    checked(|d| cases::rekey(d));
+}
+
+#[test]
+fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
+    checked(|d| {
+        for readback in READBACKS {
+            cases::refused_midway(d, readback);
+        }
+    });
+}
+
+/// The opener cases again with FakeCuda running the other streams first whenever the
+/// host waits: work that is not made to wait for another stream (the kept status words'
+/// zeroing, the staging buffers' reuse) runs too early here and fails the cases.
+#[test]
+fn opener_cases_with_the_other_streams_run_first() {
+    checked(|d| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] others first: skipped: no libnvrtc");
+            return;
+        }
+        struct Lazy<'a>(&'a FakeGpu);
+        impl Drop for Lazy<'_> {
+            fn drop(&mut self) {
+                self.0.set_order(0);
+            }
+        }
+        d.set_order(1);
+        let _lazy = Lazy(d);
+        for readback in READBACKS {
+            cases::pinned(d, readback);
+            cases::tamper(d, readback);
+            cases::refused_midway(d, readback);
+        }
+        cases::rekey(d);
+        cases::wycheproof(d);
+    });
+}
+
+/// Host waits, allocations and launches per tensor of 4 frames in pinned memory, for
+/// each readback, after a first tensor (which sizes the kept buffers).
+#[test]
+fn persistent_readback_waits_once_per_tensor() {
+    checked(|dev| {
+        let Some(b) = dev.backend("readback waits") else {
+            return;
+        };
+        let streams = b.stream_count() as u64;
+        let mut rng = Rng(0x3a17);
+        let key = rng.key();
+        let mut s = sealer(&key);
+        let mut g = cases::gpu_opener(b, &key);
+        let data = rng.bytes(1 << 20);
+        let dst = g.backend().alloc_zeroed(data.len()).unwrap();
+        let mut per = Vec::new();
+        for (id, readback) in [
+            VerdictReadback::PerTensor,
+            VerdictReadback::PerTensor,
+            VerdictReadback::Persistent,
+            VerdictReadback::Persistent,
+            VerdictReadback::Persistent,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let frames = seal_tensor(&mut s, id as u64, &data, 256 << 10);
+            let total: usize = frames.iter().map(Vec::len).sum();
+            let mut pinned = g.backend().alloc_pinned(total).unwrap();
+            let mut ranges = Vec::new();
+            let mut at = 0;
+            for f in &frames {
+                pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
+                ranges.push(at..at + f.len());
+                at += f.len();
+            }
+            g.set_verdict_readback(readback);
+            let before = dev.counters();
+            g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
+            let d = dev.counters().minus(before);
+            assert_eq!(g.backend().download(dst).unwrap(), data);
+            println!(
+                "[fake-gpu] {readback:?}, 4 frames: {} host waits, {} allocations, {} frees, \
+                 {} launches",
+                d.waits(),
+                d.allocs(),
+                d.frees(),
+                d.launches()
+            );
+            assert_eq!(d.launches(), 8, "two kernels per frame");
+            per.push((readback, d));
+        }
+        // PerTensor: allocate + wait, zero + wait, one wait per stream, a synchronous copy.
+        for (_, d) in &per[..2] {
+            assert_eq!(d.waits(), 3 + streams);
+            assert_eq!((d.allocs(), d.frees()), (1, 1));
+        }
+        // Persistent: the first tensor allocates the kept buffers (one wait); then one
+        // wait per tensor and no allocation.
+        assert_eq!(per[2].1.waits(), 2);
+        for (_, d) in &per[3..] {
+            assert_eq!(d.waits(), 1);
+            assert_eq!((d.allocs(), d.frees()), (0, 0));
+        }
+        g.backend().free(dst).unwrap();
+    });
+}
+
+/// The kernel-only timing of `pqcc bench gpu` (device events around the kernels of all
+/// frames) runs and checks every verdict.
+#[test]
+fn kernel_timing_runs_and_checks_verdicts() {
+    checked(|dev| {
+        let Some(b) = dev.backend("kernel timing") else {
+            return;
+        };
+        let mut rng = Rng(0x7117);
+        let key = rng.key();
+        let mut s = sealer(&key);
+        let mut g = cases::gpu_opener(b, &key);
+        let data = rng.bytes(3 << 20);
+        let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
+        let total: usize = frames.iter().map(Vec::len).sum();
+        let mut pinned = g.backend().alloc_pinned(total).unwrap();
+        let mut ranges = Vec::new();
+        let mut at = 0;
+        for f in &frames {
+            pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
+            ranges.push(at..at + f.len());
+            at += f.len();
+        }
+        let t = g.time_kernels(NOW, &pinned, &ranges, 3).unwrap();
+        assert!(t > 0.0);
+        // A flipped tag byte: the timing refuses to report.
+        let last = ranges[1].end - 1;
+        pinned.as_mut_slice()[last] ^= 1;
+        assert_eq!(
+            g.time_kernels(NOW, &pinned, &ranges, 3).unwrap_err(),
+            pqcc_gpu::GpuError::TagMismatch { frame: 1 }
+        );
+    });
+}
