@@ -57,16 +57,16 @@ fn build_fake() -> PathBuf {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact" && v["target"]["name"] == "pqcc_fake_cuda" {
-            if let Some(f) = v["filenames"]
+        if v["reason"] == "compiler-artifact"
+            && v["target"]["name"] == "pqcc_fake_cuda"
+            && let Some(f) = v["filenames"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|f| f.as_str())
                 .find(|f| f.ends_with(".so"))
-            {
-                return PathBuf::from(f);
-            }
+        {
+            return PathBuf::from(f);
         }
     }
     panic!("cargo build -p pqcc-fake-cuda named no shared library");
