@@ -34,7 +34,7 @@ step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
-PACKAGES=(pqcc-core pqcc-init pqcc-tools pqcc-verify pqcc-gpu pqcc-tests)
+PACKAGES=(pqcc-core pqcc-init pqcc-tools pqcc-verify pqcc-gpu pqcc-fake-cuda pqcc-tests)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
