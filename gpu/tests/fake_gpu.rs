@@ -15,10 +15,9 @@
 //! `libcuda.so` (its soname), so cudarc binds to it.
 
 mod common;
+mod fake;
 
 use std::ffi::{c_char, c_uint};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::cases::{self, Device, READBACKS};
@@ -37,45 +36,10 @@ fn turn() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Builds the fake (cargo) and returns the path of its shared library.
-fn build_fake() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-p", "pqcc-fake-cuda", "--message-format=json"])
-        .args([
-            "--manifest-path",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"),
-        ])
-        .output()
-        .expect("running cargo build -p pqcc-fake-cuda");
-    assert!(
-        out.status.success(),
-        "building FakeCuda failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["reason"] == "compiler-artifact"
-            && v["target"]["name"] == "pqcc_fake_cuda"
-            && let Some(f) = v["filenames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str())
-                .find(|f| f.ends_with(".so"))
-        {
-            return PathBuf::from(f);
-        }
-    }
-    panic!("cargo build -p pqcc-fake-cuda named no shared library");
-}
-
 /// Loads FakeCuda by path (once), before anything asks for `libcuda.so`.
 fn fake() -> &'static libloading::Library {
     LIB.get_or_init(|| {
-        let path = build_fake();
+        let path = fake::build();
         // SAFETY: FakeCuda has no initialisers beyond Rust statics; loading it runs no
         // foreign code.
         unsafe { libloading::Library::new(&path) }

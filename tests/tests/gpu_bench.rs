@@ -1,0 +1,109 @@
+//! `pqcc bench gpu` end to end on FakeCuda (`gpu/fake-cuda`), the fake CUDA driver that
+//! stands in for a GPU: the real `pqcc` binary finds the fake as `libcuda.so` on its
+//! `LD_LIBRARY_PATH`. This checks the benchmark's own logic (sealing, the alternation
+//! of plain and sealed runs under both verdict readbacks, the byte checks after every
+//! sealed run, the output formats), not any figure: the fake has no timing.
+//! Needs libnvrtc on the library path, like the GPU tests; prints why and returns
+//! without it.
+
+mod common;
+#[path = "../../gpu/tests/fake/mod.rs"]
+mod fake;
+
+use std::process::Command;
+
+use common::{TempDir, pqcc};
+
+/// `LD_LIBRARY_PATH` with a directory whose `libcuda.so` is FakeCuda first.
+fn with_fake(dir: &TempDir) -> String {
+    let lib = fake::build();
+    let link = dir.path().join("libcuda.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lib, &link).unwrap();
+    match std::env::var("LD_LIBRARY_PATH") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", dir.path().display()),
+        _ => dir.path().display().to_string(),
+    }
+}
+
+#[test]
+fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
+    if let Err(e) = pqcc_gpu::kernel::nvrtc_available() {
+        println!("[gpu-bench] skipped: {e}");
+        return;
+    }
+    let dir = TempDir::new("fake-cuda");
+    let ld = with_fake(&dir);
+    let out = pqcc()
+        .args(["bench", "gpu", "--sizes", "1M,3M", "--runs", "2", "--json"])
+        .env("LD_LIBRARY_PATH", &ld)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "pqcc bench gpu failed: {stderr}");
+    assert!(stderr.contains("FakeCuda"), "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    // Default chunk: size / 8, at least 256 KiB.
+    for (row, (size, chunk)) in rows
+        .iter()
+        .zip([(1u64 << 20, 256u64 << 10), (3 << 20, 384 << 10)])
+    {
+        assert_eq!(row["bench"], "gpu");
+        assert_eq!(row["size"], size);
+        assert_eq!(row["chunk"], chunk);
+        assert!(row["device"].as_str().unwrap().starts_with("FakeCuda"));
+        for k in [
+            "plain_gbps",
+            "sealed_gbps",
+            "sealed_kept_gbps",
+            "kernel_gbps",
+            "ratio",
+            "ratio_kept",
+        ] {
+            assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
+        }
+    }
+    // The table names both readbacks.
+    let out = pqcc()
+        .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
+        .env("LD_LIBRARY_PATH", &ld)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("sealed GB/s") && table.contains("kept GB/s"),
+        "{table}"
+    );
+    println!("[gpu-bench] on FakeCuda:\n{table}");
+}
+
+#[test]
+fn bench_gpu_without_a_driver_exits_2_and_says_why() {
+    if Command::new("sh")
+        .args(["-c", "ldconfig -p | grep -q 'libcuda.so'"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("[gpu-bench] a CUDA driver is installed: the no-driver case is not checked");
+        return;
+    }
+    let out = pqcc()
+        .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs a CUDA GPU"), "{stderr}");
+}
