@@ -51,6 +51,25 @@ pub fn cuda_available() -> Result<(), GpuError> {
     kernel::nvrtc_available()
 }
 
+/// The device name FakeCuda (`gpu/fake-cuda`, a fake driver for tests) reports.
+pub const FAKE_DEVICE_PREFIX: &str = "FakeCuda";
+
+static INSECURE_FAKE_DRIVER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Lets [`CudaBackend`] run on FakeCuda, the fake CUDA driver of pqcc's tests, in this
+/// process. Its "VRAM" is host memory, so nothing it opens is protected: tests only.
+/// The `pqcc` binary allows it with the environment variable
+/// `PQCC_INSECURE_FAKE_CUDA=1`. Without either, a backend on FakeCuda is refused.
+pub fn insecure_allow_fake_driver() {
+    INSECURE_FAKE_DRIVER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn fake_driver_allowed() -> bool {
+    INSECURE_FAKE_DRIVER.load(std::sync::atomic::Ordering::Relaxed)
+        || std::env::var_os("PQCC_INSECURE_FAKE_CUDA").is_some_and(|v| v == "1")
+}
+
 /// Page-locked host memory: the source of asynchronous host→device copies. Zeroized
 /// before it is freed.
 pub struct PinnedBuffer {
@@ -331,8 +350,16 @@ impl CudaBackend {
         let sms = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv)?;
+        let name = ctx.name().map_err(drv)?;
+        if name.starts_with(FAKE_DEVICE_PREFIX) && !fake_driver_allowed() {
+            return Err(GpuError::Unavailable(format!(
+                "the CUDA driver is a test fake (device \"{name}\"): its memory is host \
+                 memory, so nothing opened there is protected; refused (tests allow it with \
+                 PQCC_INSECURE_FAKE_CUDA=1)"
+            )));
+        }
         let info = DeviceInfo {
-            name: ctx.name().map_err(drv)?,
+            name,
             total_memory: ctx.total_mem().map_err(drv)? as u64,
             compute_capability: Some((major as u32, minor as u32)),
             multiprocessors: sms as u32,

@@ -24,7 +24,7 @@ use common::cases::{self, Device, READBACKS};
 use common::*;
 use pqcc_gpu::{
     Backend,
-    cuda::{CudaBackend, VerdictReadback, cuda_available},
+    cuda::{CudaBackend, VerdictReadback, cuda_available, insecure_allow_fake_driver},
     kernel,
 };
 
@@ -136,6 +136,7 @@ impl Device for FakeGpu {
         }
         fake();
         cuda_available().expect("FakeCuda loaded, yet cudarc finds no CUDA");
+        insecure_allow_fake_driver();
         let b = CudaBackend::new(0, 4).unwrap_or_else(|e| panic!("{e}"));
         let info = b.device_info();
         assert!(

@@ -34,9 +34,23 @@ fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
     }
     let dir = TempDir::new("fake-cuda");
     let ld = with_fake(&dir);
+    // Without the opt-in the fake is refused: it is no GPU.
+    let out = pqcc()
+        .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
+        .env("LD_LIBRARY_PATH", &ld)
+        .env_remove("PQCC_INSECURE_FAKE_CUDA")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the CUDA driver is a test fake"),
+        "{stderr}"
+    );
     let out = pqcc()
         .args(["bench", "gpu", "--sizes", "1M,3M", "--runs", "2", "--json"])
         .env("LD_LIBRARY_PATH", &ld)
+        .env("PQCC_INSECURE_FAKE_CUDA", "1")
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -74,6 +88,7 @@ fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
     let out = pqcc()
         .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
         .env("LD_LIBRARY_PATH", &ld)
+        .env("PQCC_INSECURE_FAKE_CUDA", "1")
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);

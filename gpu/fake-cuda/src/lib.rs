@@ -28,6 +28,9 @@
 //! - **Host waits are counted** ([`pqcc_fake_cuda_counters`]), so tests can check how
 //!   many round trips a tensor costs.
 //!
+//! pqcc-gpu refuses a device of this driver unless told it is a test
+//! (`pqcc_gpu::cuda::insecure_allow_fake_driver`, or `PQCC_INSECURE_FAKE_CUDA=1`).
+//!
 //! It knows nothing of timing: `cuEventElapsedTime` reports a nominal 1 µs per queued
 //! operation between the events. It exposes one device, "FakeCuda", compute capability
 //! 9.0, 132 multiprocessors.
