@@ -71,6 +71,16 @@ impl FakeGpu {
         }
     }
 
+    /// How FakeCuda runs kernels: 0 computed with pqcc-core, 1 the kernel source emulated.
+    fn set_kernels(&self, mode: u32) {
+        // SAFETY: the symbol has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
+                fake().get(b"pqcc_fake_cuda_set_kernels").unwrap();
+            f(mode);
+        }
+    }
+
     fn live_allocations(&self) -> usize {
         // SAFETY: as above.
         unsafe {
@@ -242,6 +252,48 @@ fn opener_cases_with_the_other_streams_run_first() {
         }
         cases::rekey(d);
         cases::wycheproof(d);
+    });
+}
+
+/// The kernel source itself (`aes_gcm.cu`, compiled as C++ and run with the threads of
+/// each block as fibers) through the opener: Wycheproof, small tensors of every shape
+/// class (empty, partial blocks, unaligned chunk offsets on the edge path, many frames,
+/// a multi-block frame) against the CPU fallback, and tampering.
+#[test]
+fn kernel_source_emulated_on_the_cpu() {
+    checked(|d| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] emulated kernels: skipped: no libnvrtc");
+            return;
+        }
+        struct Computed<'a>(&'a FakeGpu);
+        impl Drop for Computed<'_> {
+            fn drop(&mut self) {
+                self.0.set_kernels(0);
+            }
+        }
+        d.set_kernels(1);
+        let _computed = Computed(d);
+        let t = std::time::Instant::now();
+        cases::wycheproof(d);
+        let shapes: &[(usize, usize)] = &[
+            (0, 1),
+            (1, 1),
+            (15, 16),
+            (17, 16),
+            (4095, 4095),
+            (65_539, 65_536),
+            (20_000, 1000),
+            (300_000, 100_000),
+        ];
+        for readback in READBACKS {
+            cases::cross_check_shapes(d, readback, shapes);
+        }
+        cases::rekey(d);
+        println!(
+            "[fake-gpu] emulated kernels: {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     });
 }
 

@@ -23,6 +23,10 @@
 //!   `gcm_setup` keeps the key in the context buffer (this fake's own layout) and zeroes
 //!   the raw key; `gcm_open_main` opens the frame in place; `gcm_open_final` writes the
 //!   verdict (1 verified, 2 mismatch) and zeroes the frame when the tag failed.
+//! - **Or the kernels themselves** ([`pqcc_fake_cuda_set_kernels`]): `emu/emu.cpp`
+//!   compiles `aes_gcm.cu` unchanged as C++ against `emu/cuda_shim.h` and runs each block's
+//!   threads as fibers, `__syncthreads` and shuffles being barriers, so the kernel's own
+//!   arithmetic, indexing and barrier structure are checked on a CPU (slowly).
 //! - **Errors are sticky**, as on a GPU: the first failure of queued work is reported by
 //!   every later synchronising call. [`pqcc_fake_cuda_last_error`] says what it was.
 //! - **Host waits are counted** ([`pqcc_fake_cuda_counters`]), so tests can check how
@@ -97,7 +101,10 @@ enum Kind {
 }
 
 struct Alloc {
-    buf: Box<[u8]>,
+    /// The memory, 256 bytes longer than asked for: the allocation starts at the first
+    /// 256-byte boundary in it, as cudaMalloc's do. Only held (accessed by address).
+    _buf: Box<[u8]>,
+    len: usize,
     kind: Kind,
     live: bool,
 }
@@ -185,6 +192,19 @@ struct State {
     retained: u32,
     /// [`pqcc_fake_cuda_set_order`]: run the other streams first when the host waits.
     others_first: bool,
+    /// [`pqcc_fake_cuda_set_kernels`]: run the kernel source itself (emulated).
+    emulate: bool,
+}
+
+unsafe extern "C" {
+    /// `emu/emu.cpp`: runs kernel 0/1/2 of `aes_gcm.cu` over a grid on this thread.
+    fn pqcc_emu_launch(
+        kernel: c_int,
+        grid: c_uint,
+        block: c_uint,
+        ptrs: *const u64,
+        params: *const u8,
+    ) -> c_int;
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -239,7 +259,7 @@ impl State {
             .range(..=addr)
             .next_back()
             .ok_or_else(|| format!("{kind:?} address {addr:#x} is in no allocation"))?;
-        let end = base + a.buf.len() as u64;
+        let end = base + a.len as u64;
         if a.kind != kind {
             return Err(format!(
                 "address {addr:#x} is {:?} memory, not {kind:?}",
@@ -255,7 +275,7 @@ impl State {
         if addr.checked_add(len as u64).is_none_or(|e| e > end) {
             return Err(format!(
                 "{kind:?} range {addr:#x} + {len} runs past its allocation ({base:#x} + {})",
-                a.buf.len()
+                a.len
             ));
         }
         Ok(base)
@@ -406,7 +426,77 @@ impl State {
         Ok(())
     }
 
+    /// Runs the kernel source itself (`emu/emu.cpp`) after the same checks of geometry,
+    /// parameters and memory as the computed kernels.
+    fn emulated(&mut self, l: Launch) -> Result<(), String> {
+        let kernel: c_int = match l.kernel {
+            Kernel::Setup => {
+                if l.grid != [1, 1, 1] || l.block != [1, 1, 1] {
+                    return Err(format!(
+                        "gcm_setup launched with {:?} x {:?}",
+                        l.grid, l.block
+                    ));
+                }
+                self.device(l.ptrs[0], 32)?;
+                self.device(l.ptrs[1], 4 * CTX_WORDS)?;
+                0
+            }
+            Kernel::Main => {
+                let p = Params::parse(l.params.as_deref())?;
+                p.check()?;
+                if l.grid != [p.n_parts, 1, 1] || l.block != [THREADS as u32, 1, 1] {
+                    return Err(format!(
+                        "gcm_open_main launched with {:?} x {:?} for {} parts",
+                        l.grid, l.block, p.n_parts
+                    ));
+                }
+                self.device(l.ptrs[0], p.len as usize)?;
+                if p.aad_len as usize > INLINE_AAD {
+                    self.device(l.ptrs[1], p.aad_len as usize)?;
+                }
+                self.device(l.ptrs[2], 4 * CTX_WORDS)?;
+                self.device(l.ptrs[3], 16 * p.n_parts as usize)?;
+                1
+            }
+            Kernel::Final => {
+                let p = Params::parse(l.params.as_deref())?;
+                p.check()?;
+                let threads = u64::from(p.n_parts)
+                    .next_power_of_two()
+                    .clamp(64, FINAL_THREADS);
+                if l.grid != [1, 1, 1] || l.block != [threads as u32, 1, 1] {
+                    return Err(format!(
+                        "gcm_open_final launched with {:?} x {:?} for {} parts",
+                        l.grid, l.block, p.n_parts
+                    ));
+                }
+                self.device(l.ptrs[0], 4 * CTX_WORDS)?;
+                self.device(l.ptrs[1], 16 * p.n_parts as usize)?;
+                self.device(l.ptrs[2] + 4 * u64::from(p.index), 4)?;
+                self.device(l.ptrs[3], p.len as usize)?;
+                2
+            }
+        };
+        let params = l.params.as_deref().map_or(std::ptr::null(), <[u8]>::as_ptr);
+        // SAFETY: every pointer the kernel dereferences was checked above to lie in a live
+        // allocation of the size the kernel reads or writes (from the same parameters it
+        // gets); `ptrs` and `params` outlive the call, which runs on this thread.
+        let r = unsafe { pqcc_emu_launch(kernel, l.grid[0], l.block[0], l.ptrs.as_ptr(), params) };
+        match r {
+            0 => Ok(()),
+            1 => Err(format!(
+                "{:?}: the threads of a block did not all reach the same barrier",
+                l.kernel
+            )),
+            2 => Err(format!("{:?}: bad launch geometry", l.kernel)),
+            _ => Err(format!("{:?}: emulator out of memory", l.kernel)),
+        }
+    }
+
     fn launch(&mut self, l: Launch) -> Result<(), String> {
+        if self.emulate {
+            return self.emulated(l);
+        }
         match l.kernel {
             Kernel::Setup => {
                 if l.grid != [1, 1, 1] || l.block != [1, 1, 1] {
@@ -956,9 +1046,18 @@ pub extern "C" fn cuEventElapsedTime_v2(
 }
 
 fn new_alloc(s: &mut State, len: usize, kind: Kind, live: bool) -> u64 {
-    let buf = vec![0xCDu8; len.max(1)].into_boxed_slice();
-    let base = buf.as_ptr() as u64;
-    s.allocs.insert(base, Alloc { buf, kind, live });
+    let len = len.max(1);
+    let buf = vec![0xCDu8; len + 256].into_boxed_slice();
+    let base = (buf.as_ptr() as u64).next_multiple_of(256);
+    s.allocs.insert(
+        base,
+        Alloc {
+            _buf: buf,
+            len,
+            kind,
+            live,
+        },
+    );
     base
 }
 
@@ -1037,7 +1136,7 @@ pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
             .allocs
             .get(&base)
             .filter(|a| a.kind == Kind::Pinned)
-            .map(|a| a.buf.len())
+            .map(|a| a.len)
         else {
             return INVALID_VALUE;
         };
@@ -1306,6 +1405,18 @@ pub extern "C" fn pqcc_fake_cuda_set_order(order: c_uint) -> CuResult {
     let mut g = lock();
     let s = g.get_or_insert_with(State::default);
     s.others_first = order == 1;
+    SUCCESS
+}
+
+/// Chooses how kernels run: 0 (the default) computes their effect with pqcc-core's
+/// AES-256-GCM (fast); 1 runs the kernel source itself, `aes_gcm.cu` compiled as C++,
+/// with the threads of a block as fibers (slow: for small inputs). Switch only between
+/// tensors: the two keep different key contexts and partials.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_set_kernels(mode: c_uint) -> CuResult {
+    let mut g = lock();
+    let s = g.get_or_insert_with(State::default);
+    s.emulate = mode == 1;
     SUCCESS
 }
 

@@ -84,8 +84,31 @@ pub fn wycheproof(dev: &dyn Device) {
     assert!(valid > 20 && invalid > 20);
 }
 
+/// The tensor shapes (length, chunk) of [`cross_check`].
+pub const CROSS_CHECK_SHAPES: &[(usize, usize)] = &[
+    (0, 1),
+    (1, 1),
+    (15, 16),
+    (16, 16),
+    (17, 16),
+    (4095, 4095),
+    (65_539, 65_536),
+    (100_000, 1000), // unaligned chunk offsets: the kernel's edge path
+    (1 << 20, 1 << 20),
+    ((1 << 20) + 5, 1 << 18),
+    (5 << 20, 1 << 20),
+    (16 << 20, 16 << 20),  // the largest frame
+    (40 << 20, 4 << 20),   // ten frames over four streams
+    (64 * 65_536, 65_536), // 64 small frames
+];
+
 /// GPU against the CPU fallback on random tensors of many shapes.
 pub fn cross_check(dev: &dyn Device, readback: VerdictReadback) {
+    cross_check_shapes(dev, readback, CROSS_CHECK_SHAPES);
+}
+
+/// GPU against the CPU fallback on random tensors of the given (length, chunk) shapes.
+pub fn cross_check_shapes(dev: &dyn Device, readback: VerdictReadback, cases: &[(usize, usize)]) {
     let Some(b) = dev.backend("cross-check") else {
         return;
     };
@@ -94,22 +117,6 @@ pub fn cross_check(dev: &dyn Device, readback: VerdictReadback) {
     let mut s = sealer(&key);
     let mut g = gpu_opener_with(b, &key, readback);
     let mut c = cpu_opener(&key);
-    let cases: &[(usize, usize)] = &[
-        (0, 1),
-        (1, 1),
-        (15, 16),
-        (16, 16),
-        (17, 16),
-        (4095, 4095),
-        (65_539, 65_536),
-        (100_000, 1000), // unaligned chunk offsets: the kernel's edge path
-        (1 << 20, 1 << 20),
-        ((1 << 20) + 5, 1 << 18),
-        (5 << 20, 1 << 20),
-        (16 << 20, 16 << 20),  // the largest frame
-        (40 << 20, 4 << 20),   // ten frames over four streams
-        (64 * 65_536, 65_536), // 64 small frames
-    ];
     for (id, &(len, chunk)) in cases.iter().enumerate() {
         let data = rng.bytes(len);
         let frames = seal_tensor(&mut s, id as u64, &data, chunk);

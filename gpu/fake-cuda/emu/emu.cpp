@@ -1,0 +1,143 @@
+// FakeCuda's kernel emulator: runs the real kernel source (gpu/src/kernel/aes_gcm.cu,
+// included unchanged) on the CPU, one block after another, the threads of a block as
+// fibers (ucontext) of the calling thread. __syncthreads and shuffles are scheduler
+// barriers: every thread runs until it reaches the next barrier, then all go on. A block
+// whose threads do not all reach the same barrier fails the launch (on a GPU that is
+// undefined behaviour).
+//
+// This checks the kernel's arithmetic, indexing and synchronisation structure, not its
+// speed or anything specific to GPU hardware (memory model, bank conflicts).
+
+#include "cuda_shim.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <ucontext.h>
+#include <vector>
+
+#include "aes_gcm.cu"
+
+uint3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace {
+
+constexpr size_t STACK = 64 * 1024;
+enum State { RUNNABLE, AT_BARRIER, DONE };
+
+struct Fiber {
+    ucontext_t ctx;
+    char *stack = nullptr;
+    State state = DONE;
+    int kind = 0;
+};
+
+ucontext_t sched;
+std::vector<Fiber> fibers;
+unsigned current;
+unsigned long long slots[FINAL_THREADS];
+void (*body)(const void *);
+const void *body_arg;
+
+void trampoline() {
+    body(body_arg);
+    fibers[current].state = DONE;
+    // Returning resumes `sched` (uc_link).
+}
+
+// Runs one block of `n` threads; 0 on success.
+int run_block(unsigned n) {
+    if (fibers.size() < n) fibers.resize(n);
+    for (unsigned t = 0; t < n; t++) {
+        Fiber &f = fibers[t];
+        if (!f.stack) {
+            f.stack = static_cast<char *>(std::malloc(STACK));
+            if (!f.stack) return 3;
+        }
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = STACK;
+        f.ctx.uc_link = &sched;
+        makecontext(&f.ctx, trampoline, 0);
+        f.state = RUNNABLE;
+    }
+    for (;;) {
+        for (unsigned t = 0; t < n; t++) {
+            if (fibers[t].state != RUNNABLE) continue;
+            current = t;
+            threadIdx = uint3{t, 0, 0};
+            swapcontext(&sched, &fibers[t].ctx);
+        }
+        unsigned done = 0, waiting = 0;
+        int kind = -1;
+        bool mixed = false;
+        for (unsigned t = 0; t < n; t++) {
+            if (fibers[t].state == DONE) done++;
+            if (fibers[t].state == AT_BARRIER) {
+                waiting++;
+                if (kind >= 0 && kind != fibers[t].kind) mixed = true;
+                kind = fibers[t].kind;
+            }
+        }
+        if (done == n) return 0;
+        if (done > 0 || mixed) return 1;  // divergent barrier
+        for (unsigned t = 0; t < n; t++) fibers[t].state = RUNNABLE;
+    }
+}
+
+struct Args {
+    int kernel;
+    const unsigned long long *ptrs;
+    const unsigned char *params;
+};
+
+static_assert(sizeof(frame_params) == 4 * 15 + INLINE_AAD, "frame_params layout");
+
+void thunk(const void *a) {
+    const Args *x = static_cast<const Args *>(a);
+    frame_params p;
+    if (x->params) std::memcpy(&p, x->params, sizeof p);
+    auto P = [&](int i) { return reinterpret_cast<void *>(static_cast<uintptr_t>(x->ptrs[i])); };
+    switch (x->kernel) {
+        case 0:
+            gcm_setup(static_cast<u32 *>(P(0)), static_cast<u32 *>(P(1)));
+            break;
+        case 1:
+            gcm_open_main(static_cast<u8 *>(P(0)), static_cast<const u8 *>(P(1)),
+                          static_cast<const u32 *>(P(2)), p, static_cast<u32 *>(P(3)));
+            break;
+        case 2:
+            gcm_open_final(static_cast<const u32 *>(P(0)), p, static_cast<const u32 *>(P(1)),
+                           static_cast<u32 *>(P(2)), static_cast<u8 *>(P(3)));
+            break;
+    }
+}
+
+}  // namespace
+
+void emu_barrier(int kind) {
+    fibers[current].state = AT_BARRIER;
+    fibers[current].kind = kind;
+    swapcontext(&fibers[current].ctx, &sched);
+}
+
+unsigned long long *emu_exchange_slots() { return slots; }
+
+// kernel: 0 gcm_setup, 1 gcm_open_main, 2 gcm_open_final. `ptrs` are the pointer
+// arguments in order (the frame_params struct left out), `params` its bytes or null.
+// Returns 0, 1 (threads diverged at a barrier), 2 (bad geometry) or 3 (out of memory).
+extern "C" int pqcc_emu_launch(int kernel, unsigned grid, unsigned block,
+                               const unsigned long long *ptrs, const unsigned char *params) {
+    if (grid == 0 || block == 0 || block > FINAL_THREADS) return 2;
+    static Args a;
+    a = Args{kernel, ptrs, params};
+    body = thunk;
+    body_arg = &a;
+    gridDim = uint3{grid, 1, 1};
+    blockDim = uint3{block, 1, 1};
+    for (unsigned b = 0; b < grid; b++) {
+        blockIdx = uint3{b, 0, 0};
+        int r = run_block(block);
+        if (r != 0) return r;
+    }
+    return 0;
+}
