@@ -81,6 +81,16 @@ impl FakeGpu {
         }
     }
 
+    /// The multiprocessor count FakeCuda reports to backends created afterwards (0: 132).
+    fn set_multiprocessors(&self, n: u32) {
+        // SAFETY: the symbol has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
+                fake().get(b"pqcc_fake_cuda_set_multiprocessors").unwrap();
+            f(n);
+        }
+    }
+
     fn live_allocations(&self) -> usize {
         // SAFETY: as above.
         unsafe {
@@ -258,7 +268,7 @@ fn opener_cases_with_the_other_streams_run_first() {
 /// The kernel source itself (`aes_gcm.cu`, compiled as C++ and run with the threads of
 /// each block as fibers) through the opener: Wycheproof, small tensors of every shape
 /// class (empty, partial blocks, unaligned chunk offsets on the edge path, many frames,
-/// a multi-block frame) against the CPU fallback, and tampering.
+/// multi-block frames, several blocks per thread) against the CPU fallback, and rekey.
 #[test]
 fn kernel_source_emulated_on_the_cpu() {
     checked(|d| {
@@ -270,6 +280,7 @@ fn kernel_source_emulated_on_the_cpu() {
         impl Drop for Computed<'_> {
             fn drop(&mut self) {
                 self.0.set_kernels(0);
+                self.0.set_multiprocessors(0);
             }
         }
         d.set_kernels(1);
@@ -289,6 +300,19 @@ fn kernel_source_emulated_on_the_cpu() {
         for readback in READBACKS {
             cases::cross_check_shapes(d, readback, shapes);
         }
+        // With 2 multiprocessors each thread takes several blocks of a frame (seg up
+        // to 64): the Horner steps between them, and a 1 MiB frame of 4 blocks.
+        d.set_multiprocessors(2);
+        cases::cross_check_shapes(
+            d,
+            VerdictReadback::Persistent,
+            &[
+                (4095, 4095),
+                (65_539, 65_536),
+                (300_000, 100_000),
+                (1 << 20, 1 << 20),
+            ],
+        );
         cases::rekey(d);
         println!(
             "[fake-gpu] emulated kernels: {:.1} s",

@@ -1,7 +1,8 @@
 // FakeCuda's kernel emulator: runs the real kernel source (gpu/src/kernel/aes_gcm.cu,
 // included unchanged) on the CPU, one block after another, the threads of a block as
 // fibers (ucontext) of the calling thread. __syncthreads and shuffles are scheduler
-// barriers: every thread runs until it reaches the next barrier, then all go on. A block
+// barriers: every thread runs until it reaches the next barrier, then all go on (the
+// order alternates, see run_block). A block
 // whose threads do not all reach the same barrier fails the launch (on a GPU that is
 // undefined behaviour).
 //
@@ -60,8 +61,13 @@ int run_block(unsigned n) {
         makecontext(&f.ctx, trampoline, 0);
         f.state = RUNNABLE;
     }
-    for (;;) {
-        for (unsigned t = 0; t < n; t++) {
+    // Between barriers the threads run one after another, in ascending order in one phase
+    // and descending in the next (starting direction alternating by block), so a missing
+    // barrier between a write and another thread's read shows in one of them.
+    for (unsigned phase = 0;; phase++) {
+        bool down = ((phase + blockIdx.x) & 1u) != 0;
+        for (unsigned i = 0; i < n; i++) {
+            unsigned t = down ? n - 1 - i : i;
             if (fibers[t].state != RUNNABLE) continue;
             current = t;
             threadIdx = uint3{t, 0, 0};

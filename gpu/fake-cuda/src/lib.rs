@@ -194,6 +194,8 @@ struct State {
     others_first: bool,
     /// [`pqcc_fake_cuda_set_kernels`]: run the kernel source itself (emulated).
     emulate: bool,
+    /// [`pqcc_fake_cuda_set_multiprocessors`]; 0 means the default, 132.
+    multiprocessors: c_int,
 }
 
 unsafe extern "C" {
@@ -729,12 +731,13 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
     attrib: c_int,
     dev: c_int,
 ) -> CuResult {
-    with(|_| {
+    with(|s| {
         if dev != 0 {
             return INVALID_DEVICE;
         }
         let x = match attrib {
-            16 => 132,  // MULTIPROCESSOR_COUNT
+            16 if s.multiprocessors > 0 => s.multiprocessors, // MULTIPROCESSOR_COUNT
+            16 => 132,
             75 => 9,    // COMPUTE_CAPABILITY_MAJOR
             76 => 0,    // COMPUTE_CAPABILITY_MINOR
             115 => 1,   // MEMORY_POOLS_SUPPORTED
@@ -1417,6 +1420,17 @@ pub extern "C" fn pqcc_fake_cuda_set_kernels(mode: c_uint) -> CuResult {
     let mut g = lock();
     let s = g.get_or_insert_with(State::default);
     s.emulate = mode == 1;
+    SUCCESS
+}
+
+/// Sets the multiprocessor count reported to backends created afterwards (0: 132, an
+/// H100's). pqcc-gpu sizes each frame's grid from it: with few, even small frames get
+/// several blocks' worth of work per thread (`seg` > 1), the kernel's Horner steps.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_set_multiprocessors(n: c_uint) -> CuResult {
+    let mut g = lock();
+    let s = g.get_or_insert_with(State::default);
+    s.multiprocessors = c_int::try_from(n).unwrap_or(0);
     SUCCESS
 }
 
