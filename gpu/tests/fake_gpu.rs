@@ -196,31 +196,28 @@ fn wycheproof_through_the_opener_host_code() {
     checked(|d| cases::wycheproof(d));
 }
 
-#[test]
-fn fake_gpu_matches_cpu_on_random_tensors() {
+/// `case` under each verdict readback, in turn with the other tests.
+fn each_readback(case: fn(&dyn Device, VerdictReadback)) {
     checked(|d| {
         for readback in READBACKS {
-            cases::cross_check(d, readback);
+            case(d, readback);
         }
     });
+}
+
+#[test]
+fn fake_gpu_matches_cpu_on_random_tensors() {
+    each_readback(cases::cross_check);
 }
 
 #[test]
 fn pinned_frames_open_in_place_of_staging() {
-    checked(|d| {
-        for readback in READBACKS {
-            cases::pinned(d, readback);
-        }
-    });
+    each_readback(cases::pinned);
 }
 
 #[test]
 fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
-    checked(|d| {
-        for readback in READBACKS {
-            cases::tamper(d, readback);
-        }
-    });
+    each_readback(cases::tamper);
 }
 
 #[test]
@@ -230,11 +227,7 @@ fn rekey_follows_the_channel() {
 
 #[test]
 fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
-    checked(|d| {
-        for readback in READBACKS {
-            cases::refused_midway(d, readback);
-        }
-    });
+    each_readback(cases::refused_midway);
 }
 
 /// The opener cases again with FakeCuda running the other streams first whenever the
@@ -348,15 +341,7 @@ fn persistent_readback_waits_once_per_tensor() {
         .enumerate()
         {
             let frames = seal_tensor(&mut s, id as u64, &data, 256 << 10);
-            let total: usize = frames.iter().map(Vec::len).sum();
-            let mut pinned = g.backend().alloc_pinned(total).unwrap();
-            let mut ranges = Vec::new();
-            let mut at = 0;
-            for f in &frames {
-                pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
-                ranges.push(at..at + f.len());
-                at += f.len();
-            }
+            let (pinned, ranges) = cases::in_pinned(&mut g, &frames);
             g.set_verdict_readback(readback);
             let before = dev.counters();
             g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
@@ -403,15 +388,7 @@ fn kernel_timing_runs_and_checks_verdicts() {
         let mut g = cases::gpu_opener(b, &key);
         let data = rng.bytes(3 << 20);
         let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
-        let total: usize = frames.iter().map(Vec::len).sum();
-        let mut pinned = g.backend().alloc_pinned(total).unwrap();
-        let mut ranges = Vec::new();
-        let mut at = 0;
-        for f in &frames {
-            pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
-            ranges.push(at..at + f.len());
-            at += f.len();
-        }
+        let (mut pinned, ranges) = cases::in_pinned(&mut g, &frames);
         let t = g.time_kernels(NOW, &pinned, &ranges, 3).unwrap();
         assert!(t > 0.0);
         // A flipped tag byte: the timing refuses to report.

@@ -1399,15 +1399,18 @@ pub unsafe extern "C" fn pqcc_fake_cuda_last_error(buf: *mut c_char, len: usize)
     code
 }
 
+/// Changes a setting of the fake (also before `cuInit`).
+fn configure(f: impl FnOnce(&mut State)) {
+    f(lock().get_or_insert_with(State::default));
+}
+
 /// Chooses the order queued work runs in when the host waits: 0 (the default) runs only
 /// the stream waited for and what it waits for, as late as possible; 1 first runs every
 /// other stream to its end. A missing "wait for" between streams shows as stale data
 /// in order 0 when the reader does not wait, and in order 1 when a writer runs too early.
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_set_order(order: c_uint) -> CuResult {
-    let mut g = lock();
-    let s = g.get_or_insert_with(State::default);
-    s.others_first = order == 1;
+    configure(|s| s.others_first = order == 1);
     SUCCESS
 }
 
@@ -1417,9 +1420,7 @@ pub extern "C" fn pqcc_fake_cuda_set_order(order: c_uint) -> CuResult {
 /// tensors: the two keep different key contexts and partials.
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_set_kernels(mode: c_uint) -> CuResult {
-    let mut g = lock();
-    let s = g.get_or_insert_with(State::default);
-    s.emulate = mode == 1;
+    configure(|s| s.emulate = mode == 1);
     SUCCESS
 }
 
@@ -1428,9 +1429,7 @@ pub extern "C" fn pqcc_fake_cuda_set_kernels(mode: c_uint) -> CuResult {
 /// several blocks' worth of work per thread (`seg` > 1), the kernel's Horner steps.
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_set_multiprocessors(n: c_uint) -> CuResult {
-    let mut g = lock();
-    let s = g.get_or_insert_with(State::default);
-    s.multiprocessors = c_int::try_from(n).unwrap_or(0);
+    configure(|s| s.multiprocessors = c_int::try_from(n).unwrap_or(0));
     SUCCESS
 }
 

@@ -2,11 +2,13 @@
 //! (`tests/gpu.rs`) and FakeCuda, the test fake standing in for one
 //! (`tests/fake_gpu.rs`).
 
+use std::ops::Range;
+
 use pqcc_core::{Error, channel::Limits, secret::Secret};
 use pqcc_gpu::{
     Backend, GpuError, MemoryBackend,
     cpu::CpuOpener,
-    cuda::{CudaBackend, GpuOpener, VerdictReadback},
+    cuda::{CudaBackend, GpuOpener, PinnedBuffer, VerdictReadback},
     next_epoch_key,
 };
 
@@ -34,6 +36,20 @@ pub fn gpu_opener_with(b: CudaBackend, key: &[u8; 32], readback: VerdictReadback
     let mut g = gpu_opener(b, key);
     g.set_verdict_readback(readback);
     g
+}
+
+/// `frames` one after another in a new pinned buffer, and where each lies.
+pub fn in_pinned(g: &mut GpuOpener, frames: &[Vec<u8>]) -> (PinnedBuffer, Vec<Range<usize>>) {
+    let total: usize = frames.iter().map(Vec::len).sum();
+    let mut pinned = g.backend().alloc_pinned(total).unwrap();
+    let mut ranges = Vec::new();
+    let mut at = 0;
+    for f in frames {
+        pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
+        ranges.push(at..at + f.len());
+        at += f.len();
+    }
+    (pinned, ranges)
 }
 
 pub fn cpu_opener(key: &[u8; 32]) -> CpuOpener<MemoryBackend> {
@@ -154,15 +170,7 @@ pub fn pinned(dev: &dyn Device, readback: VerdictReadback) {
     let mut g = gpu_opener_with(b, &key, readback);
     let data = rng.bytes(3 << 20);
     let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
-    let total: usize = frames.iter().map(Vec::len).sum();
-    let mut pinned = g.backend().alloc_pinned(total).unwrap();
-    let mut ranges = Vec::new();
-    let mut at = 0;
-    for f in &frames {
-        pinned.as_mut_slice()[at..at + f.len()].copy_from_slice(f);
-        ranges.push(at..at + f.len());
-        at += f.len();
-    }
+    let (pinned, ranges) = in_pinned(&mut g, &frames);
     let dst = g.backend().alloc_zeroed(data.len()).unwrap();
     g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
     assert_eq!(g.backend().download(dst).unwrap(), data);
