@@ -374,8 +374,16 @@ fn reject_of(m: &[u8]) -> Option<RejectReason> {
     }
 }
 
-/// A Hello for the Challenge `ch`, built by hand (as a relaying attacker would).
-fn hello_for(ch: &[u8], pk: &[u8]) -> Vec<u8> {
+/// A Hello for the Challenge `ch`, built by hand (as a relaying attacker would): the
+/// bundle of `claims(&ROOT)` with the TEE evidence `tee(binding)` (the binding value
+/// itself when `None`) and `gpu` as its GPU list, sent as `platform`.
+fn hello_with(
+    ch: &[u8],
+    pk: &[u8],
+    platform: Platform,
+    tee: Option<&[u8]>,
+    gpu: Option<&[u8]>,
+) -> Vec<u8> {
     let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
     let a = Initiator::new(pk)
         .unwrap()
@@ -383,14 +391,14 @@ fn hello_for(ch: &[u8], pk: &[u8]) -> Vec<u8> {
         .unwrap();
     let binding = *a.binding();
     let mut data = vec![0u8; wire::MAX_EVIDENCE_LEN];
-    let n = EvidenceBundle::new(claims(&ROOT), &binding.0, None)
+    let n = EvidenceBundle::new(claims(&ROOT), tee.unwrap_or(&binding.0), gpu)
         .encode(&mut data)
         .unwrap();
     let mut hello = vec![0u8; wire::HELLO_MAX_LEN];
     let (_, hlen) = a
         .write_hello(
             Evidence {
-                platform: Platform::InsecureNone,
+                platform,
                 data: wire::Bytes(&data[..n]),
             },
             &mut hello,
@@ -398,6 +406,11 @@ fn hello_for(ch: &[u8], pk: &[u8]) -> Vec<u8> {
         .unwrap();
     hello.truncate(hlen);
     hello
+}
+
+/// A Hello for the Challenge `ch`, built by hand (as a relaying attacker would).
+fn hello_for(ch: &[u8], pk: &[u8]) -> Vec<u8> {
+    hello_with(ch, pk, Platform::InsecureNone, None, None)
 }
 
 #[test]
@@ -587,26 +600,10 @@ insecure_any_measurement = true
     let b = start("broker-snp", &text);
     let report = fs::read(data.join("report_milan.bin")).unwrap();
     let (mut s, ch) = connect(&b);
-    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-    let a = Initiator::new(&b.pk)
-        .unwrap()
-        .handle_challenge(&ch, &mut rng)
-        .unwrap();
-    let mut bundle = vec![0u8; wire::MAX_EVIDENCE_LEN];
-    let n = EvidenceBundle::new(claims(&ROOT), &report, None)
-        .encode(&mut bundle)
-        .unwrap();
-    let mut hello = vec![0u8; wire::HELLO_MAX_LEN];
-    let (_, hlen) = a
-        .write_hello(
-            Evidence {
-                platform: Platform::SevSnp,
-                data: wire::Bytes(&bundle[..n]),
-            },
-            &mut hello,
-        )
-        .unwrap();
-    write_msg(&mut s, &hello[..hlen]);
+    write_msg(
+        &mut s,
+        &hello_with(&ch, &b.pk, Platform::SevSnp, Some(&report), None),
+    );
     assert_eq!(reject_of(&read_msg(&mut s)), Some(RejectReason::Replay));
     let a = wait_records(&b, 1);
     assert_eq!(a[0].0, "deny");
@@ -760,27 +757,10 @@ fn gpu_rule_admits_verified_gpu_evidence_then_ready_is_set() {
 /// A Hello built by hand whose bundle carries `gpu` as its GPU list.
 fn send_gpu_hello(b: &Broker, gpu: &[u8]) -> Option<RejectReason> {
     let (mut s, ch) = connect(b);
-    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-    let a = Initiator::new(&b.pk)
-        .unwrap()
-        .handle_challenge(&ch, &mut rng)
-        .unwrap();
-    let bind = *a.binding();
-    let mut bundle = vec![0u8; wire::MAX_EVIDENCE_LEN];
-    let n = EvidenceBundle::new(claims(&ROOT), &bind.0, Some(gpu))
-        .encode(&mut bundle)
-        .unwrap();
-    let mut hello = vec![0u8; wire::HELLO_MAX_LEN];
-    let (_, hlen) = a
-        .write_hello(
-            Evidence {
-                platform: Platform::InsecureNone,
-                data: wire::Bytes(&bundle[..n]),
-            },
-            &mut hello,
-        )
-        .unwrap();
-    write_msg(&mut s, &hello[..hlen]);
+    write_msg(
+        &mut s,
+        &hello_with(&ch, &b.pk, Platform::InsecureNone, None, Some(gpu)),
+    );
     reject_of(&read_msg(&mut s))
 }
 
