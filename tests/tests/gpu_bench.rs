@@ -58,7 +58,10 @@ fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "pqcc bench gpu failed: {stderr}");
-    assert!(stderr.contains("FakeCuda"), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: the device is FakeCuda, a test fake"),
+        "{stderr}"
+    );
     let rows: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -29,7 +29,9 @@ use pqcc_core::{
 };
 use pqcc_gpu::{
     Backend,
-    cuda::{CudaBackend, GpuOpener, PinnedBuffer, VerdictReadback, cuda_available},
+    cuda::{
+        CudaBackend, FAKE_DEVICE_PREFIX, GpuOpener, PinnedBuffer, VerdictReadback, cuda_available,
+    },
     kernel::KernelConfig,
 };
 use serde_json::json;
@@ -137,6 +139,12 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         unix_now(),
     )?;
     key.zeroize();
+    if info.name.starts_with(FAKE_DEVICE_PREFIX) {
+        eprintln!(
+            "WARNING: the device is FakeCuda, a test fake running on the CPU: these figures \
+             measure nothing about a GPU"
+        );
+    }
     eprintln!(
         "pqcc bench gpu: {} (sm_{}{}, {} SMs, {:.1} GiB), {} streams, {} runs, kernel {:?}",
         info.name,
