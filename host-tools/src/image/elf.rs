@@ -147,9 +147,89 @@ pub fn dynamic(b: &[u8]) -> Result<Dynamic, &'static str> {
     Ok(d)
 }
 
+/// The directories glibc's dynamic loader searches after an object's run path (its
+/// built-in `system_dirs`), read from the loader file itself. glibc keeps them as one run
+/// of NUL-terminated absolute paths, each ending in `/`:
+/// `/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0` on Debian,
+/// `/lib64/\0/usr/lib64/\0` on Fedora. Returns the first such run of at least two paths
+/// that all contain `lib` (without their trailing `/`), or `None` when the file has none
+/// (not glibc's loader): the caller then falls back to a fixed list.
+pub fn loader_search_dirs(b: &[u8]) -> Option<Vec<String>> {
+    let path_byte =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.' | b'+');
+    let lib_dir = |s: &[u8]| {
+        (2..=64).contains(&s.len())
+            && s.first() == Some(&b'/')
+            && s.last() == Some(&b'/')
+            && s.iter().all(|&c| path_byte(c))
+            && s.windows(3).any(|w| w == b"lib")
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'/' || (i > 0 && b[i - 1] != 0) {
+            i += 1;
+            continue;
+        }
+        let mut dirs = Vec::new();
+        let mut j = i;
+        while let Some(len) = b.get(j..).and_then(|r| r.iter().position(|&c| c == 0)) {
+            let s = &b[j..j + len];
+            if !lib_dir(s) {
+                break;
+            }
+            dirs.push(String::from_utf8_lossy(&s[..s.len() - 1]).into_owned());
+            j += len + 1;
+        }
+        if dirs.len() >= 2 {
+            return Some(dirs);
+        }
+        i = j.max(i + 1);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loader_search_dirs_match_what_the_loader_reports() {
+        // This machine's own loader says where it searches (glibc 2.33 and later).
+        let loader = "/lib64/ld-linux-x86-64.so.2";
+        let Ok(bytes) = std::fs::read(loader) else {
+            println!("no {loader} here: skipped");
+            return;
+        };
+        let out = std::process::Command::new(loader)
+            .arg("--list-diagnostics")
+            .output()
+            .unwrap();
+        let reported: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("path.system_dirs["))
+            .filter_map(|l| l.split_once("]=\"").map(|(_, v)| v))
+            .map(|v| v.trim_end_matches('"').trim_end_matches('/').to_owned())
+            .collect();
+        if reported.is_empty() {
+            println!("{loader} --list-diagnostics lists no system_dirs: skipped");
+            return;
+        }
+        assert_eq!(loader_search_dirs(&bytes), Some(reported));
+    }
+
+    #[test]
+    fn loader_search_dirs_take_the_first_run_of_library_directories() {
+        let fedora = b"\x7fELF junk\0/etc/ld.so.cache\0/lib64/\0/usr/lib64/\0\0more";
+        assert_eq!(
+            loader_search_dirs(fedora),
+            Some(vec!["/lib64".to_owned(), "/usr/lib64".to_owned()])
+        );
+        // One directory alone, paths without a trailing slash, non-path bytes: no run.
+        assert_eq!(loader_search_dirs(b"\0/lib/\0x/usr/lib\0/usr/lib/\0"), None);
+        assert_eq!(loader_search_dirs(b"/lib/\0/us\x01r/lib/\0"), None);
+        assert_eq!(loader_search_dirs(b""), None);
+        assert_eq!(loader_search_dirs(b"/lib/"), None);
+    }
 
     #[test]
     fn reads_real_binaries_and_never_panics_on_cut_ones() {

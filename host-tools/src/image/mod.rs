@@ -263,10 +263,10 @@ fn check_gpu_files(config_text: &str, a: &cpio::Archive) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the loader looks after an object's run path. There is no `ld.so.cache` in the
-/// image, so these are glibc's built-in directories: Debian's multiarch ones and the
-/// `lib64` ones of other distributions. A given loader searches only some of them
-/// (Debian's not `lib64`), which this check cannot tell from the packed loader.
+/// Where the loader looks after an object's run path when the packed loader's own list
+/// cannot be read ([`elf::loader_search_dirs`] finds none: not glibc's loader). There is
+/// no `ld.so.cache` in the image, so these are glibc's built-in directories: Debian's
+/// multiarch ones and the `lib64` ones of other distributions.
 pub const LIBRARY_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
@@ -280,8 +280,14 @@ pub const LIBRARY_DIRS: [&str; 6] = [
 const MAX_OBJECTS: usize = 256;
 
 /// Where the loader would find `name` for an object at `object` with run path
-/// `runpath`, if it is in the image.
-fn find_library(a: &cpio::Archive, name: &str, object: &str, runpath: &[String]) -> Option<String> {
+/// `runpath`, if it is in the image; `dirs` are the loader's own directories.
+fn find_library(
+    a: &cpio::Archive,
+    name: &str,
+    object: &str,
+    runpath: &[String],
+    dirs: &[String],
+) -> Option<String> {
     if name.contains('/') {
         return a.file(name).map(|_| name.to_owned());
     }
@@ -289,7 +295,7 @@ fn find_library(a: &cpio::Archive, name: &str, object: &str, runpath: &[String])
     runpath
         .iter()
         .map(|p| p.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))
-        .chain(LIBRARY_DIRS.iter().map(|d| (*d).to_owned()))
+        .chain(dirs.iter().cloned())
         .map(|dir| format!("{}/{name}", dir.trim_end_matches('/')))
         .find(|p| a.file(p).is_some())
 }
@@ -297,8 +303,13 @@ fn find_library(a: &cpio::Archive, name: &str, object: &str, runpath: &[String])
 /// Why a program in the image would not start: something its loader would not find.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Problem {
-    /// `what` (a description naming `name`) is not in the image.
-    NotFound { what: String, name: String },
+    /// `what` (a description naming `name`) is not in the image; the loader's own
+    /// directories `dirs` were searched after the run path.
+    NotFound {
+        what: String,
+        name: String,
+        dirs: Vec<String>,
+    },
     /// The file the loader would take is not a loadable ELF library.
     NotLoadable {
         path: String,
@@ -313,13 +324,14 @@ impl Problem {
     fn describe(&self) -> String {
         match self {
             // A name with a slash is loaded from that path only; a bare one is searched.
-            Problem::NotFound { what, name } if name.contains('/') => {
+            Problem::NotFound { what, name, .. } if name.contains('/') => {
                 format!("the image has no {what}: pack it with --file SRC:{name}")
             }
-            Problem::NotFound { what, name } => format!(
+            Problem::NotFound { what, name, dirs } => format!(
                 "the image has no {what} (looked in the run path and {}): pack it with \
-                 --file SRC:/lib/x86_64-linux-gnu/{name}",
-                LIBRARY_DIRS.join(", ")
+                 --file SRC:{}/{name}",
+                dirs.join(", "),
+                dirs.first().map_or("/lib/x86_64-linux-gnu", String::as_str)
             ),
             Problem::NotLoadable {
                 path,
@@ -344,15 +356,21 @@ fn library_problems(
     dlopened: &[(&str, &str, &str)],
 ) -> anyhow::Result<Vec<Problem>> {
     let loader_name = interp.rsplit('/').next().unwrap_or(interp);
+    // The packed loader's own directories, or glibc's usual ones when it is not glibc's.
+    let dirs: Vec<String> = a
+        .file(interp)
+        .and_then(elf::loader_search_dirs)
+        .unwrap_or_else(|| LIBRARY_DIRS.iter().map(|d| (*d).to_owned()).collect());
     let mut problems = Vec::new();
     // (path in the image, name asked for, who asked), still to read.
     let mut found: Vec<(String, String, String)> = Vec::new();
     for (name, label, why) in dlopened {
-        match find_library(a, name, root, &root_dyn.runpath) {
+        match find_library(a, name, root, &root_dyn.runpath, &dirs) {
             Some(p) => found.push((p, (*name).to_owned(), root.to_owned())),
             None => problems.push(Problem::NotFound {
                 what: format!("{label} {name} ({why})"),
                 name: (*name).to_owned(),
+                dirs: dirs.clone(),
             }),
         }
     }
@@ -383,11 +401,12 @@ fn library_problems(
             if name == loader_name {
                 continue;
             }
-            match find_library(a, name, &object, &d.runpath) {
+            match find_library(a, name, &object, &d.runpath, &dirs) {
                 Some(p) => found.push((p, name.clone(), object.clone())),
                 None => problems.push(Problem::NotFound {
                     what: format!("shared library {name} (needed by {object})"),
                     name: name.clone(),
+                    dirs: dirs.clone(),
                 }),
             }
         }
@@ -647,6 +666,47 @@ collateral = "/etc/pqcc/gpu/collateral"
         // No GPU required, or no [gpu]: nothing to check.
         check_gpu_files("[gpu]\nrequired = false\n", &b).unwrap();
         check_gpu_files("", &b).unwrap();
+    }
+
+    #[test]
+    fn libraries_are_looked_for_where_the_packed_loader_looks() {
+        let helper = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let interp = elf::dynamic(&helper).unwrap().interpreter.unwrap();
+        let Ok(loader) = std::fs::read(&interp) else {
+            println!("no {interp} on this machine: skipped");
+            return;
+        };
+        let Some(dirs) = elf::loader_search_dirs(&loader) else {
+            println!("{interp} lists no search directories: skipped");
+            return;
+        };
+        let config = "[gpu]\nrequired = true\nhelper = \"/bin/h\"\n";
+        let nvml = "libnvidia-ml.so.1";
+        // An NVML library in a directory of the fixed list that this loader does not
+        // search (Debian's loader skips lib64, Fedora's the multiarch directories).
+        let elsewhere = LIBRARY_DIRS
+            .iter()
+            .find(|d| !dirs.iter().any(|x| x == *d))
+            .expect("a directory this loader does not search");
+        let mut a = cpio::Archive::new();
+        a.add_file("/bin/h", helper.clone(), true).unwrap();
+        a.add_file(&format!("{elsewhere}/{nvml}"), b"x".to_vec(), false)
+            .unwrap();
+        // With this machine's loader packed: not found, and the hint is its directories.
+        let mut real = a.clone();
+        real.add_file(&interp, loader, true).unwrap();
+        let e = check_gpu_files(config, &real).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("no NVML library {nvml}"))
+                && e.contains(&format!("looked in the run path and {}", dirs.join(", ")))
+                && e.contains(&format!("--file SRC:{}/{nvml}", dirs[0])),
+            "{e}"
+        );
+        // With a loader that is not glibc's, the fixed list applies and it is found
+        // (and then refused as no ELF library).
+        a.add_file(&interp, b"loader".to_vec(), true).unwrap();
+        let e = check_gpu_files(config, &a).unwrap_err().to_string();
+        assert!(e.contains("not a loadable library"), "{e}");
     }
 
     #[test]
