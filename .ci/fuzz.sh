@@ -54,8 +54,10 @@ if [ -x "$pqcc_bin" ] && [ ! -e "$seeds/seed-ml-dsa-65" ]; then
     done
 fi
 # A small real program seeds the ELF reader (random bytes never reach its dynamic
-# section).
+# section), and the dynamic loader its search-directory reader.
 elf_seeds="$ROOT/host-tools/fuzz/corpus/elf_dynamic"
 mkdir -p "$elf_seeds"
 [ -e "$elf_seeds/seed-true" ] || cp "$(type -P true)" "$elf_seeds/seed-true"
+loader=/lib64/ld-linux-x86-64.so.2
+[ -e "$elf_seeds/seed-ld.so" ] || { [ -e "$loader" ] && cp "$loader" "$elf_seeds/seed-ld.so"; } || true
 run_targets "$ROOT/host-tools/fuzz" key_file audit_log policy_files elf_dynamic
