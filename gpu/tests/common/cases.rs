@@ -1,6 +1,6 @@
 //! The opener tests, written once and run against any CUDA driver: the real one on a GPU
-//! (`tests/gpu.rs`) and FakeCuda, the test fake standing in for one
-//! (`tests/fake_gpu.rs`).
+//! (`gpu/tests/gpu.rs`) and FakeCuda, the test fake standing in for one
+//! (`gpu/tests/fake_gpu.rs`).
 
 use std::ops::Range;
 

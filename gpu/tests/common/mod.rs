@@ -1,5 +1,6 @@
 //! Helpers shared by the pqcc-gpu tests: sealing tensors with the real channel, the
-//! Wycheproof file, a deterministic RNG, and the GPU skip rule.
+//! Wycheproof file, a deterministic RNG, and (`cases`) the opener tests that run on the
+//! real driver and on FakeCuda.
 #![allow(dead_code)]
 
 pub mod cases;
