@@ -2,8 +2,10 @@
 //! (`gpu/fake-cuda`), a fake CUDA driver standing in for the GPU that this machine may
 //! lack: the host side of `pqcc_gpu::cuda` (work split, kernel parameters, stream and
 //! event ordering, staging, verdict readback, error paths, zeroing) runs in every CI
-//! run. The fake computes the kernels' results with pqcc-core's AES-256-GCM, so the CUDA
-//! kernel itself is not what these tests check: `gpu.rs` on a real device does that.
+//! run. By default the fake computes the kernels' effects with pqcc-core's AES-256-GCM;
+//! `kernel_source_emulated_on_the_cpu` runs the kernel source itself, compiled as C++
+//! and emulated (slowly, so on small inputs). Neither says anything about speed or the
+//! GPU's memory model: `gpu.rs` on a real device checks those.
 //!
 //! FakeCuda runs queued work only when the host waits for it, so a missing wait shows
 //! up as stale data or an error every time. These tests also count host waits per
