@@ -428,37 +428,39 @@ impl State {
         Ok(())
     }
 
-    /// Runs the kernel source itself (`emu/emu.cpp`) after the same checks of geometry,
-    /// parameters and memory as the computed kernels.
-    fn emulated(&mut self, l: Launch) -> Result<(), String> {
-        let kernel: c_int = match l.kernel {
+    /// Checks a launch before it runs, in either mode: the geometry and `frame_params`
+    /// the kernel relies on, and that every range it reads or writes lies in a live
+    /// allocation. Returns the decoded parameters (none for `gcm_setup`).
+    fn check_launch(&self, l: &Launch) -> Result<Option<Params>, String> {
+        let geometry = |grid: [u32; 3], block: [u32; 3], what: &str| {
+            if l.grid == grid && l.block == block {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} launched with {:?} x {:?}{what}",
+                    l.kernel, l.grid, l.block
+                ))
+            }
+        };
+        match l.kernel {
             Kernel::Setup => {
-                if l.grid != [1, 1, 1] || l.block != [1, 1, 1] {
-                    return Err(format!(
-                        "gcm_setup launched with {:?} x {:?}",
-                        l.grid, l.block
-                    ));
-                }
+                geometry([1, 1, 1], [1, 1, 1], "")?;
                 self.device(l.ptrs[0], 32)?;
                 self.device(l.ptrs[1], 4 * CTX_WORDS)?;
-                0
+                Ok(None)
             }
             Kernel::Main => {
                 let p = Params::parse(l.params.as_deref())?;
                 p.check()?;
-                if l.grid != [p.n_parts, 1, 1] || l.block != [THREADS as u32, 1, 1] {
-                    return Err(format!(
-                        "gcm_open_main launched with {:?} x {:?} for {} parts",
-                        l.grid, l.block, p.n_parts
-                    ));
-                }
+                let parts = format!(" for {} parts", p.n_parts);
+                geometry([p.n_parts, 1, 1], [THREADS as u32, 1, 1], &parts)?;
                 self.device(l.ptrs[0], p.len as usize)?;
                 if p.aad_len as usize > INLINE_AAD {
                     self.device(l.ptrs[1], p.aad_len as usize)?;
                 }
                 self.device(l.ptrs[2], 4 * CTX_WORDS)?;
                 self.device(l.ptrs[3], 16 * p.n_parts as usize)?;
-                1
+                Ok(Some(p))
             }
             Kernel::Final => {
                 let p = Params::parse(l.params.as_deref())?;
@@ -466,23 +468,29 @@ impl State {
                 let threads = u64::from(p.n_parts)
                     .next_power_of_two()
                     .clamp(64, FINAL_THREADS);
-                if l.grid != [1, 1, 1] || l.block != [threads as u32, 1, 1] {
-                    return Err(format!(
-                        "gcm_open_final launched with {:?} x {:?} for {} parts",
-                        l.grid, l.block, p.n_parts
-                    ));
-                }
+                let parts = format!(" for {} parts", p.n_parts);
+                geometry([1, 1, 1], [threads as u32, 1, 1], &parts)?;
                 self.device(l.ptrs[0], 4 * CTX_WORDS)?;
                 self.device(l.ptrs[1], 16 * p.n_parts as usize)?;
                 self.device(l.ptrs[2] + 4 * u64::from(p.index), 4)?;
                 self.device(l.ptrs[3], p.len as usize)?;
-                2
+                Ok(Some(p))
             }
+        }
+    }
+
+    /// Runs the kernel source itself (`emu/emu.cpp`); [`State::check_launch`] passed.
+    fn emulated(&mut self, l: &Launch) -> Result<(), String> {
+        let kernel: c_int = match l.kernel {
+            Kernel::Setup => 0,
+            Kernel::Main => 1,
+            Kernel::Final => 2,
         };
         let params = l.params.as_deref().map_or(std::ptr::null(), <[u8]>::as_ptr);
-        // SAFETY: every pointer the kernel dereferences was checked above to lie in a live
-        // allocation of the size the kernel reads or writes (from the same parameters it
-        // gets); `ptrs` and `params` outlive the call, which runs on this thread.
+        // SAFETY: every pointer the kernel dereferences was checked (check_launch) to lie
+        // in a live allocation of the size the kernel reads or writes (from the same
+        // parameters it gets); `ptrs` and `params` outlive the call, which runs on this
+        // thread.
         let r = unsafe { pqcc_emu_launch(kernel, l.grid[0], l.block[0], l.ptrs.as_ptr(), params) };
         match r {
             0 => Ok(()),
@@ -496,20 +504,14 @@ impl State {
     }
 
     fn launch(&mut self, l: Launch) -> Result<(), String> {
+        let p = self.check_launch(&l)?;
         if self.emulate {
-            return self.emulated(l);
+            return self.emulated(&l);
         }
-        match l.kernel {
-            Kernel::Setup => {
-                if l.grid != [1, 1, 1] || l.block != [1, 1, 1] {
-                    return Err(format!(
-                        "gcm_setup launched with {:?} x {:?}",
-                        l.grid, l.block
-                    ));
-                }
-                let (key, ctx) = (l.ptrs[0], l.ptrs[1]);
-                let k = self.device(key, 32)?;
-                let c = self.device(ctx, 4 * CTX_WORDS)?;
+        match (l.kernel, p) {
+            (Kernel::Setup, _) => {
+                let k = self.device(l.ptrs[0], 32)?;
+                let c = self.device(l.ptrs[1], 4 * CTX_WORDS)?;
                 // SAFETY: checked ranges in distinct allocations.
                 unsafe {
                     std::ptr::write_bytes(c, 0, 4 * CTX_WORDS);
@@ -519,15 +521,7 @@ impl State {
                 }
                 Ok(())
             }
-            Kernel::Main => {
-                let p = Params::parse(l.params.as_deref())?;
-                p.check()?;
-                if l.grid != [p.n_parts, 1, 1] || l.block != [THREADS as u32, 1, 1] {
-                    return Err(format!(
-                        "gcm_open_main launched with {:?} x {:?} for {} parts",
-                        l.grid, l.block, p.n_parts
-                    ));
-                }
+            (Kernel::Main, Some(p)) => {
                 let (data, aad_mem, ctx, partials) = (l.ptrs[0], l.ptrs[1], l.ptrs[2], l.ptrs[3]);
                 let key = self.key(ctx)?;
                 let aad = if p.aad_len as usize <= INLINE_AAD {
@@ -539,12 +533,8 @@ impl State {
                 };
                 let parts = self.device(partials, 16 * p.n_parts as usize)?;
                 let len = p.len as usize;
-                let d = if len > 0 {
-                    self.device(data, len)?
-                } else {
-                    std::ptr::NonNull::dangling().as_ptr()
-                };
-                // SAFETY: checked range of `len` bytes (or an empty slice).
+                let d = self.device(data, len)?;
+                // SAFETY: checked range of `len` bytes (possibly none) in a live allocation.
                 let buf = unsafe { std::slice::from_raw_parts_mut(d, len) };
                 let ok = RustCryptoAesGcm::new(&key)
                     .open_in_place(&p.iv, &aad, buf, &p.tag)
@@ -555,18 +545,7 @@ impl State {
                 unsafe { std::ptr::copy_nonoverlapping(word.to_ne_bytes().as_ptr(), parts, 4) };
                 Ok(())
             }
-            Kernel::Final => {
-                let p = Params::parse(l.params.as_deref())?;
-                p.check()?;
-                let threads = u64::from(p.n_parts)
-                    .next_power_of_two()
-                    .clamp(64, FINAL_THREADS);
-                if l.grid != [1, 1, 1] || l.block != [threads as u32, 1, 1] {
-                    return Err(format!(
-                        "gcm_open_final launched with {:?} x {:?} for {} parts",
-                        l.grid, l.block, p.n_parts
-                    ));
-                }
+            (Kernel::Final, Some(p)) => {
                 let (ctx, partials, status, data) = (l.ptrs[0], l.ptrs[1], l.ptrs[2], l.ptrs[3]);
                 self.key(ctx)?;
                 let parts = self.device(partials, 16 * p.n_parts as usize)?;
@@ -584,18 +563,19 @@ impl State {
                     }
                 };
                 let st = self.device(status + 4 * u64::from(p.index), 4)?;
+                let d = self.device(data, p.len as usize)?;
                 let verdict: u32 = if ok { 1 } else { 2 };
                 // SAFETY: checked ranges.
                 unsafe {
                     std::ptr::copy_nonoverlapping(verdict.to_ne_bytes().as_ptr(), st, 4);
                     std::ptr::write_bytes(parts, 0, 4);
-                    if !ok && p.len > 0 {
-                        let d = self.device(data, p.len as usize)?;
+                    if !ok {
                         std::ptr::write_bytes(d, 0, p.len as usize);
                     }
                 }
                 Ok(())
             }
+            (k, None) => Err(format!("{k:?}: no frame_params")),
         }
     }
 
