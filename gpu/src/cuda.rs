@@ -25,7 +25,9 @@ use zeroize::Zeroize;
 
 use crate::{
     Backend, BufferHandle, DeviceInfo, GpuError,
-    kernel::{self, CTX_WORDS, FINAL_THREADS, INLINE_AAD, KernelConfig, MAX_AAD, THREADS},
+    kernel::{
+        self, CTX_WORDS, FINAL_THREADS, INLINE_AAD, KernelConfig, MAX_AAD, RESIDENT_FRAMES, THREADS,
+    },
     plan::{Planner, TensorPlan, commit_all, plan_tensor},
 };
 
@@ -140,6 +142,17 @@ impl Drop for PinnedBuffer {
     }
 }
 
+/// Queues on `s` the write of `value` to the u32 at device address `addr`, after
+/// everything queued on `s` before it (with the memory barrier that makes the preceding
+/// copies visible first).
+fn write_flag(s: &CudaStream, addr: u64, value: u32) -> Result<(), GpuError> {
+    let flags = sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32;
+    // SAFETY: `addr` is a u32 in a live device allocation (the opener's `arrived` words).
+    unsafe { sys::cuStreamWriteValue32_v2(s.cu_stream(), addr, value, flags) }
+        .result()
+        .map_err(drv)
+}
+
 /// Per-frame parameters of the kernels (`struct frame_params` in the source).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -243,11 +256,58 @@ impl FrameParams {
     }
 }
 
+/// Parameters of `gcm_open_tensor` (`struct tensor_params` in the source): up to
+/// [`RESIDENT_FRAMES`] frames of one tensor in a single launch.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct TensorParams {
+    data: [u64; RESIDENT_FRAMES],
+    part_base: [u32; RESIDENT_FRAMES + 1],
+    n_frames: u32,
+    generation: u32,
+    f: [FrameParams; RESIDENT_FRAMES],
+}
+
+// The layout of `struct tensor_params`: 2768 bytes, `f` at offset 108.
+const _: () = assert!(std::mem::size_of::<TensorParams>() == 2768);
+const _: () = assert!(std::mem::offset_of!(TensorParams, f) == 108);
+
+// SAFETY: `TensorParams` is `repr(C)`, made of `u64`s and `u32`s with explicit padding
+// only at the end, and matches `struct tensor_params` in `aes_gcm.cu`.
+unsafe impl DeviceRepr for TensorParams {}
+
+/// Words of `gcm_open_tensor`'s counters: the next part, then per frame the finished
+/// parts, then per frame whether a part gave up waiting.
+const WORK_WORDS: usize = 1 + 2 * RESIDENT_FRAMES;
+
+/// The largest tensor [`OpenSchedule::Resident`] opens with its one resident kernel;
+/// larger ones (where per-frame launches already keep up with PCIe) take the
+/// `Persistent` path.
+pub const RESIDENT_MAX_LEN: usize = 64 << 20;
+
+/// Whether [`OpenSchedule::Resident`] opens a tensor of `frames` channel frames and
+/// `total_len` bytes with its resident kernel on a backend with `streams` streams (other
+/// tensors take the `Persistent` path).
+pub fn resident_applies(frames: usize, total_len: usize, streams: usize) -> bool {
+    (1..=RESIDENT_FRAMES).contains(&frames) && total_len <= RESIDENT_MAX_LEN && streams >= 2
+}
+
+/// The opener's scratch for [`OpenSchedule::Resident`].
+struct Resident {
+    /// One word per frame, written with `generation` by the copy stream after the frame's copy.
+    arrived: CudaSlice<u32>,
+    work: CudaSlice<u32>,
+    partials: CudaSlice<u32>,
+    /// The value this tensor's `arrived` words take; never 0 (the words start zeroed).
+    generation: u32,
+}
+
 struct Kernels {
     _module: Arc<CudaModule>,
     setup: CudaFunction,
     main: CudaFunction,
     fin: CudaFunction,
+    tensor: CudaFunction,
 }
 
 struct DevBuf {
@@ -264,31 +324,46 @@ struct Slot {
     copied: CudaEvent,
 }
 
-/// How [`GpuOpener`] gets the tag verdicts (one status word per frame) back to the host.
+/// How [`GpuOpener`] schedules a tensor's work on the GPU and gets the tag verdicts (one
+/// status word per frame) back to the host.
 ///
-/// Both read the verdicts with a copy from VRAM that the driver carries out (in CC mode
-/// over its encrypted path); neither lets the GPU write verdicts into host memory, which
-/// the host could change. They differ in fixed cost per tensor, which is what limits
-/// small tensors.
+/// All read the verdicts with a copy from VRAM that the driver carries out (in CC mode
+/// over its encrypted path); none lets the GPU write verdicts into host memory, which the
+/// host could change. They differ in fixed cost per tensor and per frame, which is what
+/// limits small tensors (docs/gpu.md, "Small tensors").
+///
+/// The default, `PerTensor`, is the one measured on a device. The GPU tests run every
+/// opener case under all three and `pqcc bench gpu` times all three in one run; another
+/// becomes the default once a device run shows it correct and faster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VerdictReadback {
-    /// A status buffer allocated and zeroed for every tensor, the host waiting after
-    /// each; after the frames the host waits for every stream, copies the words back
+pub enum OpenSchedule {
+    /// Two kernel launches per frame, each after its frame's copy on the same stream. A
+    /// status buffer allocated and zeroed for every tensor, the host waiting after each;
+    /// after the frames the host waits for every stream, copies the words back
     /// synchronously and frees the buffer: 3 + (streams) host waits per tensor.
     #[default]
     PerTensor,
-    /// A status buffer kept by the opener (grown when a tensor has more frames) and a
-    /// pinned host copy of it. Zeroing is queued on stream 0 and the other streams wait
-    /// for it on the device; at the end stream 0 waits for the others (events), the words
-    /// are copied into the pinned copy on stream 0, and the host waits once.
-    ///
-    /// Meant for small tensors. The GPU tests run under both readbacks; this one becomes
-    /// the default once they have passed on a device and `pqcc bench gpu` (which times
-    /// both) shows the gain (docs/gpu.md, "Small tensors").
+    /// Two kernel launches per frame as in `PerTensor`, with a status buffer kept by the
+    /// opener (grown when a tensor has more frames) and a pinned host copy of it. Zeroing
+    /// is queued on stream 0 and the other streams wait for it on the device; at the end
+    /// stream 0 waits for the others (events), the words are copied into the pinned copy
+    /// on stream 0, and the host waits once.
     Persistent,
+    /// One kernel per tensor, launched on stream 0 before the copies, that stays resident
+    /// while they run: after each frame's copy, its stream (1, 2, ...) writes a flag in
+    /// VRAM (`cuStreamWriteValue32`, ordered after the copy); the kernel's blocks wait for
+    /// the flag of the frame they work on, open it, and the block that finishes a frame
+    /// checks its tag. No launch per frame, and the verdicts come back as in `Persistent`.
+    /// All frame headers are checked before anything is queued.
+    ///
+    /// For tensors of at most [`RESIDENT_FRAMES`] frames and [`RESIDENT_MAX_LEN`] bytes
+    /// with headers short enough to travel in the launch, and at least two streams; any
+    /// other tensor takes the `Persistent` path. A frame whose copy never arrives (a
+    /// failure while queueing) ends the wait after 10 s: [`GpuError::NotArrived`].
+    Resident,
 }
 
-/// The opener's kept status words ([`VerdictReadback::Persistent`]).
+/// The opener's kept status words ([`OpenSchedule::Persistent`]).
 struct Verdicts {
     dev: CudaSlice<u32>,
     host: PinnedBuffer,
@@ -372,6 +447,7 @@ impl CudaBackend {
             setup: f("gcm_setup")?,
             main: f("gcm_open_main")?,
             fin: f("gcm_open_final")?,
+            tensor: f("gcm_open_tensor")?,
             _module: module.clone(),
         };
         let mut s = Vec::new();
@@ -686,8 +762,9 @@ pub struct GpuOpener<const W: usize = DEFAULT_WINDOW_WORDS> {
     key: DeviceKey,
     channel: Opener<RustCryptoAesGcm, W>,
     slots: Vec<Slot>,
-    readback: VerdictReadback,
+    schedule: OpenSchedule,
     verdicts: Option<Verdicts>,
+    resident: Option<Resident>,
 }
 
 impl<const W: usize> std::fmt::Debug for GpuOpener<W> {
@@ -727,19 +804,20 @@ impl<const W: usize> GpuOpener<W> {
             backend,
             key,
             slots,
-            readback: VerdictReadback::default(),
+            schedule: OpenSchedule::default(),
             verdicts: None,
+            resident: None,
         })
     }
 
-    /// How tag verdicts come back ([`VerdictReadback`]); the default is `PerTensor`.
-    pub fn set_verdict_readback(&mut self, readback: VerdictReadback) {
-        self.readback = readback;
+    /// How tag verdicts come back ([`OpenSchedule`]); the default is `PerTensor`.
+    pub fn set_schedule(&mut self, schedule: OpenSchedule) {
+        self.schedule = schedule;
     }
 
-    /// The current [`VerdictReadback`].
-    pub fn verdict_readback(&self) -> VerdictReadback {
-        self.readback
+    /// The current [`OpenSchedule`].
+    pub fn schedule(&self) -> OpenSchedule {
+        self.schedule
     }
 
     /// The backend the tensors land in.
@@ -847,8 +925,14 @@ impl<const W: usize> GpuOpener<W> {
         dst_p: u64,
         dst_len: usize,
     ) -> Result<TensorPlan, GpuError> {
-        if self.readback == VerdictReadback::Persistent {
-            return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+        match self.schedule {
+            OpenSchedule::PerTensor => {}
+            OpenSchedule::Persistent => {
+                return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+            }
+            OpenSchedule::Resident => {
+                return self.enqueue_and_wait_resident(now, frames, pinned, dst_p, dst_len);
+            }
         }
         let n = frames.len();
         let status = self.backend.alloc_raw::<u32>(n)?;
@@ -873,7 +957,7 @@ impl<const W: usize> GpuOpener<W> {
     }
 
     /// [`GpuOpener::enqueue_and_wait`] with the kept status words
-    /// ([`VerdictReadback::Persistent`]): no allocation, and one host wait.
+    /// ([`OpenSchedule::Persistent`]): no allocation, and one host wait.
     fn enqueue_and_wait_kept(
         &mut self,
         now: u64,
@@ -917,6 +1001,211 @@ impl<const W: usize> GpuOpener<W> {
         }
     }
 
+    /// [`GpuOpener::enqueue_and_wait`] with one resident kernel ([`OpenSchedule::Resident`]);
+    /// tensors it does not take go the `Persistent` way.
+    fn enqueue_and_wait_resident(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst_p: u64,
+        dst_len: usize,
+    ) -> Result<TensorPlan, GpuError> {
+        // Every header is checked before anything is queued: the kernel is launched
+        // before the first copy and must know all frames.
+        let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
+        if plan.total_len > dst_len {
+            return Err(GpuError::InvalidArgument(
+                "destination shorter than the tensor",
+            ));
+        }
+        let n = plan.frames.len();
+        let takes = resident_applies(n, plan.total_len, self.backend.streams.len())
+            && plan.frames.iter().all(|f| f.header_len <= INLINE_AAD);
+        if !takes {
+            return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+        }
+        // At most RESIDENT_FRAMES frames here.
+        let small =
+            |v: usize| u32::try_from(v).map_err(|_| GpuError::InvalidArgument("too many frames"));
+        let mut tp = TensorParams {
+            data: [0; RESIDENT_FRAMES],
+            part_base: [0; RESIDENT_FRAMES + 1],
+            n_frames: small(n)?,
+            generation: 0,
+            f: [FrameParams::default(); RESIDENT_FRAMES],
+        };
+        let mut parts = Vec::with_capacity(n);
+        for (i, (f, frame)) in plan.frames.iter().zip(frames).enumerate() {
+            let (aad, ct) = f.parts(frame)?;
+            let p = FrameParams::new(
+                f.nonce(),
+                ct.len(),
+                aad,
+                &f.tag,
+                small(i)?,
+                self.backend.grid_target,
+            )?;
+            tp.data[i] = dst_p + f.offset as u64;
+            tp.part_base[i + 1] = tp.part_base[i] + p.n_parts;
+            tp.f[i] = p;
+            parts.push((aad, ct));
+        }
+        self.ensure_verdicts(n)?;
+        self.ensure_resident()?;
+        tp.generation = self.next_gen()?;
+        let s0 = self.backend.s0().clone();
+        let (status_p, arrived_p) = match (&self.verdicts, &self.resident) {
+            (Some(v), Some(r)) => (self.backend.ptr(&v.dev), self.backend.ptr(&r.arrived)),
+            _ => return Err(GpuError::InvalidArgument("status buffer missing")),
+        };
+        self.launch_resident(&s0, &tp, status_p)?;
+        // From here on the kernel runs and waits for every frame's flag: after any error,
+        // the flags are still written (the kernel then opens whatever is there, fails the
+        // tags and zeroes the frames) so that it ends.
+        let r = self
+            .copy_resident(&parts, pinned, &tp, arrived_p)
+            .and_then(|()| self.fetch_verdicts(&s0, status_p, n));
+        let synced = match &r {
+            Ok(()) => s0.synchronize().map_err(drv),
+            Err(_) => {
+                self.release_resident(arrived_p, tp.generation, n);
+                self.backend.sync_all()
+            }
+        };
+        r?;
+        synced?;
+        let v = self
+            .verdicts
+            .as_ref()
+            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
+        let words = v.host.as_slice().chunks_exact(4).take(n);
+        for (frame, w) in words.enumerate() {
+            match u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) {
+                1 => {}
+                3 => return Err(GpuError::NotArrived { frame }),
+                _ => return Err(GpuError::TagMismatch { frame }),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Makes the resident kernel's scratch exist (all streams are idle).
+    fn ensure_resident(&mut self) -> Result<(), GpuError> {
+        if self.resident.is_some() {
+            return Ok(());
+        }
+        let arrived = self.backend.alloc_raw::<u32>(RESIDENT_FRAMES)?;
+        self.backend
+            .zero_device(self.backend.ptr(&arrived), 4 * RESIDENT_FRAMES)?;
+        self.resident = Some(Resident {
+            arrived,
+            work: self.backend.alloc_raw::<u32>(WORK_WORDS)?,
+            partials: self
+                .backend
+                .alloc_raw::<u32>(4 * RESIDENT_FRAMES * FINAL_THREADS as usize)?,
+            generation: 0,
+        });
+        Ok(())
+    }
+
+    /// The next value of the `arrived` flags. When it wraps, the flags are zeroed first
+    /// (all streams are idle between tensors), so an old flag never matches.
+    fn next_gen(&mut self) -> Result<u32, GpuError> {
+        let r = self
+            .resident
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("resident scratch missing"))?;
+        r.generation = r.generation.wrapping_add(1);
+        if r.generation == 0 {
+            r.generation = 1;
+            let p = self.backend.ptr(&r.arrived);
+            self.backend.zero_device(p, 4 * RESIDENT_FRAMES)?;
+        }
+        Ok(r.generation)
+    }
+
+    /// Queues, on stream 0: zeroing of the status words and counters, then the resident
+    /// kernel over all frames of `tp`.
+    fn launch_resident(
+        &self,
+        s0: &CudaStream,
+        tp: &TensorParams,
+        status_p: u64,
+    ) -> Result<(), GpuError> {
+        let r = self
+            .resident
+            .as_ref()
+            .ok_or(GpuError::InvalidArgument("resident scratch missing"))?;
+        let (arrived_p, work_p, parts_p) = (
+            self.backend.ptr(&r.arrived),
+            self.backend.ptr(&r.work),
+            self.backend.ptr(&r.partials),
+        );
+        let n = tp.n_frames as usize;
+        // SAFETY: the kept status buffer holds `cap >= n` words and `work` WORK_WORDS;
+        // the previous tensor was waited for, so nothing else uses them.
+        unsafe {
+            result::memset_d8_async(status_p, 0, 4 * n, s0.cu_stream()).map_err(drv)?;
+            result::memset_d8_async(work_p, 0, 4 * WORK_WORDS, s0.cu_stream()).map_err(drv)?;
+        }
+        let ctx_p = self.backend.ptr(&self.key.ctx);
+        let total = tp.part_base[n];
+        let mut b = s0.launch_builder(&self.backend.k.tensor);
+        b.arg(&ctx_p)
+            .arg(tp)
+            .arg(&arrived_p)
+            .arg(&work_p)
+            .arg(&parts_p)
+            .arg(&status_p);
+        let cfg = LaunchConfig {
+            grid_dim: (total.clamp(1, self.backend.grid_target.max(1)), 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: gcm_open_tensor(const u32 *ctx, tensor_params, const u32 *arrived,
+        // u32 *work, u32 *partials, u32 *status): `ctx` holds CTX_WORDS, `arrived`
+        // RESIDENT_FRAMES, `work` WORK_WORDS, `partials` 4 * FINAL_THREADS per frame
+        // (each frame has at most FINAL_THREADS parts), `status` n words; every
+        // `tp.data[i]` lies in the destination, checked against its length by the caller.
+        unsafe { b.launch(cfg) }.map_err(drv)?;
+        Ok(())
+    }
+
+    /// Queues each frame's copy on streams 1, 2, ... in turn (staging slots in turn),
+    /// each followed by the write of its `arrived` flag on the same stream.
+    fn copy_resident(
+        &mut self,
+        parts: &[(&[u8], &[u8])],
+        pinned: bool,
+        tp: &TensorParams,
+        arrived_p: u64,
+    ) -> Result<(), GpuError> {
+        let copy_streams = self.backend.streams.len() - 1;
+        for (i, (aad, ct)) in parts.iter().enumerate() {
+            let s = self.backend.streams[1 + i % copy_streams].clone();
+            let k = i % self.slots.len();
+            let aad_p = self.backend.ptr(&self.slots[k].aad);
+            // SAFETY: tp.data[i] holds the frame's ciphertext length (checked against the
+            // destination); the caller synchronises every stream before the sources are
+            // released. Headers are inline here (checked), so the AAD is not copied.
+            unsafe { self.copy_frame(&s, k, pinned, aad, ct, tp.data[i], aad_p) }?;
+            write_flag(&s, arrived_p + 4 * i as u64, tp.generation)?;
+        }
+        Ok(())
+    }
+
+    /// After an error with the resident kernel running: writes every frame's flag on
+    /// stream 1, so that the kernel ends (it fails the frames whose data is not there).
+    /// Errors are ignored: the caller reports the first one, and the kernel's wait
+    /// ends by itself after its timeout.
+    fn release_resident(&self, arrived_p: u64, generation: u32, n: usize) {
+        let s = &self.backend.streams[1];
+        for i in 0..n {
+            let _ = write_flag(s, arrived_p + 4 * i as u64, generation);
+        }
+    }
+
     /// Makes the kept status buffers hold at least `n` frames (all streams are idle).
     fn ensure_verdicts(&mut self, n: usize) -> Result<(), GpuError> {
         if self.verdicts.as_ref().is_some_and(|v| v.cap >= n) {
@@ -949,7 +1238,7 @@ impl<const W: usize> GpuOpener<W> {
             .verdicts
             .as_ref()
             .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
-        // SAFETY: the kept buffer holds `cap >= n` words; the previous tensor's readback
+        // SAFETY: the kept buffer holds `cap >= n` words; the previous tensor's schedule
         // was waited for, so nothing else uses it.
         unsafe { result::memset_d8_async(status_p, 0, 4 * n, s0.cu_stream()) }.map_err(drv)?;
         v.zeroed.record(s0).map_err(drv)?;
@@ -1006,58 +1295,82 @@ impl<const W: usize> GpuOpener<W> {
             let data_p = dst_p + f.offset as u64;
             let k = i % self.slots.len();
             let s = self.backend.streams[k].clone();
-            let slot = &mut self.slots[k];
             let (aad_p, parts_p) = (
-                self.backend.ptr(&slot.aad),
-                self.backend.ptr(&slot.partials),
+                self.backend.ptr(&self.slots[k].aad),
+                self.backend.ptr(&self.slots[k].partials),
             );
-            if pinned {
-                // SAFETY: the sources lie in the caller's pinned buffer, borrowed until
-                // this function has synchronised all streams; the destinations were
-                // checked (offset + len <= total <= dst_len; aad <= MAX_AAD).
-                unsafe {
-                    if aad.len() > INLINE_AAD {
-                        result::memcpy_htod_async(aad_p, aad, s.cu_stream()).map_err(drv)?;
-                    }
-                    if !ct.is_empty() {
-                        result::memcpy_htod_async(data_p, ct, s.cu_stream()).map_err(drv)?;
-                    }
-                }
-            } else {
-                // Wait until the previous copy out of this slot's staging buffer is done.
-                slot.copied.synchronize().map_err(drv)?;
-                let need = MAX_AAD + ct.len();
-                if slot.staging.as_ref().is_none_or(|b| b.len() < need) {
-                    slot.staging = None;
-                    slot.staging = Some(PinnedBuffer::new(&self.backend.ctx, need)?);
-                }
-                let st = slot
-                    .staging
-                    .as_mut()
-                    .ok_or(GpuError::InvalidArgument("staging buffer missing"))?;
-                let buf = st.as_mut_slice();
-                buf[..aad.len()].copy_from_slice(aad);
-                buf[MAX_AAD..MAX_AAD + ct.len()].copy_from_slice(ct);
-                // SAFETY: as above; the staging buffer is not written again before
-                // `copied` (recorded right after these copies) has completed.
-                unsafe {
-                    result::memcpy_htod_async(aad_p, &buf[..aad.len()], s.cu_stream())
-                        .map_err(drv)?;
-                    if !ct.is_empty() {
-                        result::memcpy_htod_async(
-                            data_p,
-                            &buf[MAX_AAD..MAX_AAD + ct.len()],
-                            s.cu_stream(),
-                        )
-                        .map_err(drv)?;
-                    }
-                }
-                slot.copied.record(&s).map_err(drv)?;
-            }
+            // SAFETY: the destinations were checked (offset + len <= total <= dst_len);
+            // the caller synchronises every stream before the sources are released.
+            unsafe { self.copy_frame(&s, k, pinned, aad, ct, data_p, aad_p) }?;
             self.backend
                 .launch_open(&s, &self.key, data_p, aad_p, parts_p, status_p, &p)?;
         }
         planner.finish()
+    }
+
+    /// Queues the copy of one frame's ciphertext to `data_p` (and its AAD to `aad_p`
+    /// when it is too long to travel in the launch parameters) on `s`. Frames in
+    /// pageable memory go through the staging buffer of slot `k`, after waiting for that
+    /// buffer's previous copy; frames in pinned memory are copied directly.
+    ///
+    /// # Safety
+    ///
+    /// `data_p` must hold `ct.len()` bytes and `aad_p` `MAX_AAD`; with `pinned`, `ct` and
+    /// `aad` must lie in pinned memory that outlives the copies (the caller synchronises
+    /// `s` before releasing it).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn copy_frame(
+        &mut self,
+        s: &CudaStream,
+        k: usize,
+        pinned: bool,
+        aad: &[u8],
+        ct: &[u8],
+        data_p: u64,
+        aad_p: u64,
+    ) -> Result<(), GpuError> {
+        let long_aad = aad.len() > INLINE_AAD;
+        if pinned {
+            // SAFETY: the caller's contract.
+            unsafe {
+                if long_aad {
+                    result::memcpy_htod_async(aad_p, aad, s.cu_stream()).map_err(drv)?;
+                }
+                if !ct.is_empty() {
+                    result::memcpy_htod_async(data_p, ct, s.cu_stream()).map_err(drv)?;
+                }
+            }
+            return Ok(());
+        }
+        let slot = &mut self.slots[k];
+        // Wait until the previous copy out of this slot's staging buffer is done.
+        slot.copied.synchronize().map_err(drv)?;
+        let need = MAX_AAD + ct.len();
+        if slot.staging.as_ref().is_none_or(|b| b.len() < need) {
+            slot.staging = None;
+            slot.staging = Some(PinnedBuffer::new(&self.backend.ctx, need)?);
+        }
+        let st = slot
+            .staging
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("staging buffer missing"))?;
+        let buf = st.as_mut_slice();
+        if long_aad {
+            buf[..aad.len()].copy_from_slice(aad);
+        }
+        buf[MAX_AAD..MAX_AAD + ct.len()].copy_from_slice(ct);
+        // SAFETY: the caller's contract for the destinations; the staging buffer is not
+        // written again before `copied` (recorded right after these copies) has completed.
+        unsafe {
+            if long_aad {
+                result::memcpy_htod_async(aad_p, &buf[..aad.len()], s.cu_stream()).map_err(drv)?;
+            }
+            if !ct.is_empty() {
+                result::memcpy_htod_async(data_p, &buf[MAX_AAD..MAX_AAD + ct.len()], s.cu_stream())
+                    .map_err(drv)?;
+            }
+        }
+        slot.copied.record(s).map_err(drv)
     }
 
     /// Kernel-only timing for `pqcc bench gpu`: the frames of `src` (pinned, `ranges`)

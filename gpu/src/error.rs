@@ -19,6 +19,12 @@ pub enum GpuError {
         /// Index of the first frame whose tag failed.
         frame: usize,
     },
+    /// The resident kernel ([`crate::cuda::OpenSchedule::Resident`]) gave up waiting for
+    /// a frame's ciphertext to reach VRAM; the destination buffer was zeroed.
+    NotArrived {
+        /// Index of the first frame that did not arrive.
+        frame: usize,
+    },
     /// No usable CUDA driver, device or NVRTC library (the reason says which).
     Unavailable(String),
     /// A CUDA driver call failed.
@@ -38,6 +44,11 @@ impl fmt::Display for GpuError {
             Self::TagMismatch { frame } => write!(
                 f,
                 "frame {frame}: authentication tag mismatch (destination zeroed in VRAM)"
+            ),
+            Self::NotArrived { frame } => write!(
+                f,
+                "frame {frame}: its ciphertext did not reach VRAM while the GPU waited for it \
+                 (destination zeroed in VRAM)"
             ),
             Self::Unavailable(why) => write!(f, "GPU unavailable: {why}"),
             Self::Driver(e) => write!(f, "CUDA driver error: {e}"),

@@ -23,6 +23,9 @@ pub const MAX_AAD: usize = 4096;
 /// AAD up to this length (every channel frame header: `FRAME_HEADER_MAX_LEN` is 269)
 /// travels inside the kernel's parameters (`INLINE_AAD` in the source).
 pub const INLINE_AAD: usize = 272;
+/// Most frames `gcm_open_tensor` (the resident kernel) takes in one launch
+/// (`RESIDENT_FRAMES` in the source).
+pub const RESIDENT_FRAMES: usize = 8;
 const _: () = assert!(pqcc_core::wire::FRAME_HEADER_MAX_LEN <= INLINE_AAD);
 
 /// Whether NVRTC can be loaded; `Err` says why not.

@@ -1,7 +1,7 @@
 //! The opener tests of `gpu.rs` (`common/cases.rs`) run against **FakeCuda**
 //! (`gpu/fake-cuda`), a fake CUDA driver standing in for the GPU that this machine may
 //! lack: the host side of `pqcc_gpu::cuda` (work split, kernel parameters, stream and
-//! event ordering, staging, verdict readback, error paths, zeroing) runs in every CI
+//! event ordering, staging, verdict schedule, error paths, zeroing) runs in every CI
 //! run. By default the fake computes the kernels' effects with pqcc-core's AES-256-GCM;
 //! `kernel_source_emulated_on_the_cpu` runs the kernel source itself, compiled as C++
 //! and emulated (slowly, so on small inputs). Neither says anything about speed or the
@@ -22,11 +22,11 @@ mod fake;
 use std::ffi::{c_char, c_uint};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use common::cases::{self, Device, READBACKS};
+use common::cases::{self, Device, SCHEDULES};
 use common::*;
 use pqcc_gpu::{
     Backend,
-    cuda::{CudaBackend, VerdictReadback, cuda_available, insecure_allow_fake_driver},
+    cuda::{CudaBackend, OpenSchedule, cuda_available, insecure_allow_fake_driver},
     kernel,
 };
 
@@ -198,28 +198,28 @@ fn wycheproof_through_the_opener_host_code() {
     checked(|d| cases::wycheproof(d));
 }
 
-/// `case` under each verdict readback, in turn with the other tests.
-fn each_readback(case: fn(&dyn Device, VerdictReadback)) {
+/// `case` under each verdict schedule, in turn with the other tests.
+fn each_schedule(case: fn(&dyn Device, OpenSchedule)) {
     checked(|d| {
-        for readback in READBACKS {
-            case(d, readback);
+        for schedule in SCHEDULES {
+            case(d, schedule);
         }
     });
 }
 
 #[test]
 fn fake_gpu_matches_cpu_on_random_tensors() {
-    each_readback(cases::cross_check);
+    each_schedule(cases::cross_check);
 }
 
 #[test]
 fn pinned_frames_open_in_place_of_staging() {
-    each_readback(cases::pinned);
+    each_schedule(cases::pinned);
 }
 
 #[test]
 fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
-    each_readback(cases::tamper);
+    each_schedule(cases::tamper);
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn rekey_follows_the_channel() {
 
 #[test]
 fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
-    each_readback(cases::refused_midway);
+    each_schedule(cases::refused_midway);
 }
 
 /// The opener cases again with FakeCuda running the other streams first whenever the
@@ -250,10 +250,10 @@ fn opener_cases_with_the_other_streams_run_first() {
         }
         d.set_order(1);
         let _lazy = Lazy(d);
-        for readback in READBACKS {
-            cases::pinned(d, readback);
-            cases::tamper(d, readback);
-            cases::refused_midway(d, readback);
+        for schedule in SCHEDULES {
+            cases::pinned(d, schedule);
+            cases::tamper(d, schedule);
+            cases::refused_midway(d, schedule);
         }
         cases::rekey(d);
         cases::wycheproof(d);
@@ -290,17 +290,21 @@ fn kernel_source_emulated_on_the_cpu() {
             (4095, 4095),
             (65_539, 65_536),
             (20_000, 1000),
+            (7_003, 1000),
             (300_000, 100_000),
         ];
-        for readback in READBACKS {
-            cases::cross_check_shapes(d, readback, shapes);
+        for schedule in SCHEDULES {
+            cases::cross_check_shapes(d, schedule, shapes);
         }
+        // A 1 MiB frame has 257 parts: the resident kernel's tag reduction first folds
+        // pairs of partials on its 256 threads.
+        cases::cross_check_shapes(d, OpenSchedule::Resident, &[(1 << 20, 1 << 20)]);
         // With 2 multiprocessors each thread takes several blocks of a frame (seg up
         // to 64): the Horner steps between them, and a 1 MiB frame of 4 blocks.
         d.set_multiprocessors(2);
         cases::cross_check_shapes(
             d,
-            VerdictReadback::Persistent,
+            OpenSchedule::Persistent,
             &[
                 (4095, 4095),
                 (65_539, 65_536),
@@ -317,11 +321,11 @@ fn kernel_source_emulated_on_the_cpu() {
 }
 
 /// Host waits, allocations and launches per tensor of 4 frames in pinned memory, for
-/// each readback, after a first tensor (which sizes the kept buffers).
+/// each schedule, after a first tensor (which sizes the kept buffers).
 #[test]
-fn persistent_readback_waits_once_per_tensor() {
+fn kept_verdicts_wait_once_per_tensor() {
     checked(|dev| {
-        let Some(b) = dev.backend("readback waits") else {
+        let Some(b) = dev.backend("schedule waits") else {
             return;
         };
         let streams = b.stream_count() as u64;
@@ -332,33 +336,39 @@ fn persistent_readback_waits_once_per_tensor() {
         let data = rng.bytes(1 << 20);
         let dst = g.backend().alloc_zeroed(data.len()).unwrap();
         let mut per = Vec::new();
-        for (id, readback) in [
-            VerdictReadback::PerTensor,
-            VerdictReadback::PerTensor,
-            VerdictReadback::Persistent,
-            VerdictReadback::Persistent,
-            VerdictReadback::Persistent,
+        for (id, schedule) in [
+            OpenSchedule::PerTensor,
+            OpenSchedule::PerTensor,
+            OpenSchedule::Persistent,
+            OpenSchedule::Persistent,
+            OpenSchedule::Persistent,
+            OpenSchedule::Resident,
+            OpenSchedule::Resident,
         ]
         .into_iter()
         .enumerate()
         {
             let frames = seal_tensor(&mut s, id as u64, &data, 256 << 10);
             let (pinned, ranges) = cases::in_pinned(&mut g, &frames);
-            g.set_verdict_readback(readback);
+            g.set_schedule(schedule);
             let before = dev.counters();
             g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
             let d = dev.counters().minus(before);
             assert_eq!(g.backend().download(dst).unwrap(), data);
             println!(
-                "[fake-gpu] {readback:?}, 4 frames: {} host waits, {} allocations, {} frees, \
+                "[fake-gpu] {schedule:?}, 4 frames: {} host waits, {} allocations, {} frees, \
                  {} launches",
                 d.waits(),
                 d.allocs(),
                 d.frees(),
                 d.launches()
             );
-            assert_eq!(d.launches(), 8, "two kernels per frame");
-            per.push((readback, d));
+            if schedule == OpenSchedule::Resident {
+                assert_eq!(d.launches(), 1, "one resident kernel per tensor");
+            } else {
+                assert_eq!(d.launches(), 8, "two kernels per frame");
+            }
+            per.push((schedule, d));
         }
         // PerTensor: allocate + wait, zero + wait, one wait per stream, a synchronous copy.
         for (_, d) in &per[..2] {
@@ -368,10 +378,16 @@ fn persistent_readback_waits_once_per_tensor() {
         // Persistent: the first tensor allocates the kept buffers (one wait); then one
         // wait per tensor and no allocation.
         assert_eq!(per[2].1.waits(), 2);
-        for (_, d) in &per[3..] {
+        for (_, d) in &per[3..5] {
             assert_eq!(d.waits(), 1);
             assert_eq!((d.allocs(), d.frees()), (0, 0));
         }
+        // Resident: the first tensor allocates the kernel's three scratch buffers (each
+        // completed before use) and zeroes its flags; then one wait per tensor and no
+        // allocation.
+        assert_eq!(per[5].1.waits(), 5);
+        assert_eq!(per[6].1.waits(), 1);
+        assert_eq!((per[6].1.allocs(), per[6].1.frees()), (0, 0));
         g.backend().free(dst).unwrap();
     });
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cases::{self, Device, READBACKS};
+use common::cases::{self, Device, SCHEDULES};
 use pqcc_gpu::{
     Backend,
     cuda::{CudaBackend, cuda_available},
@@ -45,22 +45,22 @@ fn wycheproof_aes256_gcm_through_the_gpu_kernel() {
 
 #[test]
 fn gpu_matches_cpu_on_random_tensors() {
-    for readback in READBACKS {
-        cases::cross_check(&RealGpu, readback);
+    for schedule in SCHEDULES {
+        cases::cross_check(&RealGpu, schedule);
     }
 }
 
 #[test]
 fn pinned_frames_open_in_place_of_staging() {
-    for readback in READBACKS {
-        cases::pinned(&RealGpu, readback);
+    for schedule in SCHEDULES {
+        cases::pinned(&RealGpu, schedule);
     }
 }
 
 #[test]
 fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
-    for readback in READBACKS {
-        cases::tamper(&RealGpu, readback);
+    for schedule in SCHEDULES {
+        cases::tamper(&RealGpu, schedule);
     }
 }
 
@@ -71,7 +71,7 @@ fn gpu_rekey_follows_the_channel() {
 
 #[test]
 fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
-    for readback in READBACKS {
-        cases::refused_midway(&RealGpu, readback);
+    for schedule in SCHEDULES {
+        cases::refused_midway(&RealGpu, schedule);
     }
 }

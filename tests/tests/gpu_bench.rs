@@ -83,11 +83,13 @@ fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
             "kernel_gbps",
             "ratio",
             "ratio_kept",
+            "sealed_resident_gbps",
+            "ratio_resident",
         ] {
             assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
         }
     }
-    // The table names both readbacks.
+    // The table names every schedule.
     let out = pqcc()
         .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
         .env("LD_LIBRARY_PATH", &ld)
@@ -101,7 +103,9 @@ fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        table.contains("sealed GB/s") && table.contains("kept GB/s"),
+        table.contains("sealed GB/s")
+            && table.contains("kept GB/s")
+            && table.contains("resident GB/s"),
         "{table}"
     );
     println!("[gpu-bench] on FakeCuda:\n{table}");

@@ -6,6 +6,12 @@
 //   a block as fibers of one OS thread, so a static is exactly one block's shared memory.
 // - __syncthreads() and __shfl_xor_sync() are barriers of the fiber scheduler.
 // - __byte_perm and __brev follow the CUDA Math API definitions.
+// - For gcm_open_tensor: __ldcg is a plain load, atomicAdd/atomicExch are plain
+//   read-modify-writes (fibers are cooperative: nothing runs between the read and the
+//   write), __threadfence() does nothing (one OS thread, nothing to order). __nanosleep
+//   and now_ns() (the kernel's clock, left to this shim under PQCC_EMU) belong to the
+//   emulator: sleeping lets the other streams' queued work progress, and the clock is
+//   emulated (see emu.cpp).
 #pragma once
 
 #include <cstddef>
@@ -18,6 +24,10 @@
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
 #define __grid_constant__
+
+// aes_gcm.cu reads %globaltimer through now_ns() unless PQCC_EMU is defined; the
+// emulator's clock stands in for it.
+#define PQCC_EMU
 
 struct uint3 {
     unsigned x, y, z;
@@ -65,3 +75,28 @@ inline unsigned __brev(unsigned x) {
     for (int i = 0; i < 32; i++) r |= ((x >> i) & 1u) << (31 - i);
     return r;
 }
+
+// Loads through L2 only (ld.global.cg): on one CPU thread, plain loads.
+inline uint4 __ldcg(const uint4 *p) { return *p; }
+inline unsigned char __ldcg(const unsigned char *p) { return *p; }
+
+// Atomics return the old value. Fibers switch only at barriers (a sleep resumes the same
+// fiber), so a plain read-modify-write is atomic here.
+inline unsigned atomicAdd(unsigned *p, unsigned v) {
+    unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+inline unsigned atomicExch(unsigned *p, unsigned v) {
+    unsigned old = *p;
+    *p = v;
+    return old;
+}
+
+inline void __threadfence() {}
+
+// The emulator's (emu.cpp): a sleep lets FakeCuda run one operation queued on another
+// stream (one a real GPU would run concurrently) and advances the emulated clock, which
+// now_ns() reads. `unsigned long long` is the kernel's u64, typedef'd only in aes_gcm.cu.
+void __nanosleep(unsigned ns);
+unsigned long long now_ns();

@@ -17,20 +17,34 @@
 //!   effect likewise); new device memory is filled with `0xCD`; freeing pinned host
 //!   memory that a queued copy still reads is an error. Copies from pageable host memory
 //!   are taken at the call, as CUDA does; copies to and from pinned memory at execution.
-//! - **Kernels** are the three of `aes_gcm.cu`, recognised by name. Their launch
-//!   geometry and `frame_params` are checked against the invariants the real kernels rely
-//!   on; their effect is computed on the CPU with pqcc-core's AES-256-GCM:
-//!   `gcm_setup` keeps the key in the context buffer (this fake's own layout) and zeroes
-//!   the raw key; `gcm_open_main` opens the frame in place; `gcm_open_final` writes the
-//!   verdict (1 verified, 2 mismatch) and zeroes the frame when the tag failed.
+//! - **Kernels** are the four of `aes_gcm.cu`, recognised by name. Their launch
+//!   geometry and parameters (`frame_params`, `tensor_params`) are checked against the
+//!   invariants the real kernels rely on; their effect is computed on the CPU with
+//!   pqcc-core's AES-256-GCM: `gcm_setup` keeps the key in the context buffer (this
+//!   fake's own layout) and zeroes the raw key; `gcm_open_main` opens the frame in place;
+//!   `gcm_open_final` writes the verdict (1 verified, 2 mismatch) and zeroes the frame
+//!   when the tag failed; `gcm_open_tensor` does both for every frame of a tensor, each
+//!   once its arrival flag holds the tensor's generation.
+//! - **A resident kernel waits for other streams.** `gcm_open_tensor` is launched before
+//!   the copies that deliver its frames; each copy's stream then writes the frame's
+//!   arrival flag (`cuStreamWriteValue32`). While the kernel waits for a flag, the fake
+//!   runs the operations queued on the other streams one at a time, as a GPU runs them
+//!   concurrently ([`State::progress_others`]): never the kernel's own stream's later
+//!   work, never a launch, never past an event wait that the kernel itself must satisfy.
+//!   A flag that no queued operation can still write ends the wait as the kernel's
+//!   timeout does: status 3 and the frame zeroed. Freeing memory the running kernel uses
+//!   is a fault.
 //! - **Or the kernels themselves** ([`pqcc_fake_cuda_set_kernels`]): `emu/emu.cpp`
 //!   compiles `aes_gcm.cu` unchanged as C++ against `emu/cuda_shim.h` and runs each block's
 //!   threads as fibers, `__syncthreads` and shuffles being barriers, so the kernel's own
-//!   arithmetic, indexing and barrier structure are checked on a CPU (slowly).
+//!   arithmetic, indexing and barrier structure are checked on a CPU (slowly). The
+//!   kernel's `__nanosleep` lets the other streams progress the same way, and its clock
+//!   is emulated: one second passes per sleep in which nothing could progress, so a
+//!   frame that never arrives times out after about ten such sleeps.
 //! - **Errors are sticky**, as on a GPU: the first failure of queued work is reported by
 //!   every later synchronising call. [`pqcc_fake_cuda_last_error`] says what it was.
 //! - **Host waits are counted** ([`pqcc_fake_cuda_counters`]), so tests can check how
-//!   many round trips a tensor costs.
+//!   many round trips a tensor costs; so are launches and stream memory writes.
 //!
 //! pqcc-gpu refuses a device of this driver unless told it is a test
 //! (`pqcc_gpu::cuda::insecure_allow_fake_driver`, or `PQCC_INSECURE_FAKE_CUDA=1`).
@@ -58,6 +72,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use pqcc_core::aead::{Aes256GcmProvider, RustCryptoAesGcm};
 
+#[cfg(test)]
+mod tests;
+
 type CuResult = c_uint;
 const SUCCESS: CuResult = 0;
 const INVALID_VALUE: CuResult = 1;
@@ -82,6 +99,21 @@ const INLINE_AAD: usize = 272;
 const PARAMS_LEN: usize = 4 * 15 + INLINE_AAD;
 /// Marks a key context written by this fake's `gcm_setup`.
 const CTX_MAGIC: &[u8; 8] = b"FAKECTX1";
+/// Most frames of one `gcm_open_tensor` launch (`RESIDENT_FRAMES`).
+const RESIDENT_FRAMES: usize = 8;
+/// Bytes of `struct tensor_params`: `data[8]`, `part_base[9]`, `n_frames`, `gen`, then
+/// eight `frame_params`, padded to 8.
+const TENSOR_PARAMS_LEN: usize = 2768;
+/// Offset of `tensor_params.f`.
+const TENSOR_FRAMES_AT: usize = 8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 8;
+/// Words of `gcm_open_tensor`'s `work`: the part counter, per frame the finished parts
+/// and the gave-up mark.
+const WORK_WORDS: usize = 1 + 2 * RESIDENT_FRAMES;
+/// `CU_STREAM_WRITE_VALUE_DEFAULT`: the write is ordered after the stream's earlier work
+/// and its memory writes (a memory barrier).
+const WRITE_VALUE_DEFAULT: c_uint = 0;
+/// `status` of a frame `gcm_open_tensor` gave up waiting for.
+const STATUS_TIMED_OUT: u32 = 3;
 
 /// Counter slots of [`pqcc_fake_cuda_counters`].
 const C_STREAM_SYNC: usize = 0;
@@ -92,7 +124,8 @@ const C_ALLOC: usize = 4;
 const C_FREE: usize = 5;
 const C_LAUNCH: usize = 6;
 const C_HOST_ALLOC: usize = 7;
-const COUNTERS: usize = 8;
+const C_WRITE_VALUE: usize = 8;
+const COUNTERS: usize = 9;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -114,13 +147,25 @@ enum Kernel {
     Setup,
     Main,
     Final,
+    Tensor,
+}
+
+impl Kernel {
+    /// The kernels by entry name.
+    const ALL: [(&'static str, Kernel); 4] = [
+        ("gcm_setup", Kernel::Setup),
+        ("gcm_open_main", Kernel::Main),
+        ("gcm_open_final", Kernel::Final),
+        ("gcm_open_tensor", Kernel::Tensor),
+    ];
 }
 
 struct Launch {
     kernel: Kernel,
     grid: [u32; 3],
     block: [u32; 3],
-    /// The arguments by value, as the launch copied them.
+    /// The arguments by value, as the launch copied them: the pointers in order, and
+    /// the struct argument (`frame_params`, or `tensor_params` for `gcm_open_tensor`).
     ptrs: Vec<u64>,
     params: Option<Vec<u8>>,
 }
@@ -159,6 +204,12 @@ enum Op {
     Free {
         base: u64,
     },
+    /// `cuStreamWriteValue32`: a 32-bit word (native endian) to device memory, after the
+    /// stream's earlier work.
+    WriteValue {
+        addr: u64,
+        value: u32,
+    },
 }
 
 enum Src {
@@ -171,6 +222,9 @@ struct Stream {
     queue: VecDeque<Op>,
     enqueued: u64,
     executed: u64,
+    /// An operation of this stream has been taken off the queue and has not finished
+    /// (an event wait running what it waits for, a launch): the next one must not run.
+    busy: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -184,7 +238,8 @@ struct State {
     allocs: BTreeMap<u64, Alloc>,
     streams: HashMap<usize, Stream>,
     events: HashMap<usize, Event>,
-    modules: HashMap<usize, ()>,
+    /// Per module, the kernels its PTX has entries for.
+    modules: HashMap<usize, Vec<&'static str>>,
     functions: HashMap<usize, Kernel>,
     next_handle: usize,
     sticky: Option<(CuResult, String)>,
@@ -196,17 +251,48 @@ struct State {
     emulate: bool,
     /// [`pqcc_fake_cuda_set_multiprocessors`]; 0 means the default, 132.
     multiprocessors: c_int,
+    /// The device allocations (bases) that the running `gcm_open_tensor` touches: other
+    /// streams' work that runs while it waits must not free them.
+    kernel_uses: Vec<u64>,
+    /// Set while [`State::force`] runs other streams first: `run` stops before a
+    /// `gcm_open_tensor` launch.
+    hold_resident: bool,
 }
 
+/// The emulator's progress callback: lets queued work progress, nonzero if some did.
+type ProgressFn = unsafe extern "C" fn(ctx: *mut c_void) -> c_int;
+
 unsafe extern "C" {
-    /// `emu/emu.cpp`: runs kernel 0/1/2 of `aes_gcm.cu` over a grid on this thread.
+    /// `emu/emu.cpp`: runs kernel 0/1/2/3 of `aes_gcm.cu` over a grid on this thread,
+    /// calling `progress(ctx)` (on this thread's stack) whenever a kernel thread sleeps.
     fn pqcc_emu_launch(
         kernel: c_int,
         grid: c_uint,
         block: c_uint,
         ptrs: *const u64,
         params: *const u8,
+        progress: Option<ProgressFn>,
+        ctx: *mut c_void,
     ) -> c_int;
+}
+
+/// What the emulator's progress callback needs: the state (a raw pointer, see
+/// [`State::emulated`]) and the stream of the running launch.
+struct ProgressCtx {
+    state: *mut State,
+    except: usize,
+}
+
+/// [`ProgressFn`] for `gcm_open_tensor`: one operation of another stream.
+unsafe extern "C" fn emu_progress(ctx: *mut c_void) -> c_int {
+    // SAFETY: `ctx` is the `ProgressCtx` that `State::emulated` passed for this launch,
+    // alive for the whole call; its `state` pointer is the only way the state is used
+    // until `pqcc_emu_launch` returns (see the SAFETY comment there), and the emulator
+    // calls this on the same thread, with no other reference to the state live.
+    let cx = unsafe { &*ctx.cast::<ProgressCtx>() };
+    // SAFETY: as above.
+    let s = unsafe { &mut *cx.state };
+    c_int::from(s.progress_others(cx.except))
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -291,7 +377,7 @@ impl State {
     fn enqueue(&mut self, stream: usize, op: Op) -> CuResult {
         if stream == 0 {
             // The legacy default stream: pqcc-gpu does not queue work on it; run at once.
-            return match self.execute(op) {
+            return match self.execute(0, op) {
                 Ok(()) => SUCCESS,
                 Err((code, why)) => {
                     self.fail(code, why);
@@ -307,39 +393,109 @@ impl State {
         SUCCESS
     }
 
-    /// Runs `stream` until `upto` operations have completed.
-    fn run(&mut self, stream: usize, upto: u64) {
+    /// Runs `stream` until `upto` operations have completed; returns whether it got
+    /// there. It stops short only while `hold_resident` is set: before a
+    /// `gcm_open_tensor` launch, or at an event wait for work behind one.
+    fn run(&mut self, stream: usize, upto: u64) -> bool {
         loop {
-            let op = {
+            let (wait, was_busy) = {
                 let Some(s) = self.streams.get_mut(&stream) else {
-                    return;
+                    return true;
                 };
                 if s.executed >= upto {
-                    return;
+                    return true;
                 }
-                match s.queue.pop_front() {
-                    Some(op) => op,
-                    None => return,
-                }
+                let wait = match s.queue.front() {
+                    None => return true,
+                    Some(Op::Launch(l))
+                        if self.hold_resident && matches!(l.kernel, Kernel::Tensor) =>
+                    {
+                        return false;
+                    }
+                    Some(&Op::Wait { stream, upto }) => Some((stream, upto)),
+                    Some(_) => None,
+                };
+                (wait, std::mem::replace(&mut s.busy, true))
             };
-            if let Op::Wait {
-                stream: other,
-                upto,
-            } = op
+            // The stream stays busy until its operation ends: nothing else of it runs
+            // meanwhile (a launch may let other streams progress, never its own). A wait
+            // stays first in the queue until what it waits for has run.
+            let done = match wait {
+                Some((other, upto)) => self.run(other, upto),
+                None => true,
+            };
+            let op = match self.streams.get_mut(&stream) {
+                Some(s) if done => s.queue.pop_front(),
+                Some(s) => {
+                    s.busy = was_busy;
+                    return false;
+                }
+                None => return done,
+            };
+            if let Some(op) = op.filter(|op| !matches!(op, Op::Wait { .. }))
+                && let Err((code, why)) = self.execute(stream, op)
             {
-                self.run(other, upto);
-            } else if let Err((code, why)) = self.execute(op) {
                 self.fail(code, why);
             }
             if let Some(s) = self.streams.get_mut(&stream) {
                 s.executed += 1;
+                s.busy = was_busy;
             }
         }
+    }
+
+    /// Runs ONE operation queued on a stream other than `except`, as a GPU runs other
+    /// streams while a kernel of `except` waits; returns whether one ran. A stream's next
+    /// operation may run unless the stream is busy (in the middle of an earlier one), it
+    /// is a launch (this fake runs one kernel at a time), or it is an event wait whose
+    /// stream has not reached the event yet (popping a satisfied wait counts as running
+    /// it). Streams are tried in ascending handle order (creation order), so the choice
+    /// is deterministic. An operation that fails leaves the usual sticky fault.
+    fn progress_others(&mut self, except: usize) -> bool {
+        let mut ids: Vec<usize> = self
+            .streams
+            .keys()
+            .copied()
+            .filter(|&i| i != except)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            let runnable = self.streams.get(&id).is_some_and(|s| {
+                !s.busy
+                    && match s.queue.front() {
+                        None | Some(Op::Launch(_)) => false,
+                        Some(Op::Wait { stream, upto }) => {
+                            self.streams.get(stream).is_none_or(|o| o.executed >= *upto)
+                        }
+                        Some(_) => true,
+                    }
+            });
+            if !runnable {
+                continue;
+            }
+            let Some(op) = self.streams.get_mut(&id).and_then(|s| s.queue.pop_front()) else {
+                continue;
+            };
+            if !matches!(op, Op::Wait { .. })
+                && let Err((code, why)) = self.execute(id, op)
+            {
+                self.fail(code, why);
+            }
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.executed += 1;
+            }
+            return true;
+        }
+        false
     }
 
     /// The host waits for `stream` up to `upto`. Lazy order runs only that (and what it
     /// waits for); others-first order first runs every other stream to its end, as a
     /// device may, so work that should have waited for this stream runs too early.
+    ///
+    /// A resident `gcm_open_tensor` is not started that way (nor what waits for it): on
+    /// a GPU it would run early but keep waiting for frames the host has yet to queue,
+    /// while this fake runs a launch to its end and would time it out.
     fn force(&mut self, stream: usize, upto: u64) {
         if self.others_first {
             let ids: Vec<usize> = self
@@ -348,10 +504,12 @@ impl State {
                 .copied()
                 .filter(|&i| i != stream)
                 .collect();
+            self.hold_resident = true;
             for id in ids {
                 let end = self.streams.get(&id).map_or(0, |s| s.enqueued);
                 self.run(id, end);
             }
+            self.hold_resident = false;
         }
         self.run(stream, upto);
     }
@@ -379,7 +537,8 @@ impl State {
             })
     }
 
-    fn execute(&mut self, op: Op) -> Result<(), (CuResult, String)> {
+    /// Executes `op`, queued on `stream` (0: the legacy default stream).
+    fn execute(&mut self, stream: usize, op: Op) -> Result<(), (CuResult, String)> {
         let bad = |why: String| (ILLEGAL_ADDRESS, why);
         match op {
             Op::HtoD { dst, src, len } => {
@@ -416,22 +575,35 @@ impl State {
                 Some(a) => a.live = true,
                 None => return Err(bad(format!("allocation {base:#x} vanished"))),
             },
+            Op::Free { base } if self.kernel_uses.contains(&base) => {
+                return Err(bad(format!(
+                    "free of {base:#x} while the running gcm_open_tensor uses it (work on \
+                     another stream ran while the kernel waited for its frames)"
+                )));
+            }
             Op::Free { base } => match self.allocs.get(&base) {
                 Some(a) if a.live && a.kind == Kind::Device => {
                     self.allocs.remove(&base);
                 }
                 _ => return Err(bad(format!("free of {base:#x}: not a live allocation"))),
             },
-            Op::Launch(l) => self.launch(l).map_err(|why| (LAUNCH_FAILED, why))?,
+            Op::Launch(l) => self.launch(stream, l).map_err(|why| (LAUNCH_FAILED, why))?,
             Op::Wait { .. } => {}
+            Op::WriteValue { addr, value } => {
+                let d = self
+                    .device(addr, 4)
+                    .map_err(|why| bad(format!("cuStreamWriteValue32 to {addr:#x}: {why}")))?;
+                // SAFETY: checked range of 4 bytes in a live allocation.
+                unsafe { std::ptr::copy_nonoverlapping(value.to_ne_bytes().as_ptr(), d, 4) };
+            }
         }
         Ok(())
     }
 
-    /// Checks a launch before it runs, in either mode: the geometry and `frame_params`
-    /// the kernel relies on, and that every range it reads or writes lies in a live
-    /// allocation. Returns the decoded parameters (none for `gcm_setup`).
-    fn check_launch(&self, l: &Launch) -> Result<Option<Params>, String> {
+    /// Checks a launch before it runs, in either mode: the geometry and parameters the
+    /// kernel relies on, and that every range it reads or writes lies in a live
+    /// allocation. Returns the decoded parameters.
+    fn check_launch(&self, l: &Launch) -> Result<Checked, String> {
         let geometry = |grid: [u32; 3], block: [u32; 3], what: &str| {
             if l.grid == grid && l.block == block {
                 Ok(())
@@ -447,7 +619,7 @@ impl State {
                 geometry([1, 1, 1], [1, 1, 1], "")?;
                 self.device(l.ptrs[0], 32)?;
                 self.device(l.ptrs[1], 4 * CTX_WORDS)?;
-                Ok(None)
+                Ok(Checked::Setup)
             }
             Kernel::Main => {
                 let p = Params::parse(l.params.as_deref())?;
@@ -460,7 +632,7 @@ impl State {
                 }
                 self.device(l.ptrs[2], 4 * CTX_WORDS)?;
                 self.device(l.ptrs[3], 16 * p.n_parts as usize)?;
-                Ok(Some(p))
+                Ok(Checked::Frame(Box::new(p)))
             }
             Kernel::Final => {
                 let p = Params::parse(l.params.as_deref())?;
@@ -474,24 +646,130 @@ impl State {
                 self.device(l.ptrs[1], 16 * p.n_parts as usize)?;
                 self.device(l.ptrs[2] + 4 * u64::from(p.index), 4)?;
                 self.device(l.ptrs[3], p.len as usize)?;
-                Ok(Some(p))
+                Ok(Checked::Frame(Box::new(p)))
+            }
+            Kernel::Tensor => {
+                let t = TensorParams::parse(l.params.as_deref())?;
+                let total = t.total_parts();
+                let what = format!(" for {total} parts");
+                if l.block != [THREADS as u32, 1, 1]
+                    || l.grid[1..] != [1, 1]
+                    || l.grid[0] == 0
+                    || l.grid[0] > total
+                {
+                    return Err(format!(
+                        "Tensor launched with {:?} x {:?}{what} (wants [1..={total}, 1, 1] x \
+                         [{THREADS}, 1, 1])",
+                        l.grid, l.block
+                    ));
+                }
+                let [ctx, arrived, work, partials, status] = tensor_ptrs(l)?;
+                let range = |what: &str, addr: u64, len: usize| {
+                    self.device(addr, len)
+                        .map_err(|why| format!("gcm_open_tensor {what}: {why}"))
+                };
+                range("ctx", ctx, 4 * CTX_WORDS)?;
+                for (i, p) in t.f.iter().enumerate() {
+                    if p.len > 0 {
+                        range(&format!("data[{i}]"), t.data[i], p.len as usize)?;
+                    }
+                    range(
+                        &format!("status of frame {i} (index {})", p.index),
+                        status + 4 * u64::from(p.index),
+                        4,
+                    )?;
+                }
+                range("arrived", arrived, 4 * t.f.len())?;
+                range("work", work, 4 * WORK_WORDS)?;
+                range("partials", partials, 16 * total as usize)?;
+                // The kernel hands out parts from work[0] and counts them in work[1..]:
+                // counters left from an earlier launch make it skip frames.
+                let words = self.read_words(work, WORK_WORDS)?;
+                if let Some((k, w)) = words.iter().enumerate().find(|&(_, &w)| w != 0) {
+                    return Err(format!(
+                        "gcm_open_tensor: work[{k}] is {w:#x} at launch, not 0 (the counters \
+                         must be zeroed before every launch)"
+                    ));
+                }
+                Ok(Checked::Tensor(t))
             }
         }
     }
 
+    /// The `n` words (native endian) at device address `addr`.
+    fn read_words(&self, addr: u64, n: usize) -> Result<Vec<u32>, String> {
+        let p = self.device(addr, 4 * n)?;
+        let mut b = vec![0u8; 4 * n];
+        // SAFETY: checked range of `4 * n` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), 4 * n) };
+        Ok(b.chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Writes `words` (native endian) at device address `addr`.
+    fn write_words(&mut self, addr: u64, words: &[u32]) -> Result<(), String> {
+        let p = self.device(addr, 4 * words.len())?;
+        let b: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        // SAFETY: checked range of `4 * words.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
+        Ok(())
+    }
+
     /// Runs the kernel source itself (`emu/emu.cpp`); [`State::check_launch`] passed.
-    fn emulated(&mut self, l: &Launch) -> Result<(), String> {
+    /// `stream` is the launch's: `gcm_open_tensor`'s sleeps run other streams' work.
+    fn emulated(&mut self, stream: usize, l: &Launch) -> Result<(), String> {
         let kernel: c_int = match l.kernel {
             Kernel::Setup => 0,
             Kernel::Main => 1,
             Kernel::Final => 2,
+            Kernel::Tensor => 3,
         };
         let params = l.params.as_deref().map_or(std::ptr::null(), <[u8]>::as_ptr);
-        // SAFETY: every pointer the kernel dereferences was checked (check_launch) to lie
-        // in a live allocation of the size the kernel reads or writes (from the same
-        // parameters it gets); `ptrs` and `params` outlive the call, which runs on this
-        // thread.
-        let r = unsafe { pqcc_emu_launch(kernel, l.grid[0], l.block[0], l.ptrs.as_ptr(), params) };
+        let r = if let Kernel::Tensor = l.kernel {
+            let mut cx = ProgressCtx {
+                state: std::ptr::from_mut(self),
+                except: stream,
+            };
+            // SAFETY: as below for the pointers the kernel dereferences (`tensor_params`
+            // is TENSOR_PARAMS_LEN bytes, `ptrs` five addresses). The callback gets
+            // `cx`, which lives on this frame until the call returns, and reaches the
+            // state only through `cx.state`, a raw pointer derived from `self` just
+            // above: `self` is not used again until the call returns, and the emulator
+            // calls the callback on this thread while no kernel code runs, so the
+            // `&mut State` the callback makes is the only live reference while it runs.
+            // The memory the kernel's pointers address stays put: the operations the
+            // callback runs may write it (as copy engines do) but cannot free it
+            // (`kernel_uses`, set by `launch`), and none is a launch (the emulator is
+            // not reentrant).
+            unsafe {
+                pqcc_emu_launch(
+                    kernel,
+                    l.grid[0],
+                    l.block[0],
+                    l.ptrs.as_ptr(),
+                    params,
+                    Some(emu_progress),
+                    (&raw mut cx).cast::<c_void>(),
+                )
+            }
+        } else {
+            // SAFETY: every pointer the kernel dereferences was checked (check_launch) to
+            // lie in a live allocation of the size the kernel reads or writes (from the
+            // same parameters it gets); `ptrs` and `params` outlive the call, which runs
+            // on this thread.
+            unsafe {
+                pqcc_emu_launch(
+                    kernel,
+                    l.grid[0],
+                    l.block[0],
+                    l.ptrs.as_ptr(),
+                    params,
+                    None,
+                    std::ptr::null_mut(),
+                )
+            }
+        };
         match r {
             0 => Ok(()),
             1 => Err(format!(
@@ -503,12 +781,37 @@ impl State {
         }
     }
 
-    fn launch(&mut self, l: Launch) -> Result<(), String> {
-        let p = self.check_launch(&l)?;
-        if self.emulate {
-            return self.emulated(&l);
+    /// Runs launch `l`, queued on `stream`.
+    fn launch(&mut self, stream: usize, l: Launch) -> Result<(), String> {
+        let checked = self.check_launch(&l)?;
+        if let Checked::Tensor(t) = &checked {
+            // What the kernel touches must outlive it, whatever other streams run.
+            let [ctx, arrived, work, partials, status] = tensor_ptrs(&l)?;
+            let mut uses = vec![ctx, arrived, work, partials];
+            uses.extend(t.f.iter().map(|p| status + 4 * u64::from(p.index)));
+            uses.extend(
+                t.f.iter()
+                    .zip(t.data)
+                    .filter(|(p, _)| p.len > 0)
+                    .map(|(_, d)| d),
+            );
+            let bases = uses
+                .into_iter()
+                .map(|a| self.find(a, 1, Kind::Device))
+                .collect::<Result<Vec<u64>, String>>()?;
+            self.kernel_uses = bases;
+            let r = if self.emulate {
+                self.emulated(stream, &l)
+            } else {
+                self.tensor_computed(stream, &l, t)
+            };
+            self.kernel_uses.clear();
+            return r;
         }
-        match (l.kernel, p) {
+        if self.emulate {
+            return self.emulated(stream, &l);
+        }
+        match (l.kernel, checked) {
             (Kernel::Setup, _) => {
                 let k = self.device(l.ptrs[0], 32)?;
                 let c = self.device(l.ptrs[1], 4 * CTX_WORDS)?;
@@ -521,7 +824,7 @@ impl State {
                 }
                 Ok(())
             }
-            (Kernel::Main, Some(p)) => {
+            (Kernel::Main, Checked::Frame(p)) => {
                 let (data, aad_mem, ctx, partials) = (l.ptrs[0], l.ptrs[1], l.ptrs[2], l.ptrs[3]);
                 let key = self.key(ctx)?;
                 let aad = if p.aad_len as usize <= INLINE_AAD {
@@ -532,20 +835,14 @@ impl State {
                     unsafe { std::slice::from_raw_parts(a, p.aad_len as usize) }.to_vec()
                 };
                 let parts = self.device(partials, 16 * p.n_parts as usize)?;
-                let len = p.len as usize;
-                let d = self.device(data, len)?;
-                // SAFETY: checked range of `len` bytes (possibly none) in a live allocation.
-                let buf = unsafe { std::slice::from_raw_parts_mut(d, len) };
-                let ok = RustCryptoAesGcm::new(&key)
-                    .open_in_place(&p.iv, &aad, buf, &p.tag)
-                    .is_ok();
+                let ok = self.open_frame(&key, &p, data, &aad)?;
                 // This fake's partials: word 0 carries the tag's outcome to gcm_open_final.
                 let word: u32 = if ok { 0x600D } else { 0xBAD };
                 // SAFETY: `parts` holds at least 16 bytes (n_parts >= 1).
                 unsafe { std::ptr::copy_nonoverlapping(word.to_ne_bytes().as_ptr(), parts, 4) };
                 Ok(())
             }
-            (Kernel::Final, Some(p)) => {
+            (Kernel::Final, Checked::Frame(p)) => {
                 let (ctx, partials, status, data) = (l.ptrs[0], l.ptrs[1], l.ptrs[2], l.ptrs[3]);
                 self.key(ctx)?;
                 let parts = self.device(partials, 16 * p.n_parts as usize)?;
@@ -575,8 +872,82 @@ impl State {
                 }
                 Ok(())
             }
-            (k, None) => Err(format!("{k:?}: no frame_params")),
+            (k, _) => Err(format!("{k:?}: no frame_params")),
         }
+    }
+
+    /// Opens frame `p` in place at `data` (AES-256-GCM with its iv, tag and `aad`);
+    /// whether the tag verified.
+    fn open_frame(
+        &self,
+        key: &[u8; 32],
+        p: &Params,
+        data: u64,
+        aad: &[u8],
+    ) -> Result<bool, String> {
+        let len = p.len as usize;
+        let mut empty = [0u8; 0];
+        let buf: &mut [u8] = if len == 0 {
+            &mut empty
+        } else {
+            let d = self.device(data, len)?;
+            // SAFETY: checked range of `len` bytes in a live allocation, not otherwise
+            // referenced while the slice lives.
+            unsafe { std::slice::from_raw_parts_mut(d, len) }
+        };
+        Ok(RustCryptoAesGcm::new(key)
+            .open_in_place(&p.iv, aad, buf, &p.tag)
+            .is_ok())
+    }
+
+    /// `gcm_open_tensor`, computed: frame after frame, waits until its arrival flag holds
+    /// `gen`, running other streams' work one operation at a time meanwhile
+    /// ([`State::progress_others`]); when none can run, the flag can never change (only
+    /// other streams write it, and none can progress while this launch holds `stream`):
+    /// the kernel's timeout, status 3 and the frame zeroed. Otherwise opens the frame
+    /// (status 1, or 2 and zeroed). Leaves `work` as the real kernel does; the partials
+    /// are not written.
+    fn tensor_computed(
+        &mut self,
+        stream: usize,
+        l: &Launch,
+        t: &TensorParams,
+    ) -> Result<(), String> {
+        let [ctx, arrived, work, _partials, status] = tensor_ptrs(l)?;
+        let key = self.key(ctx)?;
+        let mut counters = [0u32; WORK_WORDS];
+        for (i, p) in t.f.iter().enumerate() {
+            let flag = arrived + 4 * i as u64;
+            let here = loop {
+                if self.read_words(flag, 1)?[0] == t.generation {
+                    break true;
+                }
+                if !self.progress_others(stream) {
+                    break false;
+                }
+            };
+            let verdict = if here {
+                let aad = &p.aad_inline[..p.aad_len as usize];
+                if self.open_frame(&key, p, t.data[i], aad)? {
+                    1
+                } else {
+                    2
+                }
+            } else {
+                STATUS_TIMED_OUT
+            };
+            if verdict != 1 && p.len > 0 {
+                let d = self.device(t.data[i], p.len as usize)?;
+                // SAFETY: checked range.
+                unsafe { std::ptr::write_bytes(d, 0, p.len as usize) };
+            }
+            self.write_words(status + 4 * u64::from(p.index), &[verdict])?;
+            counters[1 + i] = p.n_parts;
+            counters[1 + RESIDENT_FRAMES + i] = u32::from(!here);
+        }
+        // Every part handed out once, then one more fetch per block that finds none.
+        counters[0] = t.total_parts() + l.grid[0];
+        self.write_words(work, &counters)
     }
 
     fn key(&self, ctx: u64) -> Result<[u8; 32], String> {
@@ -665,6 +1036,107 @@ impl Params {
             Some((_, why)) => Err(format!("frame_params: {why}")),
             None => Ok(()),
         }
+    }
+}
+
+/// What [`State::check_launch`] decoded from a launch's struct argument.
+enum Checked {
+    Setup,
+    Frame(Box<Params>),
+    Tensor(TensorParams),
+}
+
+/// `gcm_open_tensor`'s pointer arguments: ctx, arrived, work, partials, status.
+fn tensor_ptrs(l: &Launch) -> Result<[u64; 5], String> {
+    <[u64; 5]>::try_from(l.ptrs.as_slice())
+        .map_err(|_| format!("gcm_open_tensor: {} pointer arguments, not 5", l.ptrs.len()))
+}
+
+/// `struct tensor_params`, decoded: the used frames only.
+struct TensorParams {
+    data: [u64; RESIDENT_FRAMES],
+    part_base: [u32; RESIDENT_FRAMES + 1],
+    /// `gen`: the value of a frame's arrival flag once it is in VRAM.
+    generation: u32,
+    /// `f[..n_frames]`.
+    f: Vec<Params>,
+}
+
+impl TensorParams {
+    /// Decodes and checks what `gcm_open_tensor` relies on: 1 to 8 frames, the parts'
+    /// prefix sums, each frame's work split (as for the per-frame kernels), inline AAD
+    /// only, distinct status slots.
+    fn parse(b: Option<&[u8]>) -> Result<Self, String> {
+        let b = b.ok_or("no tensor_params")?;
+        if b.len() != TENSOR_PARAMS_LEN {
+            return Err(format!(
+                "tensor_params is {} bytes, not {TENSOR_PARAMS_LEN}",
+                b.len()
+            ));
+        }
+        let w = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let data: [u64; RESIDENT_FRAMES] = std::array::from_fn(|i| {
+            let mut q = [0u8; 8];
+            q.copy_from_slice(&b[8 * i..8 * i + 8]);
+            u64::from_le_bytes(q)
+        });
+        let part_base: [u32; RESIDENT_FRAMES + 1] =
+            std::array::from_fn(|i| w(8 * RESIDENT_FRAMES + 4 * i));
+        let n_frames = w(8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1));
+        let generation = w(8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 4);
+        if !(1..=RESIDENT_FRAMES as u32).contains(&n_frames) {
+            return Err(format!(
+                "tensor_params: n_frames is {n_frames}, not 1..={RESIDENT_FRAMES}"
+            ));
+        }
+        if part_base[0] != 0 {
+            return Err(format!(
+                "tensor_params: part_base[0] is {}, not 0",
+                part_base[0]
+            ));
+        }
+        let mut f = Vec::with_capacity(n_frames as usize);
+        for i in 0..n_frames as usize {
+            let at = TENSOR_FRAMES_AT + PARAMS_LEN * i;
+            let p = Params::parse(Some(&b[at..at + PARAMS_LEN]))?;
+            p.check()
+                .map_err(|why| format!("tensor_params.f[{i}]: {why}"))?;
+            if p.aad_len as usize > INLINE_AAD {
+                return Err(format!(
+                    "tensor_params.f[{i}]: aad_len {} over INLINE_AAD ({INLINE_AAD}): \
+                     gcm_open_tensor reads only the inline AAD",
+                    p.aad_len
+                ));
+            }
+            if u64::from(part_base[i + 1]) != u64::from(part_base[i]) + u64::from(p.n_parts) {
+                return Err(format!(
+                    "tensor_params: part_base[{}] is {}, not part_base[{i}] + f[{i}].n_parts \
+                     = {} + {}",
+                    i + 1,
+                    part_base[i + 1],
+                    part_base[i],
+                    p.n_parts
+                ));
+            }
+            if let Some(j) = f.iter().position(|q: &Params| q.index == p.index) {
+                return Err(format!(
+                    "tensor_params: f[{j}] and f[{i}] share status index {}",
+                    p.index
+                ));
+            }
+            f.push(p);
+        }
+        Ok(Self {
+            data,
+            part_base,
+            generation,
+            f,
+        })
+    }
+
+    /// Parts of all frames: `part_base[n_frames]`.
+    fn total_parts(&self) -> u32 {
+        self.part_base[self.f.len()]
     }
 }
 
@@ -816,14 +1288,20 @@ pub unsafe extern "C" fn cuModuleLoadData(m: *mut *mut c_void, image: *const c_v
     with(|s| {
         // SAFETY: the image is PTX text, NUL-terminated (cuModuleLoadData's contract).
         let ptx = unsafe { CStr::from_ptr(image.cast::<c_char>()) }.to_string_lossy();
+        let has = |entry: &str| ptx.contains(&format!(".entry {entry}("));
         for entry in ["gcm_setup", "gcm_open_main", "gcm_open_final"] {
-            if !ptx.contains(&format!(".entry {entry}(")) {
+            if !has(entry) {
                 s.fail(INVALID_IMAGE, format!("PTX has no entry {entry}"));
                 return INVALID_IMAGE;
             }
         }
+        let entries = Kernel::ALL
+            .iter()
+            .map(|&(name, _)| name)
+            .filter(|name| has(name))
+            .collect();
         let h = s.handle();
-        s.modules.insert(h, ());
+        s.modules.insert(h, entries);
         // SAFETY: valid out-pointer.
         unsafe { *m = h as *mut c_void };
         SUCCESS
@@ -833,7 +1311,7 @@ pub unsafe extern "C" fn cuModuleLoadData(m: *mut *mut c_void, image: *const c_v
 #[unsafe(no_mangle)]
 pub extern "C" fn cuModuleUnload(m: *mut c_void) -> CuResult {
     with(|s| match s.modules.remove(&(m as usize)) {
-        Some(()) => SUCCESS,
+        Some(_) => SUCCESS,
         None => INVALID_HANDLE,
     })
 }
@@ -845,15 +1323,18 @@ pub unsafe extern "C" fn cuModuleGetFunction(
     name: *const c_char,
 ) -> CuResult {
     with(|s| {
-        if !s.modules.contains_key(&(m as usize)) {
+        let Some(entries) = s.modules.get(&(m as usize)) else {
             return INVALID_HANDLE;
-        }
+        };
         // SAFETY: NUL-terminated name (driver API contract).
-        let k = match unsafe { CStr::from_ptr(name) }.to_bytes() {
-            b"gcm_setup" => Kernel::Setup,
-            b"gcm_open_main" => Kernel::Main,
-            b"gcm_open_final" => Kernel::Final,
-            _ => return NOT_FOUND,
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        // A kernel of aes_gcm.cu that this module's PTX has an entry for.
+        let Some(k) = Kernel::ALL
+            .iter()
+            .find(|(n, _)| n.as_bytes() == name && entries.contains(n))
+            .map(|&(_, k)| k)
+        else {
+            return NOT_FOUND;
         };
         let h = s.handle();
         s.functions.insert(h, k);
@@ -1273,12 +1754,13 @@ pub unsafe extern "C" fn cuLaunchKernel(
         if params.is_null() {
             return INVALID_VALUE;
         }
-        // Argument layout per kernel: (pointer args before the params struct, the
-        // struct's position, pointer args after it).
-        let (before, has_params, after) = match kernel {
-            Kernel::Setup => (2, false, 0),
-            Kernel::Main => (3, true, 1),
-            Kernel::Final => (1, true, 3),
+        // Argument layout per kernel: (pointer args before the struct argument, the
+        // struct's size (0: none), pointer args after it).
+        let (before, struct_len, after) = match kernel {
+            Kernel::Setup => (2, 0, 0),
+            Kernel::Main => (3, PARAMS_LEN, 1),
+            Kernel::Final => (1, PARAMS_LEN, 3),
+            Kernel::Tensor => (1, TENSOR_PARAMS_LEN, 4),
         };
         let arg = |i: usize| -> *const u8 {
             // SAFETY: `params` holds one pointer per kernel argument (launch contract).
@@ -1292,10 +1774,11 @@ pub unsafe extern "C" fn cuLaunchKernel(
         };
         let mut ptrs: Vec<u64> = (0..before).map(ptr_at).collect();
         let mut p = None;
-        if has_params {
-            let mut b = vec![0u8; PARAMS_LEN];
-            // SAFETY: the struct argument is `struct frame_params`, PARAMS_LEN bytes.
-            unsafe { std::ptr::copy_nonoverlapping(arg(before), b.as_mut_ptr(), PARAMS_LEN) };
+        if struct_len > 0 {
+            let mut b = vec![0u8; struct_len];
+            // SAFETY: the struct argument is `struct frame_params` (PARAMS_LEN bytes) or
+            // `struct tensor_params` (TENSOR_PARAMS_LEN), as the kernel declares it.
+            unsafe { std::ptr::copy_nonoverlapping(arg(before), b.as_mut_ptr(), struct_len) };
             p = Some(b);
             ptrs.extend((before + 1..before + 1 + after).map(ptr_at));
         }
@@ -1311,6 +1794,38 @@ pub unsafe extern "C" fn cuLaunchKernel(
             }),
         )
     })
+}
+
+fn write_value32(st: *mut c_void, addr: u64, value: u32, flags: c_uint) -> CuResult {
+    with(|s| {
+        // Only the default: ordered after the stream's earlier writes (a memory barrier),
+        // which the arrival flags of gcm_open_tensor rely on.
+        if flags != WRITE_VALUE_DEFAULT || !addr.is_multiple_of(4) {
+            return INVALID_VALUE;
+        }
+        s.counters[C_WRITE_VALUE] += 1;
+        s.enqueue(st as usize, Op::WriteValue { addr, value })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWriteValue32_v2(
+    st: *mut c_void,
+    addr: u64,
+    value: u32,
+    flags: c_uint,
+) -> CuResult {
+    write_value32(st, addr, value, flags)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWriteValue32(
+    st: *mut c_void,
+    addr: u64,
+    value: u32,
+    flags: c_uint,
+) -> CuResult {
+    write_value32(st, addr, value, flags)
 }
 
 fn error_text(e: CuResult) -> &'static CStr {
@@ -1347,7 +1862,8 @@ pub unsafe extern "C" fn cuGetErrorName(e: CuResult, out: *mut *const c_char) ->
 
 /// Copies the host-side counters into `out` (at most `n`): stream synchronizes, event
 /// synchronizes, context synchronizes, synchronous copies, device allocations, device
-/// frees, kernel launches, pinned allocations. Returns how many there are.
+/// frees, kernel launches, pinned allocations, stream memory writes
+/// (`cuStreamWriteValue32`). Returns how many there are.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pqcc_fake_cuda_counters(out: *mut u64, n: usize) -> usize {
     let g = lock();
@@ -1388,6 +1904,8 @@ fn configure(f: impl FnOnce(&mut State)) {
 /// the stream waited for and what it waits for, as late as possible; 1 first runs every
 /// other stream to its end. A missing "wait for" between streams shows as stale data
 /// in order 0 when the reader does not wait, and in order 1 when a writer runs too early.
+/// In order 1 a `gcm_open_tensor` launch (and what waits for it) is not started early:
+/// it runs when the host waits for its own stream, or for work behind it.
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_set_order(order: c_uint) -> CuResult {
     configure(|s| s.others_first = order == 1);

@@ -242,7 +242,14 @@ struct frame_params {
     u32 aad_inline[INLINE_AAD / 4];  // the AAD itself when aad_len <= INLINE_AAD
 };
 
+// Loads of frame bytes. The resident kernel (gcm_open_tensor) reads a frame only after the
+// copy engine wrote it during the same launch, and L1 is not coherent with those writes:
+// its loads go to L2 (ld.global.cg). The per-frame kernels use plain loads.
+template <bool CG> __device__ __forceinline__ uint4 ld16(const uint4 *p) { return CG ? __ldcg(p) : *p; }
+template <bool CG> __device__ __forceinline__ u8 ld1(const u8 *p) { return CG ? __ldcg(p) : *p; }
+
 // Virtual block v of the GHASH input, for the slow path (edges and unaligned data).
+template <bool CG>
 __device__ __forceinline__ gf ghash_block(const frame_params &p, const u8 *data, const u8 *aad, u64 v, bool *is_ct, u32 *ct_index) {
     *is_ct = false;
     gf z; z.lo = 0; z.hi = 0;
@@ -258,7 +265,7 @@ __device__ __forceinline__ gf ghash_block(const frame_params &p, const u8 *data,
         u64 j = i - a;
         *is_ct = true;
         *ct_index = (u32)j;
-        for (int k = 0; k < 16; k++) { u64 o = j * 16 + k; b[k] = o < p.len ? data[o] : 0; }
+        for (int k = 0; k < 16; k++) { u64 o = j * 16 + k; b[k] = o < p.len ? ld1<CG>(data + o) : 0; }
     } else {
         u64 abits = (u64)p.aad_len * 8, cbits = (u64)p.len * 8;
         for (int k = 0; k < 8; k++) { b[k] = (u8)(abits >> (56 - 8 * k)); b[8 + k] = (u8)(cbits >> (56 - 8 * k)); }
@@ -304,28 +311,30 @@ __device__ __forceinline__ void aes_ctr(const u32 *tsh, const u32 *rk, const fra
 #undef B0
 }
 
-// Decrypts `data` (p.len bytes) in place and writes one GHASH partial per block.
-extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(u8 *data, const u8 *aad_mem, const u32 *ctx, const __grid_constant__ frame_params p, u32 *partials) {
-    // Short AAD (every channel header) comes with the parameters: no copy of its own.
-    const u8 *aad = p.aad_len <= INLINE_AAD ? (const u8 *)p.aad_inline : aad_mem;
-    __shared__ __align__(16) u32 tsh[256 * 32];
-    __shared__ u32 rk[60];
-    __shared__ u64 red[THREADS / 32][2];
-    const u32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+// The T-table replicated once per lane (entry x of lane l at x*32 + l) and the round keys,
+// loaded into shared memory by all threads of a block; the caller synchronises.
+__device__ __forceinline__ void load_tables(u32 *tsh, u32 *rk, const u32 *ctx, u32 tid) {
     for (u32 i = tid; i < 256 * 8; i += THREADS) {
         const u32 v = T0G[i >> 3];
         uint4 q; q.x = v; q.y = v; q.z = v; q.w = v;
         ((uint4 *)tsh)[i] = q;
     }
     if (tid < 60) rk[tid] = ctx[CTX_RK + tid];
-    __syncthreads();
+}
 
+// Part `blk` of a frame (THREADS * seg virtual blocks): decrypts its ciphertext blocks in
+// place and stores its GHASH partial at `out` (written by thread 0). All threads of the
+// block call it; it ends with the block synchronised.
+template <bool CG>
+__device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ctx, const frame_params &p, u32 blk,
+                                          const u32 *tsh, const u32 *rk, u64 (*red)[2], uint4 *out) {
+    const u32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const gf hstep = ctx_pow(ctx, 8);  // H^THREADS
-    const u64 base = (u64)blockIdx.x << p.log_blk;
+    const u64 base = (u64)blk << p.log_blk;
     const u32 a = (p.aad_len + 15) / 16;
     const u32 full = p.len / 16;  // complete ciphertext blocks
-    // Fast path: every virtual block of this thread block is a complete ciphertext block
-    // and the data is 16-byte aligned.
+    // Fast path: every virtual block of this part is a complete ciphertext block and the
+    // data is 16-byte aligned.
     const u64 first_ct = (u64)p.zpad + a;
     const bool fast = ((((size_t)data) & 15) == 0) && base >= first_ct && base + ((u64)1 << p.log_blk) <= first_ct + full;
     gf y; y.lo = 0; y.hi = 0;
@@ -333,7 +342,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
         uint4 *d4 = (uint4 *)data;
         u32 j = (u32)(base - first_ct) + tid;
         for (u32 s = 0; s < p.seg; s++, j += THREADS) {
-            uint4 c = d4[j];
+            uint4 c = ld16<CG>(d4 + j);
             u32 ks[4];
             aes_ctr(tsh, rk, p, j, lane, ks);
             y = gf_xor(gf_mul(y, hstep), gf_from_words(c.x, c.y, c.z, c.w));
@@ -344,18 +353,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
         u64 v = base + tid;
         for (u32 s = 0; s < p.seg; s++, v += THREADS) {
             bool is_ct; u32 j = 0;
-            gf x = ghash_block(p, data, aad, v, &is_ct, &j);
+            gf x = ghash_block<CG>(p, data, aad, v, &is_ct, &j);
             y = gf_xor(gf_mul(y, hstep), x);
             if (is_ct) {
                 u32 ks[4];
                 aes_ctr(tsh, rk, p, j, lane, ks);
                 u8 kb[16];
                 for (int k = 0; k < 4; k++) { kb[4*k] = (u8)ks[k]; kb[4*k+1] = (u8)(ks[k] >> 8); kb[4*k+2] = (u8)(ks[k] >> 16); kb[4*k+3] = (u8)(ks[k] >> 24); }
-                for (int k = 0; k < 16; k++) { u64 o = (u64)j * 16 + k; if (o < p.len) data[o] ^= kb[k]; }
+                for (int k = 0; k < 16; k++) { u64 o = (u64)j * 16 + k; if (o < p.len) data[o] = ld1<CG>(data + o) ^ kb[k]; }
             }
         }
     }
-    // Horner in H^THREADS: y_t = sum_s X_(t + s*THREADS) H^(THREADS*(seg-1-s)). The block's
+    // Horner in H^THREADS: y_t = sum_s X_(t + s*THREADS) H^(THREADS*(seg-1-s)). The part's
     // value is sum_t y_t H^(THREADS-1-t): one product per thread with its weight (a
     // table from the key setup), then a plain XOR reduction.
     y = gf_mul(y, ctx_hlin(ctx, THREADS - 1 - tid));
@@ -371,8 +380,34 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
         for (int w = 0; w < THREADS / 32; w++) { lo ^= red[w][0]; hi ^= red[w][1]; }
         uint4 o;
         o.x = (u32)lo; o.y = (u32)(lo >> 32); o.z = (u32)hi; o.w = (u32)(hi >> 32);
-        *(uint4 *)(partials + 4 * blockIdx.x) = o;
+        *out = o;
     }
+    __syncthreads();
+}
+
+// Decrypts `data` (p.len bytes) in place and writes one GHASH partial per block.
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(u8 *data, const u8 *aad_mem, const u32 *ctx, const __grid_constant__ frame_params p, u32 *partials) {
+    // Short AAD (every channel header) comes with the parameters: no copy of its own.
+    const u8 *aad = p.aad_len <= INLINE_AAD ? (const u8 *)p.aad_inline : aad_mem;
+    __shared__ __align__(16) u32 tsh[256 * 32];
+    __shared__ u32 rk[60];
+    __shared__ u64 red[THREADS / 32][2];
+    load_tables(tsh, rk, ctx, threadIdx.x);
+    __syncthreads();
+    open_part<false>(data, aad, ctx, p, blockIdx.x, tsh, rk, red, (uint4 *)(partials + 4 * blockIdx.x));
+}
+
+// Thread 0: S = GHASH = R * H, T' = MSB(GCTR(J0, S)), compared with the received tag in
+// constant time. Returns 1 (verified) or 2 (mismatch). `t` is the unreplicated table.
+__device__ u32 tag_verdict(const u32 *t, const u32 *rk, const u32 *ctx, const frame_params &p, gf r) {
+    gf s = gf_mul(r, ctx_pow(ctx, 0));
+    u32 j0[4] = {bswap32(p.iv[0]), bswap32(p.iv[1]), bswap32(p.iv[2]), 1u}, e[4], sw[4];
+    aes_block_single(t, rk, j0, e);
+    gf_to_words(s, sw);
+    u32 diff = 0;
+    for (int k = 0; k < 4; k++) diff |= (sw[k] ^ bswap32(e[k])) ^ p.tag[k];
+    for (int k = 0; k < 4; k++) { e[k] = 0; sw[k] = 0; }
+    return diff == 0 ? 1u : 2u;
 }
 
 // Reduces the partials (one block of up to FINAL_THREADS threads), computes and checks the tag.
@@ -412,19 +447,159 @@ extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const
     }
     if (tid == 0) {
         gf r; r.lo = v[0][0]; r.hi = v[0][1];
-        gf s = gf_mul(r, ctx_pow(ctx, 0));  // GHASH = R * H
-        u32 j0[4] = {bswap32(p.iv[0]), bswap32(p.iv[1]), bswap32(p.iv[2]), 1u}, e[4], sw[4];
-        aes_block_single(t, rk, j0, e);
-        gf_to_words(s, sw);
-        u32 diff = 0;
-        for (int k = 0; k < 4; k++) diff |= (sw[k] ^ bswap32(e[k])) ^ p.tag[k];
-        verdict = diff == 0 ? 1u : 2u;
+        verdict = tag_verdict(t, rk, ctx, p, r);
         status[p.index] = verdict;
-        for (int k = 0; k < 4; k++) { e[k] = 0; sw[k] = 0; }
     }
     __syncthreads();
     // A frame whose tag failed is zeroed here, in stream order, before anyone can read it.
     if (verdict != 1u) {
         for (u64 i = tid; i < p.len; i += blockDim.x) data[i] = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// gcm_open_tensor: every frame of a small tensor in ONE launch that stays resident while
+// the frames are still being copied. The host launches it before the copies; after each
+// frame's copy, the copy's stream writes `gen` into arrived[frame] (cuStreamWriteValue32,
+// ordered after the copy). The blocks take parts of frames in order from a counter, wait
+// until their frame has arrived, open the part as gcm_open_main does, and the block that
+// completes a frame's last part reduces its partials, checks the tag, writes the status
+// word and zeroes the frame if it failed, as gcm_open_final does. No launch per frame.
+//
+// work[0] hands out parts; work[1 + f] counts frame f's finished parts; work[1 + RF + f]
+// is set when a part of frame f gave up waiting (RESIDENT_TIMEOUT_NS): the frame then gets
+// status 3 and is zeroed. All of `work` and the status words are zeroed before the launch.
+
+#define RESIDENT_FRAMES 8
+#define RESIDENT_TIMEOUT_NS 10000000000ull  // 10 s: only ends a wait for a copy that never came
+
+#ifndef PQCC_EMU
+__device__ __forceinline__ u64 now_ns() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#endif
+
+// The parameters of gcm_open_tensor, by value (2768 bytes, under the 4 KiB launch limit).
+struct tensor_params {
+    u64 data[RESIDENT_FRAMES];           // each frame's bytes in VRAM (ciphertext, then plaintext)
+    u32 part_base[RESIDENT_FRAMES + 1];  // prefix sums of the frames' n_parts
+    u32 n_frames;
+    u32 gen;                             // arrived[f] == gen once frame f is in VRAM
+    frame_params f[RESIDENT_FRAMES];
+};
+
+// Thread 0: waits until *flag == gen; 1 if it did, 0 after RESIDENT_TIMEOUT_NS.
+__device__ u32 wait_arrived(const u32 *flag, u32 gen) {
+    const volatile u32 *v = (const volatile u32 *)flag;
+    u64 start = 0;
+    for (u32 spins = 0;; spins++) {
+        if (*v == gen) {
+            __threadfence();
+            return 1;
+        }
+        if (spins == 0) start = now_ns();
+        else if (now_ns() - start > RESIDENT_TIMEOUT_NS) return 0;
+        __nanosleep(128);
+    }
+}
+
+// The tag of frame p from its n_parts partials at `parts`, with THREADS threads (a frame
+// has up to FINAL_THREADS parts): each thread first folds np2 / THREADS consecutive
+// partials (Horner in H^(2^log_blk)), then a tree as in gcm_open_final. Returns the
+// verdict to every thread.
+__device__ u32 resident_final(const u32 *ctx, const frame_params &p, const u32 *parts, u32 missing,
+                              const u32 *t, const u32 *rk, u64 (*v)[2], u32 *verdict) {
+    const u32 tid = threadIdx.x;
+    u32 np2 = 1;
+    while (np2 < p.n_parts) np2 <<= 1;
+    const u32 pad = np2 - p.n_parts;
+    u32 g = 1, log_g = 0;
+    while (np2 / g > THREADS) { g <<= 1; log_g++; }
+    const u32 m = np2 / g;  // active threads, a power of two
+    if (tid < m) {
+        gf y; y.lo = 0; y.hi = 0;
+        const gf step = ctx_pow(ctx, p.log_blk);
+        for (u32 j = 0; j < g; j++) {
+            const u32 e = tid * g + j;
+            gf x; x.lo = 0; x.hi = 0;
+            if (e >= pad) {
+                const uint4 q = __ldcg((const uint4 *)(parts + 4 * (e - pad)));
+                x.lo = (u64)q.x | ((u64)q.y << 32);
+                x.hi = (u64)q.z | ((u64)q.w << 32);
+            }
+            y = gf_xor(gf_mul(y, step), x);
+        }
+        v[tid][0] = y.lo; v[tid][1] = y.hi;
+    }
+    __syncthreads();
+    for (u32 k = 0, span = 1; span < m; k++, span <<= 1) {
+        gf r;
+        const bool act = tid < m && (tid % (2 * span)) == 0;
+        if (act) {
+            gf l; l.lo = v[tid][0]; l.hi = v[tid][1];
+            gf q; q.lo = v[tid + span][0]; q.hi = v[tid + span][1];
+            r = gf_xor(gf_mul(l, ctx_pow(ctx, p.log_blk + log_g + k)), q);
+        }
+        __syncthreads();
+        if (act) { v[tid][0] = r.lo; v[tid][1] = r.hi; }
+        __syncthreads();
+    }
+    if (tid == 0) {
+        gf r; r.lo = v[0][0]; r.hi = v[0][1];
+        const u32 tv = tag_verdict(t, rk, ctx, p, r);
+        *verdict = missing ? 3u : tv;
+    }
+    __syncthreads();
+    return *verdict;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tensor(const u32 *ctx, const __grid_constant__ tensor_params tp, const u32 *arrived, u32 *work, u32 *partials, u32 *status) {
+    __shared__ __align__(16) u32 tsh[256 * 32];
+    __shared__ u32 rk[60];
+    __shared__ u64 red[THREADS / 32][2];
+    __shared__ u64 v[THREADS][2];
+    __shared__ u32 t[256];
+    __shared__ u32 part_sh, here_sh, last_sh, verdict_sh;
+    const u32 tid = threadIdx.x;
+    load_tables(tsh, rk, ctx, tid);
+    for (u32 i = tid; i < 256; i += THREADS) t[i] = T0G[i];
+    __syncthreads();
+    const u32 nf = tp.n_frames < RESIDENT_FRAMES ? tp.n_frames : RESIDENT_FRAMES;
+    const u32 total = tp.part_base[nf];
+    for (;;) {
+        if (tid == 0) part_sh = atomicAdd(&work[0], 1u);
+        __syncthreads();
+        const u32 part = part_sh;
+        if (part >= total) break;
+        u32 f = 0;
+        while (f + 1 < nf && part >= tp.part_base[f + 1]) f++;
+        const frame_params &p = tp.f[f];
+        u8 *data = (u8 *)tp.data[f];
+        if (tid == 0) here_sh = wait_arrived(arrived + f, tp.gen);
+        __syncthreads();
+        if (here_sh) {
+            open_part<true>(data, (const u8 *)p.aad_inline, ctx, p, part - tp.part_base[f], tsh, rk, red,
+                            (uint4 *)(partials + 4 * part));
+        } else if (tid == 0) {
+            atomicExch(&work[1 + RESIDENT_FRAMES + f], 1u);
+        }
+        if (tid == 0) {
+            __threadfence();  // this part's partial (or its missing mark) before the count
+            last_sh = atomicAdd(&work[1 + f], 1u) == p.n_parts - 1 ? 1u : 0u;
+        }
+        __syncthreads();
+        if (last_sh) {
+            __threadfence();
+            const u32 missing = ((const volatile u32 *)work)[1 + RESIDENT_FRAMES + f];
+            const u32 verdict = resident_final(ctx, p, partials + 4 * tp.part_base[f], missing, t, rk, v, &verdict_sh);
+            if (tid == 0) status[p.index] = verdict;
+            // A frame whose tag failed (or that never arrived) is zeroed before the kernel ends.
+            if (verdict != 1u) {
+                for (u64 i = tid; i < p.len; i += THREADS) data[i] = 0;
+            }
+        }
+        __syncthreads();  // everyone read part_sh and last_sh before thread 0 rewrites them
     }
 }

@@ -8,15 +8,18 @@ use pqcc_core::{Error, channel::Limits, secret::Secret};
 use pqcc_gpu::{
     Backend, GpuError, MemoryBackend,
     cpu::CpuOpener,
-    cuda::{CudaBackend, GpuOpener, PinnedBuffer, VerdictReadback},
+    cuda::{CudaBackend, GpuOpener, OpenSchedule, PinnedBuffer},
     next_epoch_key,
 };
 
 use super::*;
 
-/// Both ways of reading the verdicts back; the opener tests run under each.
-pub const READBACKS: [VerdictReadback; 2] =
-    [VerdictReadback::PerTensor, VerdictReadback::Persistent];
+/// Every schedule; the opener tests run under each.
+pub const SCHEDULES: [OpenSchedule; 3] = [
+    OpenSchedule::PerTensor,
+    OpenSchedule::Persistent,
+    OpenSchedule::Resident,
+];
 
 /// Where the tests get their CUDA backends.
 pub trait Device {
@@ -32,9 +35,9 @@ pub fn gpu_opener(b: CudaBackend, key: &[u8; 32]) -> GpuOpener {
     GpuOpener::new(b, Secret::new(*key), PREFIX, Limits::default(), NOW).unwrap()
 }
 
-pub fn gpu_opener_with(b: CudaBackend, key: &[u8; 32], readback: VerdictReadback) -> GpuOpener {
+pub fn gpu_opener_with(b: CudaBackend, key: &[u8; 32], schedule: OpenSchedule) -> GpuOpener {
     let mut g = gpu_opener(b, key);
-    g.set_verdict_readback(readback);
+    g.set_schedule(schedule);
     g
 }
 
@@ -110,6 +113,7 @@ pub const CROSS_CHECK_SHAPES: &[(usize, usize)] = &[
     (4095, 4095),
     (65_539, 65_536),
     (100_000, 1000), // unaligned chunk offsets: the kernel's edge path
+    (7_003, 1000),   // the same within one resident launch (8 frames)
     (1 << 20, 1 << 20),
     ((1 << 20) + 5, 1 << 18),
     (5 << 20, 1 << 20),
@@ -119,19 +123,19 @@ pub const CROSS_CHECK_SHAPES: &[(usize, usize)] = &[
 ];
 
 /// GPU against the CPU fallback on random tensors of many shapes.
-pub fn cross_check(dev: &dyn Device, readback: VerdictReadback) {
-    cross_check_shapes(dev, readback, CROSS_CHECK_SHAPES);
+pub fn cross_check(dev: &dyn Device, schedule: OpenSchedule) {
+    cross_check_shapes(dev, schedule, CROSS_CHECK_SHAPES);
 }
 
 /// GPU against the CPU fallback on random tensors of the given (length, chunk) shapes.
-pub fn cross_check_shapes(dev: &dyn Device, readback: VerdictReadback, cases: &[(usize, usize)]) {
+pub fn cross_check_shapes(dev: &dyn Device, schedule: OpenSchedule, cases: &[(usize, usize)]) {
     let Some(b) = dev.backend("cross-check") else {
         return;
     };
     let mut rng = Rng(0xdead_beef);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
+    let mut g = gpu_opener_with(b, &key, schedule);
     let mut c = cpu_opener(&key);
     for (id, &(len, chunk)) in cases.iter().enumerate() {
         let data = rng.bytes(len);
@@ -152,7 +156,7 @@ pub fn cross_check_shapes(dev: &dyn Device, readback: VerdictReadback, cases: &[
         }
         g.backend().free(hg).unwrap();
         println!(
-            "[{}] cross-check ({readback:?}) len {len} chunk {chunk}: {} frames identical",
+            "[{}] cross-check ({schedule:?}) len {len} chunk {chunk}: {} frames identical",
             dev.tag(),
             frames.len()
         );
@@ -160,14 +164,14 @@ pub fn cross_check_shapes(dev: &dyn Device, readback: VerdictReadback, cases: &[
 }
 
 /// Frames lying in pinned memory open in place of staging; a replay is refused.
-pub fn pinned(dev: &dyn Device, readback: VerdictReadback) {
+pub fn pinned(dev: &dyn Device, schedule: OpenSchedule) {
     let Some(b) = dev.backend("pinned") else {
         return;
     };
     let mut rng = Rng(77);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
+    let mut g = gpu_opener_with(b, &key, schedule);
     let data = rng.bytes(3 << 20);
     let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
     let (pinned, ranges) = in_pinned(&mut g, &frames);
@@ -191,14 +195,14 @@ pub fn pinned(dev: &dyn Device, readback: VerdictReadback) {
 
 /// Tampered ciphertext or tag, and a wrong key: refused, destination zeroed, nothing
 /// committed.
-pub fn tamper(dev: &dyn Device, readback: VerdictReadback) {
+pub fn tamper(dev: &dyn Device, schedule: OpenSchedule) {
     let Some(b) = dev.backend("tamper") else {
         return;
     };
     let mut rng = Rng(4242);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
+    let mut g = gpu_opener_with(b, &key, schedule);
     let data = rng.bytes(3 << 20);
     let frames = seal_tensor(&mut s, 9, &data, 1 << 20);
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
@@ -214,12 +218,12 @@ pub fn tamper(dev: &dyn Device, readback: VerdictReadback) {
         assert!(out.iter().all(|&x| x == 0), "{what}: buffer not zeroed");
         g.backend().free(dst).unwrap();
         println!(
-            "[{}] tampered {what} in frame {frame} ({readback:?}): {e}; buffer zeroed",
+            "[{}] tampered {what} in frame {frame} ({schedule:?}): {e}; buffer zeroed",
             dev.tag()
         );
     }
     // A wrong key: every tag fails.
-    let mut other = gpu_opener_with(dev.another(), &rng.key(), readback);
+    let mut other = gpu_opener_with(dev.another(), &rng.key(), schedule);
     assert_eq!(
         other.open_tensor(NOW, &refs).unwrap_err(),
         GpuError::TagMismatch { frame: 0 }
@@ -259,14 +263,14 @@ pub fn rekey(dev: &dyn Device) {
 }
 
 /// A frame refused by the host checks after earlier ones were enqueued.
-pub fn refused_midway(dev: &dyn Device, readback: VerdictReadback) {
+pub fn refused_midway(dev: &dyn Device, schedule: OpenSchedule) {
     let Some(b) = dev.backend("refused midway") else {
         return;
     };
     let mut rng = Rng(0x5eed);
     let key = rng.key();
     let mut s = sealer(&key);
-    let mut g = gpu_opener_with(b, &key, readback);
+    let mut g = gpu_opener_with(b, &key, schedule);
     let data = rng.bytes(8 << 20);
     let frames = seal_tensor(&mut s, 1, &data, 1 << 20);
     let other = seal_tensor(&mut s, 2, &rng.bytes(1 << 20), 1 << 20);
@@ -294,7 +298,7 @@ pub fn refused_midway(dev: &dyn Device, readback: VerdictReadback) {
     g.open_tensor_into(NOW, &refs, dst).unwrap();
     assert_eq!(g.backend().download(dst).unwrap(), data);
     println!(
-        "[{}] refusals midway ({readback:?}): destination zeroed, nothing committed",
+        "[{}] refusals midway ({schedule:?}): destination zeroed, nothing committed",
         dev.tag()
     );
 }

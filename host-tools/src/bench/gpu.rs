@@ -7,15 +7,18 @@
 //!   key), lying in pinned memory, opened by [`GpuOpener::open_tensor_pinned`]: host
 //!   header/replay checks, ciphertext copies, the in-VRAM AES-256-GCM kernels overlapped
 //!   with the copies of the next frames, tag verdicts read back, window committed;
-//!   timed twice, once per [`VerdictReadback`] (`PerTensor`, the default, and
-//!   `Persistent`, "kept": no allocation and one host wait per tensor);
+//!   timed once per [`OpenSchedule`]: `PerTensor` (the default), `Persistent` ("kept":
+//!   no allocation and one host wait per tensor) and, for the tensors it takes (at most
+//!   8 frames and 64 MiB), `Resident` (one resident kernel per tensor that follows the
+//!   copies: no launch per frame);
 //! - **kernel**: the decryption and tag kernels alone on ciphertext already in VRAM
 //!   (device events), i.e. the kernel's own open throughput.
 //!
-//! Plain and sealed runs alternate (plain, sealed, plain, kept), `--runs` times; medians
-//! are reported, with the ratio sealed/plain (goal ≥ 0.9). Every sealed run's output is
-//! compared with the tensor (untimed). Sealing happens before each sealed run, untimed
-//! (every run needs fresh sequence numbers: the replay window refuses the old ones).
+//! Plain and sealed runs alternate (plain, sealed, plain, kept, plain, resident), `--runs`
+//! times; medians are reported, with the ratio sealed/plain (goal ≥ 0.9). Every sealed
+//! run's output is compared with the tensor (untimed). Sealing happens before each sealed
+//! run, untimed (every run needs fresh sequence numbers: the replay window refuses the
+//! old ones).
 //! Rates are GB/s (10^9 B/s) of tensor bytes.
 
 use std::time::Instant;
@@ -30,7 +33,8 @@ use pqcc_core::{
 use pqcc_gpu::{
     Backend,
     cuda::{
-        CudaBackend, FAKE_DEVICE_PREFIX, GpuOpener, PinnedBuffer, VerdictReadback, cuda_available,
+        CudaBackend, FAKE_DEVICE_PREFIX, GpuOpener, OpenSchedule, PinnedBuffer, cuda_available,
+        resident_applies,
     },
     kernel::KernelConfig,
 };
@@ -158,13 +162,15 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     );
     if !a.json {
         println!(
-            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>11}",
+            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>13}  {:>7}  {:>11}",
             "size",
             "chunk",
             "plain GB/s",
             "sealed GB/s",
             "ratio",
             "kept GB/s",
+            "ratio",
+            "resident GB/s",
             "ratio",
             "kernel GB/s"
         );
@@ -185,37 +191,57 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
         let kernel_s = g.time_kernels(unix_now(), &pinned, &ranges, a.runs.max(3))?;
         // Warm-up of every path with those frames (and one more sealing for the second
-        // readback: the first one committed them).
+        // schedule: the first one committed them).
         g.backend_ref().time_plain_copy(&pinned, size, dst, chunk)?;
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
         id += 1;
         let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
-        g.set_verdict_readback(VerdictReadback::Persistent);
+        g.set_schedule(OpenSchedule::Persistent);
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
+        // The resident kernel only takes small tensors; elsewhere its column is empty.
+        let resident = resident_applies(ranges.len(), size, a.streams);
+        if resident {
+            id += 1;
+            let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
+            g.set_schedule(OpenSchedule::Resident);
+            g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
+        }
+        let schedules: &[OpenSchedule] = if resident {
+            &[
+                OpenSchedule::PerTensor,
+                OpenSchedule::Persistent,
+                OpenSchedule::Resident,
+            ]
+        } else {
+            &[OpenSchedule::PerTensor, OpenSchedule::Persistent]
+        };
 
-        let (mut plain, mut sealed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain, mut sealed, mut kept, mut res) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..a.runs {
-            for (readback, times) in [
-                (VerdictReadback::PerTensor, &mut sealed),
-                (VerdictReadback::Persistent, &mut kept),
-            ] {
+            for &schedule in schedules {
+                let times = match schedule {
+                    OpenSchedule::Persistent => &mut kept,
+                    OpenSchedule::Resident => &mut res,
+                    _ => &mut sealed,
+                };
                 // The plain side copies the first `size` bytes of the same pinned buffer
                 // (before each sealed run, so the destination never already holds the
                 // plaintext the spot check below looks for).
                 plain.push(time_plain(&g, &pinned, size, dst, chunk)?);
                 id += 1;
                 let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
-                g.set_verdict_readback(readback);
+                g.set_schedule(schedule);
                 let t = Instant::now();
                 g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
                 times.push(t.elapsed().as_secs_f64());
-                // Spot check: each readback delivered the right bytes.
+                // Spot check: each schedule delivered the right bytes.
                 if g.backend().download(dst)? != data {
-                    bail!("size {size}: the GPU opened wrong bytes ({readback:?})");
+                    bail!("size {size}: the GPU opened wrong bytes ({schedule:?})");
                 }
             }
         }
-        g.set_verdict_readback(VerdictReadback::default());
+        g.set_schedule(OpenSchedule::default());
         g.backend().free(dst)?;
         eprintln!(
             "  {}: {:.1} s (sealing, copies, checks included)",
@@ -227,6 +253,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             Stats::of(&mut sealed),
             Stats::of(&mut kept),
         );
+        let r = resident.then(|| Stats::of(&mut res));
         let n = size as u64;
         let (pg, sg, keg, kg) = (
             gbps(n, p.p50),
@@ -236,6 +263,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         );
         let of_plain = |x: f64| if pg > 0.0 { x / pg } else { 0.0 };
         let (ratio, ratio_kept) = (of_plain(sg), of_plain(keg));
+        let rg = r.as_ref().map(|r| gbps(n, r.p50));
+        let ratio_resident = rg.map(of_plain);
         if a.json {
             println!(
                 "{}",
@@ -247,11 +276,13 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                     "sealed_kept_gbps": keg, "ratio_kept": ratio_kept,
                     "plain_s_p50": p.p50, "sealed_s_p50": s.p50,
                     "sealed_kept_s_p50": k.p50, "kernel_s_p50": kernel_s,
+                    "sealed_resident_gbps": rg, "ratio_resident": ratio_resident,
+                    "sealed_resident_s_p50": r.as_ref().map(|r| r.p50),
                 })
             );
         } else {
             println!(
-                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.2}  {:>6.3}x  {:>11.1}",
+                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.2}  {:>6.3}x  {:>13}  {:>7}  {:>11.1}",
                 human_size(size),
                 human_size(chunk),
                 pg,
@@ -259,6 +290,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                 ratio,
                 keg,
                 ratio_kept,
+                rg.map_or("-".into(), |x| format!("{x:.2}")),
+                ratio_resident.map_or("-".into(), |x| format!("{x:.3}x")),
                 kg
             );
         }
