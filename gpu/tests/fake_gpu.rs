@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use common::cases::{self, Device, SCHEDULES};
 use common::*;
 use pqcc_gpu::{
-    Backend,
+    Backend, GpuError,
     cuda::{CudaBackend, OpenSchedule, cuda_available, insecure_allow_fake_driver},
     kernel,
 };
@@ -53,8 +53,8 @@ struct FakeGpu;
 
 impl FakeGpu {
     fn counters(&self) -> Counters {
-        let mut c = [0u64; 8];
-        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds 8 counters.
+        let mut c = [0u64; 9];
+        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds 9 counters.
         unsafe {
             let f: libloading::Symbol<'_, unsafe extern "C" fn(*mut u64, usize) -> usize> =
                 fake().get(b"pqcc_fake_cuda_counters").unwrap();
@@ -93,6 +93,16 @@ impl FakeGpu {
         }
     }
 
+    /// Makes FakeCuda lose the next `n` stream value writes (the resident kernel's flags).
+    fn lose_flag_writes(&self, n: u32) {
+        // SAFETY: the symbol has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
+                fake().get(b"pqcc_fake_cuda_lose_flag_writes").unwrap();
+            f(n);
+        }
+    }
+
     fn live_allocations(&self) -> usize {
         // SAFETY: as above.
         unsafe {
@@ -120,7 +130,7 @@ impl FakeGpu {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Counters([u64; 8]);
+struct Counters([u64; 9]);
 
 impl Counters {
     /// Times the host waited for the device: stream, event and context synchronizes and
@@ -137,8 +147,11 @@ impl Counters {
     fn launches(&self) -> u64 {
         self.0[6]
     }
+    fn flag_writes(&self) -> u64 {
+        self.0[8]
+    }
     fn minus(self, before: Counters) -> Counters {
-        let mut d = [0u64; 8];
+        let mut d = [0u64; 9];
         for (i, x) in d.iter_mut().enumerate() {
             *x = self.0[i] - before.0[i];
         }
@@ -299,6 +312,11 @@ fn kernel_source_emulated_on_the_cpu() {
         // A 1 MiB frame has 257 parts: the resident kernel's tag reduction first folds
         // pairs of partials on its 256 threads.
         cases::cross_check_shapes(d, OpenSchedule::Resident, &[(1 << 20, 1 << 20)]);
+        // Failed tags: each kernel must zero the frame itself (the fake checks after
+        // every tag-checking kernel), not leave it to the host.
+        for schedule in SCHEDULES {
+            cases::tamper_sized(d, schedule, 8192);
+        }
         // With 2 multiprocessors each thread takes several blocks of a frame (seg up
         // to 64): the Horner steps between them, and a 1 MiB frame of 4 blocks.
         d.set_multiprocessors(2);
@@ -365,6 +383,7 @@ fn kept_verdicts_wait_once_per_tensor() {
             );
             if schedule == OpenSchedule::Resident {
                 assert_eq!(d.launches(), 1, "one resident kernel per tensor");
+                assert_eq!(d.flag_writes(), 4, "one arrival flag per frame");
             } else {
                 assert_eq!(d.launches(), 8, "two kernels per frame");
             }
@@ -416,5 +435,53 @@ fn kernel_timing_runs_and_checks_verdicts() {
             g.time_kernels(NOW, &pinned, &ranges, 3).unwrap_err(),
             pqcc_gpu::GpuError::TagMismatch { frame: 1 }
         );
+    });
+}
+
+/// A frame whose arrival flag never comes (the write lost): the resident kernel gives up
+/// after its timeout instead of waiting forever, the call fails with `NotArrived` naming
+/// that frame, the destination is zeroed, nothing is committed, and the tensor then opens.
+/// In both kernel modes.
+#[test]
+fn a_lost_arrival_flag_times_out_and_fails_closed() {
+    checked(|dev| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] lost flag: skipped: no libnvrtc");
+            return;
+        }
+        struct Reset<'a>(&'a FakeGpu);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set_kernels(0);
+                self.0.lose_flag_writes(0);
+            }
+        }
+        let _reset = Reset(dev);
+        for mode in [0, 1] {
+            dev.set_kernels(mode);
+            let Some(b) = dev.backend("lost flag") else {
+                return;
+            };
+            let mut rng = Rng(0xf1a6);
+            let key = rng.key();
+            let mut s = sealer(&key);
+            let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+            let data = rng.bytes(3 * 4096);
+            // The first tensor's flags arrive; of the second, frame 0's is lost.
+            let warm = seal_tensor(&mut s, 1, &data, 4096);
+            let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
+            let frames = seal_tensor(&mut s, 2, &data, 4096);
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
+            g.open_tensor_into(NOW, &warm, dst).unwrap();
+            dev.lose_flag_writes(1);
+            let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
+            assert_eq!(e, GpuError::NotArrived { frame: 0 }, "kernel mode {mode}");
+            assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
+            g.open_tensor_into(NOW, &refs, dst).unwrap();
+            assert_eq!(g.backend().download(dst).unwrap(), data);
+            g.backend().free(dst).unwrap();
+            println!("[fake-gpu] lost flag (kernel mode {mode}): {e}; buffer zeroed, then opened");
+        }
     });
 }

@@ -251,6 +251,8 @@ struct State {
     emulate: bool,
     /// [`pqcc_fake_cuda_set_multiprocessors`]; 0 means the default, 132.
     multiprocessors: c_int,
+    /// [`pqcc_fake_cuda_lose_flag_writes`]: stream value writes still to be lost.
+    lose_writes: u32,
     /// The device allocations (bases) that the running `gcm_open_tensor` touches: other
     /// streams' work that runs while it waits must not free them.
     kernel_uses: Vec<u64>,
@@ -781,6 +783,35 @@ impl State {
         }
     }
 
+    /// After a kernel that checks tags: a frame whose status word at `status` is not 1
+    /// (verified) must have been zeroed by the kernel itself, before any later work on
+    /// the stream (or the host, after the verdict) can see its bytes.
+    fn failed_frame_zeroed(
+        &self,
+        kernel: Kernel,
+        frame: usize,
+        status: u64,
+        data: u64,
+        len: u32,
+    ) -> Result<(), String> {
+        let st = self.device(status, 4)?;
+        let mut w = [0u8; 4];
+        // SAFETY: checked range of 4 bytes.
+        unsafe { std::ptr::copy_nonoverlapping(st, w.as_mut_ptr(), 4) };
+        if u32::from_ne_bytes(w) == 1 || len == 0 {
+            return Ok(());
+        }
+        let d = self.device(data, len as usize)?;
+        // SAFETY: checked range of `len` bytes in a live allocation.
+        let bytes = unsafe { std::slice::from_raw_parts(d, len as usize) };
+        if bytes.iter().any(|&b| b != 0) {
+            return Err(format!(
+                "{kernel:?}: frame {frame} failed its tag but the kernel left its bytes in VRAM"
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs launch `l`, queued on `stream`.
     fn launch(&mut self, stream: usize, l: Launch) -> Result<(), String> {
         let checked = self.check_launch(&l)?;
@@ -806,10 +837,21 @@ impl State {
                 self.tensor_computed(stream, &l, t)
             };
             self.kernel_uses.clear();
-            return r;
+            r?;
+            let status = tensor_ptrs(&l)?[4];
+            for (f, (p, data)) in t.f.iter().zip(t.data).enumerate() {
+                let at = status + 4 * u64::from(p.index);
+                self.failed_frame_zeroed(l.kernel, f, at, data, p.len)?;
+            }
+            return Ok(());
         }
         if self.emulate {
-            return self.emulated(stream, &l);
+            self.emulated(stream, &l)?;
+            if let (Kernel::Final, Checked::Frame(p)) = (l.kernel, &checked) {
+                let at = l.ptrs[2] + 4 * u64::from(p.index);
+                self.failed_frame_zeroed(l.kernel, 0, at, l.ptrs[3], p.len)?;
+            }
+            return Ok(());
         }
         match (l.kernel, checked) {
             (Kernel::Setup, _) => {
@@ -1804,6 +1846,10 @@ fn write_value32(st: *mut c_void, addr: u64, value: u32, flags: c_uint) -> CuRes
             return INVALID_VALUE;
         }
         s.counters[C_WRITE_VALUE] += 1;
+        if s.lose_writes > 0 {
+            s.lose_writes -= 1;
+            return SUCCESS;
+        }
         s.enqueue(st as usize, Op::WriteValue { addr, value })
     })
 }
@@ -1928,6 +1974,15 @@ pub extern "C" fn pqcc_fake_cuda_set_kernels(mode: c_uint) -> CuResult {
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_set_multiprocessors(n: c_uint) -> CuResult {
     configure(|s| s.multiprocessors = c_int::try_from(n).unwrap_or(0));
+    SUCCESS
+}
+
+/// Fault injection: the next `n` stream value writes (`cuStreamWriteValue32`) are
+/// accepted and then lost, as if the device never carried them out. A resident kernel
+/// waiting for such a flag reaches its timeout.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_lose_flag_writes(n: c_uint) -> CuResult {
+    configure(|s| s.lose_writes = n);
     SUCCESS
 }
 

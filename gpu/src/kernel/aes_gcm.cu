@@ -600,6 +600,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tenso
                 for (u64 i = tid; i < p.len; i += THREADS) data[i] = 0;
             }
         }
-        __syncthreads();  // everyone read part_sh and last_sh before thread 0 rewrites them
+        // No barrier needed here: every shared word thread 0 writes next (part_sh, then
+        // here_sh, last_sh, verdict_sh) was read by all threads before a barrier that
+        // thread 0 passes first.
     }
 }

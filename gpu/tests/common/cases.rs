@@ -196,6 +196,11 @@ pub fn pinned(dev: &dyn Device, schedule: OpenSchedule) {
 /// Tampered ciphertext or tag, and a wrong key: refused, destination zeroed, nothing
 /// committed.
 pub fn tamper(dev: &dyn Device, schedule: OpenSchedule) {
+    tamper_sized(dev, schedule, 1 << 20);
+}
+
+/// [`tamper`] with three frames of `chunk` bytes (more than 5000).
+pub fn tamper_sized(dev: &dyn Device, schedule: OpenSchedule, chunk: usize) {
     let Some(b) = dev.backend("tamper") else {
         return;
     };
@@ -203,8 +208,8 @@ pub fn tamper(dev: &dyn Device, schedule: OpenSchedule) {
     let key = rng.key();
     let mut s = sealer(&key);
     let mut g = gpu_opener_with(b, &key, schedule);
-    let data = rng.bytes(3 << 20);
-    let frames = seal_tensor(&mut s, 9, &data, 1 << 20);
+    let data = rng.bytes(3 * chunk);
+    let frames = seal_tensor(&mut s, 9, &data, chunk);
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     for (what, frame, at_end) in [("ciphertext", 1usize, 5000usize), ("tag", 2, 3)] {
         let mut bad = frames.clone();
@@ -234,7 +239,7 @@ pub fn tamper(dev: &dyn Device, schedule: OpenSchedule) {
     assert!(g.open_tensor(NOW, &refs).is_err());
     // After a tensor whose verdicts were all good, a bad one with as many frames still
     // fails: no verdict of the earlier tensor is read for it.
-    let mut next = seal_tensor(&mut s, 10, &data, 1 << 20);
+    let mut next = seal_tensor(&mut s, 10, &data, chunk);
     let n = next[2].len();
     next[2][n - 1] ^= 1;
     let next_refs: Vec<&[u8]> = next.iter().map(Vec::as_slice).collect();
