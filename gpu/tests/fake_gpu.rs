@@ -1,15 +1,16 @@
 //! The opener tests of `gpu.rs` (`common/cases.rs`) run against **FakeCuda**
 //! (`gpu/fake-cuda`), a fake CUDA driver standing in for the GPU that this machine may
 //! lack: the host side of `pqcc_gpu::cuda` (work split, kernel parameters, stream and
-//! event ordering, staging, verdict schedule, error paths, zeroing) runs in every CI
+//! event ordering, staging, the three schedules, error paths, zeroing) runs in every CI
 //! run. By default the fake computes the kernels' effects with pqcc-core's AES-256-GCM;
 //! `kernel_source_emulated_on_the_cpu` runs the kernel source itself, compiled as C++
 //! and emulated (slowly, so on small inputs). Neither says anything about speed or the
 //! GPU's memory model: `gpu.rs` on a real device checks those.
 //!
 //! FakeCuda runs queued work only when the host waits for it, so a missing wait shows
-//! up as stale data or an error every time. These tests also count host waits per
-//! tensor for both verdict readbacks.
+//! up as stale data or an error every time. These tests also count host waits and
+//! launches per tensor for each schedule, and lose a resident kernel's arrival flag on
+//! purpose.
 //!
 //! Needs libnvrtc (the kernel is still compiled to PTX, and the fake checks its entry
 //! points); without it every test prints why and returns. The fake library is built

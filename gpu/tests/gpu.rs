@@ -1,5 +1,5 @@
 //! The GPU path on a real device: Wycheproof through the kernel, GPU against the CPU
-//! fallback on random tensors, tampering, each opener test under both verdict readbacks
+//! fallback on random tensors, tampering, each opener test under every `OpenSchedule`
 //! (the cases are in `common/cases.rs`; `fake_gpu.rs` runs them against FakeCuda). Every
 //! test prints why and returns when no CUDA driver, device or NVRTC is present.
 

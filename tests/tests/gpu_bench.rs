@@ -1,7 +1,7 @@
 //! `pqcc bench gpu` end to end on FakeCuda (`gpu/fake-cuda`), the fake CUDA driver that
 //! stands in for a GPU: the real `pqcc` binary finds the fake as `libcuda.so` on its
 //! `LD_LIBRARY_PATH`. This checks the benchmark's own logic (sealing, the alternation
-//! of plain and sealed runs under both verdict readbacks, the byte checks after every
+//! of plain and sealed runs under every schedule, the byte checks after every
 //! sealed run, the output formats), not any figure: the fake has no timing.
 //! Needs libnvrtc on the library path, like the GPU tests; prints why and returns
 //! without it.
@@ -27,7 +27,7 @@ fn with_fake(dir: &TempDir) -> String {
 }
 
 #[test]
-fn bench_gpu_runs_both_readbacks_on_the_fake_device() {
+fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     if let Err(e) = pqcc_gpu::kernel::nvrtc_available() {
         println!("[gpu-bench] skipped: {e}");
         return;
