@@ -1090,14 +1090,25 @@ impl<const W: usize> GpuOpener<W> {
         Ok(plan)
     }
 
-    /// Makes the resident kernel's scratch exist (all streams are idle).
+    /// Makes the resident kernel's scratch exist (all streams are idle). The first time,
+    /// it also checks that the driver carries out the flag writes the kernel waits for,
+    /// so that a driver without them fails here, before a kernel waits in vain.
     fn ensure_resident(&mut self) -> Result<(), GpuError> {
         if self.resident.is_some() {
             return Ok(());
         }
         let arrived = self.backend.alloc_raw::<u32>(RESIDENT_FRAMES)?;
-        self.backend
-            .zero_device(self.backend.ptr(&arrived), 4 * RESIDENT_FRAMES)?;
+        let arrived_p = self.backend.ptr(&arrived);
+        self.backend.zero_device(arrived_p, 4 * RESIDENT_FRAMES)?;
+        let s1 = &self.backend.streams[1];
+        write_flag(s1, arrived_p, 0)
+            .and_then(|()| s1.synchronize().map_err(drv))
+            .map_err(|e| {
+                GpuError::Unavailable(format!(
+                    "the resident schedule needs stream memory operations \
+                     (cuStreamWriteValue32), which failed here: {e}"
+                ))
+            })?;
         self.resident = Some(Resident {
             arrived,
             work: self.backend.alloc_raw::<u32>(WORK_WORDS)?,
