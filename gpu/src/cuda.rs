@@ -987,18 +987,26 @@ impl<const W: usize> GpuOpener<W> {
         };
         let plan = r?;
         synced?;
+        self.kept_verdicts(frames.len())?;
+        Ok(plan)
+    }
+
+    /// Reads the first `n` kept verdicts (copied back, stream 0 completed): 1 verified,
+    /// 3 never arrived (resident kernel), anything else a failed tag.
+    fn kept_verdicts(&self, n: usize) -> Result<(), GpuError> {
         let v = self
             .verdicts
             .as_ref()
             .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
-        let words = v.host.as_slice().chunks_exact(4).take(frames.len());
-        match words
-            .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
-            .position(|x| x != 1)
-        {
-            Some(frame) => Err(GpuError::TagMismatch { frame }),
-            None => Ok(plan),
+        let words = v.host.as_slice().chunks_exact(4).take(n);
+        for (frame, w) in words.enumerate() {
+            match u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) {
+                1 => {}
+                3 => return Err(GpuError::NotArrived { frame }),
+                _ => return Err(GpuError::TagMismatch { frame }),
+            }
         }
+        Ok(())
     }
 
     /// [`GpuOpener::enqueue_and_wait`] with one resident kernel ([`OpenSchedule::Resident`]);
@@ -1075,18 +1083,7 @@ impl<const W: usize> GpuOpener<W> {
         };
         r?;
         synced?;
-        let v = self
-            .verdicts
-            .as_ref()
-            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
-        let words = v.host.as_slice().chunks_exact(4).take(n);
-        for (frame, w) in words.enumerate() {
-            match u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) {
-                1 => {}
-                3 => return Err(GpuError::NotArrived { frame }),
-                _ => return Err(GpuError::TagMismatch { frame }),
-            }
-        }
+        self.kept_verdicts(n)?;
         Ok(plan)
     }
 

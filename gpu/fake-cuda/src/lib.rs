@@ -728,49 +728,38 @@ impl State {
             Kernel::Tensor => 3,
         };
         let params = l.params.as_deref().map_or(std::ptr::null(), <[u8]>::as_ptr);
-        let r = if let Kernel::Tensor = l.kernel {
-            let mut cx = ProgressCtx {
-                state: std::ptr::from_mut(self),
-                except: stream,
-            };
-            // SAFETY: as below for the pointers the kernel dereferences (`tensor_params`
-            // is TENSOR_PARAMS_LEN bytes, `ptrs` five addresses). The callback gets
-            // `cx`, which lives on this frame until the call returns, and reaches the
-            // state only through `cx.state`, a raw pointer derived from `self` just
-            // above: `self` is not used again until the call returns, and the emulator
-            // calls the callback on this thread while no kernel code runs, so the
-            // `&mut State` the callback makes is the only live reference while it runs.
-            // The memory the kernel's pointers address stays put: the operations the
-            // callback runs may write it (as copy engines do) but cannot free it
-            // (`kernel_uses`, set by `launch`), and none is a launch (the emulator is
-            // not reentrant).
-            unsafe {
-                pqcc_emu_launch(
-                    kernel,
-                    l.grid[0],
-                    l.block[0],
-                    l.ptrs.as_ptr(),
-                    params,
-                    Some(emu_progress),
-                    (&raw mut cx).cast::<c_void>(),
-                )
-            }
-        } else {
-            // SAFETY: every pointer the kernel dereferences was checked (check_launch) to
-            // lie in a live allocation of the size the kernel reads or writes (from the
-            // same parameters it gets); `ptrs` and `params` outlive the call, which runs
-            // on this thread.
-            unsafe {
-                pqcc_emu_launch(
-                    kernel,
-                    l.grid[0],
-                    l.block[0],
-                    l.ptrs.as_ptr(),
-                    params,
-                    None,
-                    std::ptr::null_mut(),
-                )
-            }
+        // Only gcm_open_tensor waits for other streams; the other kernels get no callback.
+        let mut cx = ProgressCtx {
+            state: std::ptr::from_mut(self),
+            except: stream,
+        };
+        let (progress, ctx): (Option<ProgressFn>, *mut c_void) = match l.kernel {
+            Kernel::Tensor => (Some(emu_progress), (&raw mut cx).cast::<c_void>()),
+            _ => (None, std::ptr::null_mut()),
+        };
+        // SAFETY: every pointer the kernel dereferences was checked (check_launch) to lie
+        // in a live allocation of the size the kernel reads or writes (from the same
+        // parameters it gets: `frame_params`, or `tensor_params` of TENSOR_PARAMS_LEN
+        // bytes); `ptrs` and `params` outlive the call, which runs on this thread. The
+        // callback (gcm_open_tensor only) gets `cx`, which lives on this frame until the
+        // call returns, and reaches the state only through `cx.state`, a raw pointer
+        // derived from `self` just above: `self` is not used again until the call
+        // returns, and the emulator calls the callback on this thread while no kernel
+        // code runs, so the `&mut State` the callback makes is the only live reference
+        // while it runs. The memory the kernel's pointers address stays put: the
+        // operations the callback runs may write it (as copy engines do) but cannot free
+        // it (`kernel_uses`, set by `launch`), and none is a launch (the emulator is not
+        // reentrant).
+        let r = unsafe {
+            pqcc_emu_launch(
+                kernel,
+                l.grid[0],
+                l.block[0],
+                l.ptrs.as_ptr(),
+                params,
+                progress,
+                ctx,
+            )
         };
         match r {
             0 => Ok(()),
