@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU checks of pqcc-gpu (docs/gpu.md, "Running") for a machine with an NVIDIA GPU
+# and its driver but no Rust toolchain: build on a development machine, copy the
+# repository with target/gpu-check/ to the GPU machine, run there.
+#
+#   scripts/gpu-check.sh build          # release binaries and test data -> target/gpu-check/
+#   scripts/gpu-check.sh run [OUTDIR [BENCH-ARG...]]   # on the GPU machine, from the
+#                                                     # repository root
+#
+# `run` executes the GPU tests (every opener case under every schedule, Wycheproof through
+# the kernel) and `pqcc bench gpu --json [BENCH-ARG...]` (e.g. `--sizes 1M,4M,16M --runs
+# 9`), printing as it goes and writing gpu-tests.log,
+# bench.jsonl and bench.log to OUTDIR (default target/gpu-check/out). It needs libnvrtc:
+# from LD_LIBRARY_PATH, the system's library cache, a CUDA installation, or an
+# nvidia-cuda-nvrtc wheel in a Python environment. Exit status: that of the first
+# failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=target/gpu-check
+
+build() {
+    rm -rf "$dir"
+    mkdir -p "$dir/data/wycheproof"
+    cargo build --release -p pqcc-tools --bin pqcc
+    local exe
+    exe=$(cargo test --release -p pqcc-gpu --test gpu --no-run --message-format=json |
+        jq -r 'select(.reason == "compiler-artifact" and .target.name == "gpu"
+                      and .profile.test == true) | .executable')
+    [ -x "$exe" ] || { echo "gpu-check: the GPU test binary was not built" >&2; exit 1; }
+    cp target/release/pqcc "$dir/pqcc"
+    cp "$exe" "$dir/gpu-tests"
+    strip "$dir/pqcc" "$dir/gpu-tests"
+    cp ../shared/data/wycheproof/aes_gcm_test.json "$dir/data/wycheproof/"
+    du -sh "$dir"
+}
+
+# A directory holding libnvrtc.so*, or nothing.
+find_nvrtc() {
+    local d
+    for d in ${LD_LIBRARY_PATH:+${LD_LIBRARY_PATH//:/ }}; do
+        compgen -G "$d/libnvrtc.so*" > /dev/null && { echo "$d"; return; }
+    done
+    d=$(ldconfig -p 2>/dev/null | awk '/libnvrtc\.so/ {print $NF; exit}')
+    [ -n "$d" ] && { dirname "$d"; return; }
+    for d in /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 /usr/local/cuda*/targets/*/lib \
+        target/nvrtc/nvidia/cu13/lib; do
+        compgen -G "$d/libnvrtc.so*" > /dev/null && { echo "$d"; return; }
+    done
+    d=$(python3 -c 'import glob, site, sys
+for p in site.getsitepackages() + sys.path:
+    for g in glob.glob(p + "/nvidia/cu*/lib/libnvrtc.so*") + glob.glob(p + "/nvidia/cuda_nvrtc/lib/libnvrtc.so*"):
+        print(g.rsplit("/", 1)[0]); sys.exit()' 2>/dev/null || true)
+    [ -n "$d" ] && echo "$d"
+}
+
+run() {
+    local out=${1:-$dir/out}
+    shift || true
+    [ -x "$dir/gpu-tests" ] && [ -x "$dir/pqcc" ] ||
+        { echo "gpu-check: $dir is missing: run 'scripts/gpu-check.sh build' first" >&2; exit 2; }
+    mkdir -p "$out"
+    local nvrtc
+    nvrtc=$(find_nvrtc)
+    [ -n "$nvrtc" ] || { echo "gpu-check: no libnvrtc found" >&2; exit 2; }
+    export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export PQCC_SHARED_DATA="$PWD/$dir/data"
+    echo "gpu-check: libnvrtc from $nvrtc"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    set -o pipefail
+    "$dir/gpu-tests" --test-threads=1 --nocapture 2>&1 | tee "$out/gpu-tests.log"
+    "$dir/pqcc" bench gpu --json "$@" 2> >(tee "$out/bench.log" >&2) | tee "$out/bench.jsonl"
+}
+
+case "${1:-}" in
+    build) build ;;
+    run)
+        shift
+        run "$@"
+        ;;
+    *)
+        echo "usage: scripts/gpu-check.sh build | run [OUTDIR [BENCH-ARG...]]" >&2
+        exit 2
+        ;;
+esac
