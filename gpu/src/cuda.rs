@@ -810,7 +810,7 @@ impl<const W: usize> GpuOpener<W> {
         })
     }
 
-    /// How tag verdicts come back ([`OpenSchedule`]); the default is `PerTensor`.
+    /// How tensors are scheduled on the GPU ([`OpenSchedule`]); the default is `PerTensor`.
     pub fn set_schedule(&mut self, schedule: OpenSchedule) {
         self.schedule = schedule;
     }
@@ -968,10 +968,8 @@ impl<const W: usize> GpuOpener<W> {
     ) -> Result<TensorPlan, GpuError> {
         let n = frames.len().max(1);
         self.ensure_verdicts(n)?;
-        let (status_p, s0) = match &self.verdicts {
-            Some(v) => (self.backend.ptr(&v.dev), self.backend.s0().clone()),
-            None => return Err(GpuError::InvalidArgument("status buffer missing")),
-        };
+        let status_p = self.backend.ptr(&self.verdicts()?.dev);
+        let s0 = self.backend.s0().clone();
         let r = self
             .zero_verdicts(&s0, status_p, n)
             .and_then(|()| self.enqueue(now, frames, pinned, dst_p, dst_len, status_p))
@@ -994,11 +992,7 @@ impl<const W: usize> GpuOpener<W> {
     /// Reads the first `n` kept verdicts (copied back, stream 0 completed): 1 verified,
     /// 3 never arrived (resident kernel), anything else a failed tag.
     fn kept_verdicts(&self, n: usize) -> Result<(), GpuError> {
-        let v = self
-            .verdicts
-            .as_ref()
-            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
-        let words = v.host.as_slice().chunks_exact(4).take(n);
+        let words = self.verdicts()?.host.as_slice().chunks_exact(4).take(n);
         for (frame, w) in words.enumerate() {
             match u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) {
                 1 => {}
@@ -1063,10 +1057,8 @@ impl<const W: usize> GpuOpener<W> {
         self.ensure_resident()?;
         tp.generation = self.next_gen()?;
         let s0 = self.backend.s0().clone();
-        let (status_p, arrived_p) = match (&self.verdicts, &self.resident) {
-            (Some(v), Some(r)) => (self.backend.ptr(&v.dev), self.backend.ptr(&r.arrived)),
-            _ => return Err(GpuError::InvalidArgument("status buffer missing")),
-        };
+        let status_p = self.backend.ptr(&self.verdicts()?.dev);
+        let arrived_p = self.backend.ptr(&self.resident()?.arrived);
         self.launch_resident(&s0, &tp, status_p)?;
         // From here on the kernel runs and waits for every frame's flag: after any error,
         // the flags are still written (the kernel then opens whatever is there, fails the
@@ -1141,10 +1133,7 @@ impl<const W: usize> GpuOpener<W> {
         tp: &TensorParams,
         status_p: u64,
     ) -> Result<(), GpuError> {
-        let r = self
-            .resident
-            .as_ref()
-            .ok_or(GpuError::InvalidArgument("resident scratch missing"))?;
+        let r = self.resident()?;
         let (arrived_p, work_p, parts_p) = (
             self.backend.ptr(&r.arrived),
             self.backend.ptr(&r.work),
@@ -1214,6 +1203,20 @@ impl<const W: usize> GpuOpener<W> {
         }
     }
 
+    /// The kept status buffers (made by [`GpuOpener::ensure_verdicts`]).
+    fn verdicts(&self) -> Result<&Verdicts, GpuError> {
+        self.verdicts
+            .as_ref()
+            .ok_or(GpuError::InvalidArgument("status buffer missing"))
+    }
+
+    /// The resident kernel's scratch (made by [`GpuOpener::ensure_resident`]).
+    fn resident(&self) -> Result<&Resident, GpuError> {
+        self.resident
+            .as_ref()
+            .ok_or(GpuError::InvalidArgument("resident scratch missing"))
+    }
+
     /// Makes the kept status buffers hold at least `n` frames (all streams are idle).
     fn ensure_verdicts(&mut self, n: usize) -> Result<(), GpuError> {
         if self.verdicts.as_ref().is_some_and(|v| v.cap >= n) {
@@ -1242,11 +1245,8 @@ impl<const W: usize> GpuOpener<W> {
     /// Queues the zeroing of `n` status words on stream 0 and makes the other streams
     /// wait for it on the device before anything queued on them later.
     fn zero_verdicts(&self, s0: &CudaStream, status_p: u64, n: usize) -> Result<(), GpuError> {
-        let v = self
-            .verdicts
-            .as_ref()
-            .ok_or(GpuError::InvalidArgument("status buffer missing"))?;
-        // SAFETY: the kept buffer holds `cap >= n` words; the previous tensor's schedule
+        let v = self.verdicts()?;
+        // SAFETY: the kept buffer holds `cap >= n` words; the previous tensor's readback
         // was waited for, so nothing else uses it.
         unsafe { result::memset_d8_async(status_p, 0, 4 * n, s0.cu_stream()) }.map_err(drv)?;
         v.zeroed.record(s0).map_err(drv)?;

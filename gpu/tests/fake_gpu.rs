@@ -212,7 +212,7 @@ fn wycheproof_through_the_opener_host_code() {
     checked(|d| cases::wycheproof(d));
 }
 
-/// `case` under each verdict schedule, in turn with the other tests.
+/// `case` under each schedule, in turn with the other tests.
 fn each_schedule(case: fn(&dyn Device, OpenSchedule)) {
     checked(|d| {
         for schedule in SCHEDULES {

@@ -190,7 +190,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         id += 1;
         let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
         let kernel_s = g.time_kernels(unix_now(), &pinned, &ranges, a.runs.max(3))?;
-        // Warm-up of every path with those frames (and one more sealing for the second
+        // Warm-up of every path with those frames (and one more sealing for each further
         // schedule: the first one committed them).
         g.backend_ref().time_plain_copy(&pinned, size, dst, chunk)?;
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
