@@ -29,7 +29,7 @@
 //!   the copies that deliver its frames; each copy's stream then writes the frame's
 //!   arrival flag (`cuStreamWriteValue32`). While the kernel waits for a flag, the fake
 //!   runs the operations queued on the other streams one at a time, as a GPU runs them
-//!   concurrently ([`State::progress_others`]): never the kernel's own stream's later
+//!   concurrently (`State::progress_others`): never the kernel's own stream's later
 //!   work, never a launch, never past an event wait that the kernel itself must satisfy.
 //!   A flag that no queued operation can still write ends the wait as the kernel's
 //!   timeout does: status 3 and the frame zeroed. Freeing memory the running kernel uses
