@@ -47,7 +47,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 step "cargo doc -D warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools -p pqcc-gpu
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools -p pqcc-gpu -p pqcc-fake-cuda
 
 # NVRTC needs no GPU: the nvidia-cuda-nvrtc wheel (CUDA 13, matching pqcc-gpu's cudarc
 # feature) carries libnvrtc, so the GPU kernel is compiled to PTX here too
