@@ -10,6 +10,8 @@
 //                   status 1 (tag verified) or 2 (tag mismatch), and on a mismatch zeroes
 //                   the frame's bytes in VRAM, so a frame whose tag failed never leaves
 //                   plaintext behind.
+// gcm_open_tensor does the work of both for every frame of a small tensor in one launch
+// that waits for each frame's copy (see the section before it, at the end of the file).
 // Keys: gcm_setup expands the AES-256 key (FIPS 197, 5.2) and H = CIPH_K(0^128), and
 // stores H^(2^k) for k < 64 and H^i for i < THREADS, then zeroes the raw key it was given.
 //
