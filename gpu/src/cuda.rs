@@ -286,14 +286,19 @@ const WORK_WORDS: usize = 1 + 2 * RESIDENT_FRAMES;
 pub const RESIDENT_MAX_LEN: usize = 64 << 20;
 
 /// Whether [`OpenSchedule::Resident`] opens a tensor of `frames` channel frames and
-/// `total_len` bytes with its resident kernel on a backend with `streams` streams (other
-/// tensors take the `Persistent` path).
-pub fn resident_applies(frames: usize, total_len: usize, streams: usize) -> bool {
-    (1..=RESIDENT_FRAMES).contains(&frames) && total_len <= RESIDENT_MAX_LEN && streams >= 2
+/// `total_len` bytes with its resident kernel (other tensors take the `Persistent` path).
+pub fn resident_applies(frames: usize, total_len: usize) -> bool {
+    (1..=RESIDENT_FRAMES).contains(&frames) && total_len <= RESIDENT_MAX_LEN
 }
 
 /// The opener's scratch for [`OpenSchedule::Resident`].
 struct Resident {
+    /// The kernel's own stream, so that the copies use every backend stream, as the
+    /// other schedules' (and plain) copies do.
+    stream: Arc<CudaStream>,
+    /// One per backend stream, recorded after its last copy; the kernel's stream waits
+    /// for them before it copies the verdicts back.
+    done: Vec<CudaEvent>,
     /// One word per frame, written with `generation` by the copy stream after the frame's copy.
     arrived: CudaSlice<u32>,
     work: CudaSlice<u32>,
@@ -349,16 +354,18 @@ pub enum OpenSchedule {
     /// stream 0 waits for the others (events), the words are copied into the pinned copy
     /// on stream 0, and the host waits once.
     Persistent,
-    /// One kernel per tensor, launched on stream 0 before the copies, that stays resident
-    /// while they run: after each frame's copy, its stream (1, 2, ...) writes a flag in
-    /// VRAM (`cuStreamWriteValue32`, ordered after the copy); the kernel's blocks wait for
-    /// the flag of the frame they work on, open it, and the block that finishes a frame
-    /// checks its tag. No launch per frame, and the verdicts come back as in `Persistent`.
-    /// All frame headers are checked before anything is queued.
+    /// One kernel per tensor, launched on a stream of its own before the copies, that
+    /// stays resident while they run. The copies go on the backend's streams as in the
+    /// other schedules; after each, its stream writes a flag in VRAM
+    /// (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait for the
+    /// flag of the frame they work on, open it, and the block that finishes a frame checks
+    /// its tag. No launch per frame; the kernel's stream joins the copy streams (events),
+    /// copies the verdicts into the kept pinned copy, and the host waits once. All frame
+    /// headers are checked before anything is queued.
     ///
     /// For tensors of at most [`RESIDENT_FRAMES`] frames and [`RESIDENT_MAX_LEN`] bytes
-    /// with headers short enough to travel in the launch, and at least two streams; any
-    /// other tensor takes the `Persistent` path. A frame whose copy never arrives (a
+    /// with headers short enough to travel in the launch; any other tensor takes the
+    /// `Persistent` path. A frame whose copy never arrives (a
     /// failure while queueing) ends the wait after 10 s: [`GpuError::NotArrived`].
     Resident,
 }
@@ -1022,7 +1029,7 @@ impl<const W: usize> GpuOpener<W> {
             ));
         }
         let n = plan.frames.len();
-        let takes = resident_applies(n, plan.total_len, self.backend.streams.len())
+        let takes = resident_applies(n, plan.total_len)
             && plan.frames.iter().all(|f| f.header_len <= INLINE_AAD);
         if !takes {
             return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
@@ -1056,21 +1063,23 @@ impl<const W: usize> GpuOpener<W> {
         self.ensure_verdicts(n)?;
         self.ensure_resident()?;
         tp.generation = self.next_gen()?;
-        let s0 = self.backend.s0().clone();
+        let ks = self.resident()?.stream.clone();
         let status_p = self.backend.ptr(&self.verdicts()?.dev);
         let arrived_p = self.backend.ptr(&self.resident()?.arrived);
-        self.launch_resident(&s0, &tp, status_p)?;
+        self.launch_resident(&ks, &tp, status_p)?;
         // From here on the kernel runs and waits for every frame's flag: after any error,
         // the flags are still written (the kernel then opens whatever is there, fails the
         // tags and zeroes the frames) so that it ends.
         let r = self
             .copy_resident(&parts, pinned, &tp, arrived_p)
-            .and_then(|()| self.fetch_verdicts(&s0, status_p, n));
+            .and_then(|()| self.fetch_resident(&ks, status_p, n));
         let synced = match &r {
-            Ok(()) => s0.synchronize().map_err(drv),
+            // The kernel's stream joined every copy stream before the copy back.
+            Ok(()) => ks.synchronize().map_err(drv),
             Err(_) => {
                 self.release_resident(arrived_p, tp.generation, n);
-                self.backend.sync_all()
+                let copies = self.backend.sync_all();
+                copies.and(ks.synchronize().map_err(drv))
             }
         };
         r?;
@@ -1089,16 +1098,23 @@ impl<const W: usize> GpuOpener<W> {
         let arrived = self.backend.alloc_raw::<u32>(RESIDENT_FRAMES)?;
         let arrived_p = self.backend.ptr(&arrived);
         self.backend.zero_device(arrived_p, 4 * RESIDENT_FRAMES)?;
-        let s1 = &self.backend.streams[1];
-        write_flag(s1, arrived_p, 0)
-            .and_then(|()| s1.synchronize().map_err(drv))
+        let s0 = self.backend.s0();
+        write_flag(s0, arrived_p, 0)
+            .and_then(|()| s0.synchronize().map_err(drv))
             .map_err(|e| {
                 GpuError::Unavailable(format!(
                     "the resident schedule needs stream memory operations \
                      (cuStreamWriteValue32), which failed here: {e}"
                 ))
             })?;
+        let ctx = &self.backend.ctx;
+        let done = (0..self.backend.streams.len())
+            .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(drv)?;
         self.resident = Some(Resident {
+            stream: ctx.new_stream().map_err(drv)?,
+            done,
             arrived,
             work: self.backend.alloc_raw::<u32>(WORK_WORDS)?,
             partials: self
@@ -1125,11 +1141,11 @@ impl<const W: usize> GpuOpener<W> {
         Ok(r.generation)
     }
 
-    /// Queues, on stream 0: zeroing of the status words and counters, then the resident
-    /// kernel over all frames of `tp`.
+    /// Queues, on the kernel's stream `ks`: zeroing of the status words and counters, then
+    /// the resident kernel over all frames of `tp`.
     fn launch_resident(
         &self,
-        s0: &CudaStream,
+        ks: &CudaStream,
         tp: &TensorParams,
         status_p: u64,
     ) -> Result<(), GpuError> {
@@ -1143,12 +1159,12 @@ impl<const W: usize> GpuOpener<W> {
         // SAFETY: the kept status buffer holds `cap >= n` words and `work` WORK_WORDS;
         // the previous tensor was waited for, so nothing else uses them.
         unsafe {
-            result::memset_d8_async(status_p, 0, 4 * n, s0.cu_stream()).map_err(drv)?;
-            result::memset_d8_async(work_p, 0, 4 * WORK_WORDS, s0.cu_stream()).map_err(drv)?;
+            result::memset_d8_async(status_p, 0, 4 * n, ks.cu_stream()).map_err(drv)?;
+            result::memset_d8_async(work_p, 0, 4 * WORK_WORDS, ks.cu_stream()).map_err(drv)?;
         }
         let ctx_p = self.backend.ptr(&self.key.ctx);
         let total = tp.part_base[n];
-        let mut b = s0.launch_builder(&self.backend.k.tensor);
+        let mut b = ks.launch_builder(&self.backend.k.tensor);
         b.arg(&ctx_p)
             .arg(tp)
             .arg(&arrived_p)
@@ -1169,8 +1185,9 @@ impl<const W: usize> GpuOpener<W> {
         Ok(())
     }
 
-    /// Queues each frame's copy on streams 1, 2, ... in turn (staging slots in turn),
-    /// each followed by the write of its `arrived` flag on the same stream.
+    /// Queues each frame's copy on the backend's streams in turn (and its staging slot),
+    /// as the other schedules do, each followed by the write of its `arrived` flag on the
+    /// same stream.
     fn copy_resident(
         &mut self,
         parts: &[(&[u8], &[u8])],
@@ -1178,10 +1195,9 @@ impl<const W: usize> GpuOpener<W> {
         tp: &TensorParams,
         arrived_p: u64,
     ) -> Result<(), GpuError> {
-        let copy_streams = self.backend.streams.len() - 1;
         for (i, (aad, ct)) in parts.iter().enumerate() {
-            let s = self.backend.streams[1 + i % copy_streams].clone();
             let k = i % self.slots.len();
+            let s = self.backend.streams[k].clone();
             let aad_p = self.backend.ptr(&self.slots[k].aad);
             // SAFETY: tp.data[i] holds the frame's ciphertext length (checked against the
             // destination); the caller synchronises every stream before the sources are
@@ -1192,12 +1208,33 @@ impl<const W: usize> GpuOpener<W> {
         Ok(())
     }
 
+    /// Makes the kernel's stream wait for every copy stream, then queues the copy of `n`
+    /// status words into the pinned host copy (read after the kernel's stream completes).
+    fn fetch_resident(&mut self, ks: &CudaStream, status_p: u64, n: usize) -> Result<(), GpuError> {
+        let r = self.resident()?;
+        for (s, done) in self.backend.streams.iter().zip(&r.done) {
+            done.record(s).map_err(drv)?;
+            ks.wait(done).map_err(drv)?;
+        }
+        let host = self
+            .verdicts
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("status buffer missing"))?
+            .host
+            .as_mut_slice()
+            .get_mut(..4 * n)
+            .ok_or(GpuError::InvalidArgument("status buffer too small"))?;
+        // SAFETY: `host` is pinned, 4n bytes, and not touched until `ks` completes (the
+        // caller synchronises it before reading); the source holds `cap >= n` words.
+        unsafe { result::memcpy_dtoh_async(host, status_p, ks.cu_stream()) }.map_err(drv)
+    }
+
     /// After an error with the resident kernel running: writes every frame's flag on
-    /// stream 1, so that the kernel ends (it fails the frames whose data is not there).
-    /// Errors are ignored: the caller reports the first one, and the kernel's wait
-    /// ends by itself after its timeout.
+    /// stream 0 (a copy stream), so that the kernel ends (it fails the frames whose data
+    /// is not there). Errors are ignored: the caller reports the first one, and the
+    /// kernel's wait ends by itself after its timeout.
     fn release_resident(&self, arrived_p: u64, generation: u32, n: usize) {
-        let s = &self.backend.streams[1];
+        let s = self.backend.s0();
         for i in 0..n {
             let _ = write_flag(s, arrived_p + 4 * i as u64, generation);
         }

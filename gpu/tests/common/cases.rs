@@ -135,17 +135,13 @@ pub fn cross_check_shapes(dev: &dyn Device, schedule: OpenSchedule, cases: &[(us
     let mut rng = Rng(0xdead_beef);
     let key = rng.key();
     let mut s = sealer(&key);
-    let streams = b.stream_count();
     let mut g = gpu_opener_with(b, &key, schedule);
     let mut c = cpu_opener(&key);
     for (id, &(len, chunk)) in cases.iter().enumerate() {
         // `Resident` hands the tensors it does not take to the `Persistent` path; of those,
         // the small ones still run here, the large ones only under `Persistent`.
         let frames_n = len.div_ceil(chunk).max(1);
-        if schedule == OpenSchedule::Resident
-            && !resident_applies(frames_n, len, streams)
-            && len > 1 << 20
-        {
+        if schedule == OpenSchedule::Resident && !resident_applies(frames_n, len) && len > 1 << 20 {
             continue;
         }
         let data = rng.bytes(len);

@@ -199,7 +199,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         g.set_schedule(OpenSchedule::Persistent);
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
         // The resident kernel only takes small tensors; elsewhere its column is empty.
-        let resident = resident_applies(ranges.len(), size, a.streams);
+        let resident = resident_applies(ranges.len(), size);
         if resident {
             id += 1;
             let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
