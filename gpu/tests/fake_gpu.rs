@@ -54,8 +54,8 @@ struct FakeGpu;
 
 impl FakeGpu {
     fn counters(&self) -> Counters {
-        let mut c = [0u64; 9];
-        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds 9 counters.
+        let mut c = [0u64; 10];
+        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds 10 counters.
         unsafe {
             let f: libloading::Symbol<'_, unsafe extern "C" fn(*mut u64, usize) -> usize> =
                 fake().get(b"pqcc_fake_cuda_counters").unwrap();
@@ -104,6 +104,16 @@ impl FakeGpu {
         }
     }
 
+    /// Makes FakeCuda refuse the host-to-device copy after the next `n`.
+    fn fail_copy(&self, n: u32) {
+        // SAFETY: the symbol has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
+                fake().get(b"pqcc_fake_cuda_fail_copy").unwrap();
+            f(n);
+        }
+    }
+
     fn live_allocations(&self) -> usize {
         // SAFETY: as above.
         unsafe {
@@ -131,7 +141,7 @@ impl FakeGpu {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Counters([u64; 9]);
+struct Counters([u64; 10]);
 
 impl Counters {
     /// Times the host waited for the device: stream, event and context synchronizes and
@@ -151,8 +161,12 @@ impl Counters {
     fn flag_writes(&self) -> u64 {
         self.0[8]
     }
+    /// Frames a resident kernel gave up waiting for.
+    fn timed_out(&self) -> u64 {
+        self.0[9]
+    }
     fn minus(self, before: Counters) -> Counters {
-        let mut d = [0u64; 9];
+        let mut d = [0u64; 10];
         for (i, x) in d.iter_mut().enumerate() {
             *x = self.0[i] - before.0[i];
         }
@@ -481,13 +495,72 @@ fn a_lost_arrival_flag_times_out_and_fails_closed() {
             let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
             g.open_tensor_into(NOW, &warm, dst).unwrap();
             dev.lose_flag_writes(1);
+            let before = dev.counters();
             let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
             assert_eq!(e, GpuError::NotArrived { frame: 0 }, "kernel mode {mode}");
+            assert_eq!(dev.counters().timed_out(), before.timed_out() + 1);
             assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
             g.open_tensor_into(NOW, &refs, dst).unwrap();
             assert_eq!(g.backend().download(dst).unwrap(), data);
             g.backend().free(dst).unwrap();
             println!("[fake-gpu] lost flag (kernel mode {mode}): {e}; buffer zeroed, then opened");
+        }
+    });
+}
+
+/// A copy refused after the resident kernel was launched (frame 2 of 4): the host still
+/// writes every arrival flag, so the kernel ends at once rather than at its timeout (no
+/// frame timed out); the call reports the driver's error, the destination is zeroed,
+/// nothing is committed, and the tensor then opens. In both kernel modes.
+#[test]
+fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
+    checked(|dev| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] failed copy: skipped: no libnvrtc");
+            return;
+        }
+        struct Reset<'a>(&'a FakeGpu);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set_kernels(0);
+                self.0.fail_copy(u32::MAX);
+            }
+        }
+        let _reset = Reset(dev);
+        for mode in [0, 1] {
+            dev.set_kernels(mode);
+            let Some(b) = dev.backend("failed copy") else {
+                return;
+            };
+            let mut rng = Rng(0xc0b1);
+            let key = rng.key();
+            let mut s = sealer(&key);
+            let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+            let data = rng.bytes(4 * 4096);
+            let warm = seal_tensor(&mut s, 1, &data, 4096);
+            let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
+            let frames = seal_tensor(&mut s, 2, &data, 4096);
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
+            g.open_tensor_into(NOW, &warm, dst).unwrap();
+            let before = dev.counters();
+            dev.fail_copy(2);
+            let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
+            let d = dev.counters().minus(before);
+            assert!(matches!(e, GpuError::Driver(_)), "kernel mode {mode}: {e}");
+            assert_eq!(d.launches(), 1, "the kernel was launched before the copies");
+            assert_eq!(
+                d.timed_out(),
+                0,
+                "kernel mode {mode}: the flags were not released"
+            );
+            assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
+            g.open_tensor_into(NOW, &refs, dst).unwrap();
+            assert_eq!(g.backend().download(dst).unwrap(), data);
+            g.backend().free(dst).unwrap();
+            println!(
+                "[fake-gpu] failed copy (kernel mode {mode}): {e}; kernel released, buffer zeroed, then opened"
+            );
         }
     });
 }

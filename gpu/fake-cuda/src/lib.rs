@@ -125,7 +125,9 @@ const C_FREE: usize = 5;
 const C_LAUNCH: usize = 6;
 const C_HOST_ALLOC: usize = 7;
 const C_WRITE_VALUE: usize = 8;
-const COUNTERS: usize = 9;
+/// Frames a resident kernel gave up waiting for (status 3).
+const C_TIMED_OUT: usize = 9;
+const COUNTERS: usize = 10;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -253,6 +255,9 @@ struct State {
     multiprocessors: c_int,
     /// [`pqcc_fake_cuda_lose_flag_writes`]: stream value writes still to be lost.
     lose_writes: u32,
+    /// [`pqcc_fake_cuda_fail_copy`]: host-to-device copies to let through before one
+    /// fails.
+    fail_copy: Option<u32>,
     /// The device allocations (bases) that the running `gcm_open_tensor` touches: other
     /// streams' work that runs while it waits must not free them.
     kernel_uses: Vec<u64>,
@@ -774,7 +779,7 @@ impl State {
 
     /// After a kernel that checks tags: a frame whose status word at `status` is not 1
     /// (verified) must have been zeroed by the kernel itself, before any later work on
-    /// the stream (or the host, after the verdict) can see its bytes.
+    /// the stream (or the host, after the verdict) can see its bytes. Returns the status.
     fn failed_frame_zeroed(
         &self,
         kernel: Kernel,
@@ -782,13 +787,14 @@ impl State {
         status: u64,
         data: u64,
         len: u32,
-    ) -> Result<(), String> {
+    ) -> Result<u32, String> {
         let st = self.device(status, 4)?;
         let mut w = [0u8; 4];
         // SAFETY: checked range of 4 bytes.
         unsafe { std::ptr::copy_nonoverlapping(st, w.as_mut_ptr(), 4) };
-        if u32::from_ne_bytes(w) == 1 || len == 0 {
-            return Ok(());
+        let verdict = u32::from_ne_bytes(w);
+        if verdict == 1 || len == 0 {
+            return Ok(verdict);
         }
         let d = self.device(data, len as usize)?;
         // SAFETY: checked range of `len` bytes in a live allocation.
@@ -798,7 +804,7 @@ impl State {
                 "{kernel:?}: frame {frame} failed its tag but the kernel left its bytes in VRAM"
             ));
         }
-        Ok(())
+        Ok(verdict)
     }
 
     /// Runs launch `l`, queued on `stream`.
@@ -830,7 +836,9 @@ impl State {
             let status = tensor_ptrs(&l)?[4];
             for (f, (p, data)) in t.f.iter().zip(t.data).enumerate() {
                 let at = status + 4 * u64::from(p.index);
-                self.failed_frame_zeroed(l.kernel, f, at, data, p.len)?;
+                if self.failed_frame_zeroed(l.kernel, f, at, data, p.len)? == 3 {
+                    self.counters[C_TIMED_OUT] += 1;
+                }
             }
             return Ok(());
         }
@@ -1651,6 +1659,14 @@ fn htod(s: &mut State, dst: u64, src: *const c_void, len: usize, st: usize) -> C
     if len == 0 {
         return SUCCESS;
     }
+    match s.fail_copy {
+        Some(0) => {
+            s.fail_copy = None;
+            return INVALID_VALUE;
+        }
+        Some(k) => s.fail_copy = Some(k - 1),
+        None => {}
+    }
     let pinned = s.find(src as u64, len, Kind::Pinned).is_ok();
     let src = if pinned && st != 0 {
         Src::Pinned(src as usize)
@@ -1898,7 +1914,8 @@ pub unsafe extern "C" fn cuGetErrorName(e: CuResult, out: *mut *const c_char) ->
 /// Copies the host-side counters into `out` (at most `n`): stream synchronizes, event
 /// synchronizes, context synchronizes, synchronous copies, device allocations, device
 /// frees, kernel launches, pinned allocations, stream memory writes
-/// (`cuStreamWriteValue32`). Returns how many there are.
+/// (`cuStreamWriteValue32`), frames a resident kernel gave up waiting for. Returns how
+/// many there are.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pqcc_fake_cuda_counters(out: *mut u64, n: usize) -> usize {
     let g = lock();
@@ -1972,6 +1989,15 @@ pub extern "C" fn pqcc_fake_cuda_set_multiprocessors(n: c_uint) -> CuResult {
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_lose_flag_writes(n: c_uint) -> CuResult {
     configure(|s| s.lose_writes = n);
+    SUCCESS
+}
+
+/// Fault injection: after `n` more host-to-device copies, the next one fails at the call
+/// (`CUDA_ERROR_INVALID_VALUE`, not sticky), as a driver refuses a copy. `u32::MAX`
+/// cancels.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_fail_copy(n: c_uint) -> CuResult {
+    configure(|s| s.fail_copy = (n != u32::MAX).then_some(n));
     SUCCESS
 }
 
