@@ -458,15 +458,15 @@ fn kernel_timing_runs_and_checks_verdicts() {
     });
 }
 
-/// A frame whose arrival flag never comes (the write lost): the resident kernel gives up
-/// after its timeout instead of waiting forever, the call fails with `NotArrived` naming
-/// that frame, the destination is zeroed, nothing is committed, and the tensor then opens.
-/// In both kernel modes.
-#[test]
-fn a_lost_arrival_flag_times_out_and_fails_closed() {
+/// A resident fault test, in both kernel modes: an opener on `Resident` delivers a 4 KiB
+/// × `n` warm-up tensor; `fault` then arms a fault in FakeCuda and the next tensor (the
+/// same bytes) must fail; `check` looks at the error and the counters' change. Then the
+/// destination must be zeroed and, nothing having been committed, the tensor must open.
+/// The faults are disarmed (and the computed kernels restored) at the end.
+fn resident_fault(what: &str, n: usize, fault: fn(&FakeGpu), check: fn(u32, &GpuError, Counters)) {
     checked(|dev| {
         if kernel::nvrtc_available().is_err() {
-            println!("[fake-gpu] lost flag: skipped: no libnvrtc");
+            println!("[fake-gpu] {what}: skipped: no libnvrtc");
             return;
         }
         struct Reset<'a>(&'a FakeGpu);
@@ -474,69 +474,20 @@ fn a_lost_arrival_flag_times_out_and_fails_closed() {
             fn drop(&mut self) {
                 self.0.set_kernels(0);
                 self.0.lose_flag_writes(0);
-            }
-        }
-        let _reset = Reset(dev);
-        for mode in [0, 1] {
-            dev.set_kernels(mode);
-            let Some(b) = dev.backend("lost flag") else {
-                return;
-            };
-            let mut rng = Rng(0xf1a6);
-            let key = rng.key();
-            let mut s = sealer(&key);
-            let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
-            let data = rng.bytes(3 * 4096);
-            // The first tensor's flags arrive; of the second, frame 0's is lost.
-            let warm = seal_tensor(&mut s, 1, &data, 4096);
-            let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
-            let frames = seal_tensor(&mut s, 2, &data, 4096);
-            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-            let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
-            g.open_tensor_into(NOW, &warm, dst).unwrap();
-            dev.lose_flag_writes(1);
-            let before = dev.counters();
-            let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
-            assert_eq!(e, GpuError::NotArrived { frame: 0 }, "kernel mode {mode}");
-            assert_eq!(dev.counters().timed_out(), before.timed_out() + 1);
-            assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
-            g.open_tensor_into(NOW, &refs, dst).unwrap();
-            assert_eq!(g.backend().download(dst).unwrap(), data);
-            g.backend().free(dst).unwrap();
-            println!("[fake-gpu] lost flag (kernel mode {mode}): {e}; buffer zeroed, then opened");
-        }
-    });
-}
-
-/// A copy refused after the resident kernel was launched (frame 2 of 4): the host still
-/// writes every arrival flag, so the kernel ends at once rather than at its timeout (no
-/// frame timed out); the call reports the driver's error, the destination is zeroed,
-/// nothing is committed, and the tensor then opens. In both kernel modes.
-#[test]
-fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
-    checked(|dev| {
-        if kernel::nvrtc_available().is_err() {
-            println!("[fake-gpu] failed copy: skipped: no libnvrtc");
-            return;
-        }
-        struct Reset<'a>(&'a FakeGpu);
-        impl Drop for Reset<'_> {
-            fn drop(&mut self) {
-                self.0.set_kernels(0);
                 self.0.fail_copy(u32::MAX);
             }
         }
         let _reset = Reset(dev);
         for mode in [0, 1] {
             dev.set_kernels(mode);
-            let Some(b) = dev.backend("failed copy") else {
+            let Some(b) = dev.backend(what) else {
                 return;
             };
-            let mut rng = Rng(0xc0b1);
+            let mut rng = Rng(0xf1a6);
             let key = rng.key();
             let mut s = sealer(&key);
             let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
-            let data = rng.bytes(4 * 4096);
+            let data = rng.bytes(n * 4096);
             let warm = seal_tensor(&mut s, 1, &data, 4096);
             let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
             let frames = seal_tensor(&mut s, 2, &data, 4096);
@@ -544,9 +495,45 @@ fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
             let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
             g.open_tensor_into(NOW, &warm, dst).unwrap();
             let before = dev.counters();
-            dev.fail_copy(2);
+            fault(dev);
             let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
-            let d = dev.counters().minus(before);
+            check(mode, &e, dev.counters().minus(before));
+            assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
+            g.open_tensor_into(NOW, &refs, dst).unwrap();
+            assert_eq!(g.backend().download(dst).unwrap(), data);
+            g.backend().free(dst).unwrap();
+            println!("[fake-gpu] {what} (kernel mode {mode}): {e}; buffer zeroed, then opened");
+        }
+    });
+}
+
+/// A frame whose arrival flag never comes (the write lost): the resident kernel gives up
+/// after its timeout instead of waiting forever, the call fails with `NotArrived` naming
+/// that frame, the destination is zeroed, nothing is committed, and the tensor then opens.
+#[test]
+fn a_lost_arrival_flag_times_out_and_fails_closed() {
+    resident_fault(
+        "lost flag",
+        3,
+        |dev| dev.lose_flag_writes(1),
+        |mode, e, d| {
+            assert_eq!(*e, GpuError::NotArrived { frame: 0 }, "kernel mode {mode}");
+            assert_eq!(d.timed_out(), 1, "kernel mode {mode}");
+        },
+    );
+}
+
+/// A copy refused after the resident kernel was launched (frame 2 of 4): the host still
+/// writes every arrival flag, so the kernel ends at once rather than at its timeout (no
+/// frame timed out); the call reports the driver's error, the destination is zeroed,
+/// nothing is committed, and the tensor then opens.
+#[test]
+fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
+    resident_fault(
+        "failed copy",
+        4,
+        |dev| dev.fail_copy(2),
+        |mode, e, d| {
             assert!(matches!(e, GpuError::Driver(_)), "kernel mode {mode}: {e}");
             assert_eq!(d.launches(), 1, "the kernel was launched before the copies");
             assert_eq!(
@@ -554,13 +541,6 @@ fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
                 0,
                 "kernel mode {mode}: the flags were not released"
             );
-            assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
-            g.open_tensor_into(NOW, &refs, dst).unwrap();
-            assert_eq!(g.backend().download(dst).unwrap(), data);
-            g.backend().free(dst).unwrap();
-            println!(
-                "[fake-gpu] failed copy (kernel mode {mode}): {e}; kernel released, buffer zeroed, then opened"
-            );
-        }
-    });
+        },
+    );
 }
