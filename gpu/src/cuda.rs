@@ -1231,8 +1231,10 @@ impl<const W: usize> GpuOpener<W> {
 
     /// After an error with the resident kernel running: writes every frame's flag on
     /// stream 0 (a copy stream), so that the kernel ends (it fails the frames whose data
-    /// is not there). Errors are ignored: the caller reports the first one, and the
-    /// kernel's wait ends by itself after its timeout.
+    /// is not there; one whose copy on another stream is still in flight may be read
+    /// early and fail too, which is harmless: the call fails, and the caller zeroes the
+    /// destination once every stream is idle). Errors are ignored: the caller reports the
+    /// first one, and the kernel's wait ends by itself after its timeout.
     fn release_resident(&self, arrived_p: u64, generation: u32, n: usize) {
         let s = self.backend.s0();
         for i in 0..n {
@@ -1549,6 +1551,9 @@ impl<const W: usize> GpuOpener<W> {
 impl<const W: usize> Drop for GpuOpener<W> {
     fn drop(&mut self) {
         let _ = self.backend.sync_all();
+        if let Some(r) = &self.resident {
+            let _ = r.stream.synchronize();
+        }
         let _ = self.key.wipe(&self.backend);
     }
 }
