@@ -66,7 +66,6 @@ run() {
     export PQCC_SHARED_DATA="$PWD/$dir/data"
     echo "gpu-check: libnvrtc from $nvrtc"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    set -o pipefail
     "$dir/gpu-tests" --test-threads=1 --nocapture 2>&1 | tee "$out/gpu-tests.log"
     "$dir/pqcc" bench gpu --json "$@" 2> >(tee "$out/bench.log" >&2) | tee "$out/bench.jsonl"
 }

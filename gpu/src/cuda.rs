@@ -1020,6 +1020,10 @@ impl<const W: usize> GpuOpener<W> {
         dst_p: u64,
         dst_len: usize,
     ) -> Result<TensorPlan, GpuError> {
+        // Too many frames for one launch: the Persistent path checks them as it goes.
+        if frames.len() > RESIDENT_FRAMES {
+            return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+        }
         // Every header is checked before anything is queued: the kernel is launched
         // before the first copy and must know all frames.
         let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;

@@ -64,54 +64,40 @@ impl FakeGpu {
         Counters(c)
     }
 
-    /// FakeCuda's execution order: 0 lazy (the default), 1 the other streams first.
-    fn set_order(&self, order: u32) {
-        // SAFETY: the symbol has this signature in gpu/fake-cuda.
+    /// Calls one of FakeCuda's `u32 -> u32` test controls.
+    fn control(&self, name: &[u8], n: u32) {
+        // SAFETY: every `pqcc_fake_cuda_*` control called here has this signature in
+        // gpu/fake-cuda.
         unsafe {
             let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
-                fake().get(b"pqcc_fake_cuda_set_order").unwrap();
-            f(order);
+                fake().get(name).unwrap();
+            f(n);
         }
+    }
+
+    /// FakeCuda's execution order: 0 lazy (the default), 1 the other streams first.
+    fn set_order(&self, order: u32) {
+        self.control(b"pqcc_fake_cuda_set_order", order);
     }
 
     /// How FakeCuda runs kernels: 0 computed with pqcc-core, 1 the kernel source emulated.
     fn set_kernels(&self, mode: u32) {
-        // SAFETY: the symbol has this signature in gpu/fake-cuda.
-        unsafe {
-            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
-                fake().get(b"pqcc_fake_cuda_set_kernels").unwrap();
-            f(mode);
-        }
+        self.control(b"pqcc_fake_cuda_set_kernels", mode);
     }
 
     /// The multiprocessor count FakeCuda reports to backends created afterwards (0: 132).
     fn set_multiprocessors(&self, n: u32) {
-        // SAFETY: the symbol has this signature in gpu/fake-cuda.
-        unsafe {
-            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
-                fake().get(b"pqcc_fake_cuda_set_multiprocessors").unwrap();
-            f(n);
-        }
+        self.control(b"pqcc_fake_cuda_set_multiprocessors", n);
     }
 
     /// Makes FakeCuda lose the next `n` stream value writes (the resident kernel's flags).
     fn lose_flag_writes(&self, n: u32) {
-        // SAFETY: the symbol has this signature in gpu/fake-cuda.
-        unsafe {
-            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
-                fake().get(b"pqcc_fake_cuda_lose_flag_writes").unwrap();
-            f(n);
-        }
+        self.control(b"pqcc_fake_cuda_lose_flag_writes", n);
     }
 
     /// Makes FakeCuda refuse the host-to-device copy after the next `n`.
     fn fail_copy(&self, n: u32) {
-        // SAFETY: the symbol has this signature in gpu/fake-cuda.
-        unsafe {
-            let f: libloading::Symbol<'_, extern "C" fn(c_uint) -> c_uint> =
-                fake().get(b"pqcc_fake_cuda_fail_copy").unwrap();
-            f(n);
-        }
+        self.control(b"pqcc_fake_cuda_fail_copy", n);
     }
 
     fn live_allocations(&self) -> usize {
