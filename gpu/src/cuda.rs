@@ -277,8 +277,12 @@ const _: () = assert!(std::mem::offset_of!(TensorParams, f) == 108);
 unsafe impl DeviceRepr for TensorParams {}
 
 /// Words of `gcm_open_tensor`'s counters: the next part, then per frame the finished
-/// parts, then per frame whether a part gave up waiting.
+/// parts, then per frame whether a part gave up waiting (`STATUS_AT` in the source).
 const WORK_WORDS: usize = 1 + 2 * RESIDENT_FRAMES;
+
+/// Words of one set of `gcm_open_tensor`'s scratch: the counters, then one status word
+/// per frame (`SET_WORDS`).
+const SET_WORDS: usize = WORK_WORDS + RESIDENT_FRAMES;
 
 /// The largest tensor [`OpenSchedule::Resident`] opens with its one resident kernel;
 /// larger ones (where per-frame launches already keep up with PCIe) take the
@@ -291,17 +295,41 @@ pub fn resident_applies(frames: usize, total_len: usize) -> bool {
     (1..=RESIDENT_FRAMES).contains(&frames) && total_len <= RESIDENT_MAX_LEN
 }
 
+/// Reads the first `n` status words copied back into `host`: 1 verified, 3 never arrived
+/// (resident kernel), anything else a failed tag.
+fn verdicts_ok(host: &PinnedBuffer, n: usize) -> Result<(), GpuError> {
+    let words = host.as_slice().chunks_exact(4);
+    if words.len() < n {
+        return Err(GpuError::InvalidArgument("status buffer too small"));
+    }
+    for (frame, w) in words.take(n).enumerate() {
+        match u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) {
+            1 => {}
+            3 => return Err(GpuError::NotArrived { frame }),
+            _ => return Err(GpuError::TagMismatch { frame }),
+        }
+    }
+    Ok(())
+}
+
 /// The opener's scratch for [`OpenSchedule::Resident`].
 struct Resident {
     /// The kernel's own stream, so that the copies use every backend stream, as the
     /// other schedules' (and plain) copies do.
     stream: Arc<CudaStream>,
-    /// One per backend stream, recorded after its last copy; the kernel's stream waits
-    /// for them before it copies the verdicts back.
-    done: Vec<CudaEvent>,
     /// One word per frame, written with `generation` by the copy stream after the frame's copy.
     arrived: CudaSlice<u32>,
-    work: CudaSlice<u32>,
+    /// Two sets of [`SET_WORDS`] words (the kernel's counters, then the frames' status
+    /// words). A launch uses one, which must be all zero, and zeroes the other for the
+    /// next launch.
+    sets: CudaSlice<u32>,
+    /// The set the next launch uses.
+    set: usize,
+    /// Whether that set is known to be zero: false until a launch has completed without
+    /// error (then the next launch zeroes both sets on the kernel's stream first).
+    clean: bool,
+    /// The pinned host copy of the status words.
+    host: PinnedBuffer,
     partials: CudaSlice<u32>,
     /// The value this tensor's `arrived` words take; never 0 (the words start zeroed).
     generation: u32,
@@ -354,14 +382,16 @@ pub enum OpenSchedule {
     /// stream 0 waits for the others (events), the words are copied into the pinned copy
     /// on stream 0, and the host waits once.
     Persistent,
-    /// One kernel per tensor, launched on a stream of its own before the copies, that
-    /// stays resident while they run. The copies go on the backend's streams as in the
-    /// other schedules; after each, its stream writes a flag in VRAM
-    /// (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait for the
-    /// flag of the frame they work on, open it, and the block that finishes a frame checks
-    /// its tag. No launch per frame; the kernel's stream joins the copy streams (events),
-    /// copies the verdicts into the kept pinned copy, and the host waits once. All frame
-    /// headers are checked before anything is queued.
+    /// One kernel per tensor, launched on a stream of its own right after the first copy
+    /// is queued, that stays resident while the copies run. The copies go on the
+    /// backend's streams as in the other schedules; after each, its stream writes a flag
+    /// in VRAM (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait
+    /// for the flag of the frame they work on, open it, and the block that finishes a
+    /// frame checks its tag. No launch per frame and no memset per tensor (the kernel
+    /// zeroes its scratch for the next launch); the kernel's stream copies the verdicts
+    /// into a pinned host copy and the host waits once, for that stream only: the kernel
+    /// ends only after every frame's flag, so after every copy. All frame headers are
+    /// checked before anything is queued.
     ///
     /// For tensors of at most [`RESIDENT_FRAMES`] frames and [`RESIDENT_MAX_LEN`] bytes
     /// with headers short enough to travel in the launch; any other tensor takes the
@@ -999,15 +1029,7 @@ impl<const W: usize> GpuOpener<W> {
     /// Reads the first `n` kept verdicts (copied back, stream 0 completed): 1 verified,
     /// 3 never arrived (resident kernel), anything else a failed tag.
     fn kept_verdicts(&self, n: usize) -> Result<(), GpuError> {
-        let words = self.verdicts()?.host.as_slice().chunks_exact(4).take(n);
-        for (frame, w) in words.enumerate() {
-            match u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) {
-                1 => {}
-                3 => return Err(GpuError::NotArrived { frame }),
-                _ => return Err(GpuError::TagMismatch { frame }),
-            }
-        }
-        Ok(())
+        verdicts_ok(&self.verdicts()?.host, n)
     }
 
     /// [`GpuOpener::enqueue_and_wait`] with one resident kernel ([`OpenSchedule::Resident`]);
@@ -1025,7 +1047,7 @@ impl<const W: usize> GpuOpener<W> {
             return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
         }
         // Every header is checked before anything is queued: the kernel is launched
-        // before the first copy and must know all frames.
+        // right after the first copy is queued and must know all frames.
         let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
         if plan.total_len > dst_len {
             return Err(GpuError::InvalidArgument(
@@ -1064,31 +1086,33 @@ impl<const W: usize> GpuOpener<W> {
             tp.f[i] = p;
             parts.push((aad, ct));
         }
-        self.ensure_verdicts(n)?;
         self.ensure_resident()?;
         tp.generation = self.next_gen()?;
         let ks = self.resident()?.stream.clone();
-        let status_p = self.backend.ptr(&self.verdicts()?.dev);
-        let arrived_p = self.backend.ptr(&self.resident()?.arrived);
-        self.launch_resident(&ks, &tp, status_p)?;
-        // From here on the kernel runs and waits for every frame's flag: after any error,
-        // the flags are still written (the kernel then opens whatever is there, fails the
-        // tags and zeroes the frames) so that it ends.
-        let r = self
-            .copy_resident(&parts, pinned, &tp, arrived_p)
-            .and_then(|()| self.fetch_resident(&ks, status_p, n));
-        let synced = match &r {
-            // The kernel's stream joined every copy stream before the copy back.
+        let mut launched = false;
+        let r = self.queue_resident(&ks, &parts, pinned, &tp, &mut launched);
+        let r = match r {
+            // The kernel completes only after it saw every frame's flag, each written
+            // after its frame's copy: its stream's completion also means every copy
+            // ended. A verdict other than 1 leaves that open; the caller then waits for
+            // every stream before it zeroes the destination.
             Ok(()) => ks.synchronize().map_err(drv),
-            Err(_) => {
-                self.release_resident(arrived_p, tp.generation, n);
-                let copies = self.backend.sync_all();
-                copies.and(ks.synchronize().map_err(drv))
+            Err(e) => {
+                if launched {
+                    self.release_resident(tp.generation, n);
+                }
+                let _ = self.backend.sync_all();
+                let _ = ks.synchronize();
+                Err(e)
             }
         };
+        let r = r.and_then(|()| self.resident().and_then(|res| verdicts_ok(&res.host, n)));
+        if let Some(res) = self.resident.as_mut() {
+            // The kernel zeroed the other set only if it ran to its end; after an error,
+            // the next launch zeroes both first.
+            res.clean &= r.is_ok();
+        }
         r?;
-        synced?;
-        self.kept_verdicts(n)?;
         Ok(plan)
     }
 
@@ -1112,15 +1136,13 @@ impl<const W: usize> GpuOpener<W> {
                 ))
             })?;
         let ctx = &self.backend.ctx;
-        let done = (0..self.backend.streams.len())
-            .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(drv)?;
         self.resident = Some(Resident {
             stream: ctx.new_stream().map_err(drv)?,
-            done,
             arrived,
-            work: self.backend.alloc_raw::<u32>(WORK_WORDS)?,
+            sets: self.backend.alloc_raw::<u32>(2 * SET_WORDS)?,
+            set: 0,
+            clean: false,
+            host: PinnedBuffer::new(ctx, 4 * RESIDENT_FRAMES)?,
             partials: self
                 .backend
                 .alloc_raw::<u32>(4 * RESIDENT_FRAMES * FINAL_THREADS as usize)?,
@@ -1145,92 +1167,104 @@ impl<const W: usize> GpuOpener<W> {
         Ok(r.generation)
     }
 
-    /// Queues, on the kernel's stream `ks`: zeroing of the status words and counters, then
-    /// the resident kernel over all frames of `tp`.
-    fn launch_resident(
-        &self,
+    /// Queues everything of one resident tensor: each frame's copy on the backend's
+    /// streams in turn (and its staging slot), as the other schedules do, each followed
+    /// by the write of its `arrived` flag on the same stream; the kernel on `ks` right
+    /// after the first frame's copy is queued (so that the copy does not wait for the
+    /// launch); then the copy of the status words back into the pinned host copy, on
+    /// `ks`. `launched` tells whether the kernel was queued.
+    fn queue_resident(
+        &mut self,
         ks: &CudaStream,
+        parts: &[(&[u8], &[u8])],
+        pinned: bool,
         tp: &TensorParams,
-        status_p: u64,
+        launched: &mut bool,
     ) -> Result<(), GpuError> {
-        let r = self.resident()?;
-        let (arrived_p, work_p, parts_p) = (
+        let arrived_p = self.backend.ptr(&self.resident()?.arrived);
+        let mut status_p = 0;
+        for (i, (aad, ct)) in parts.iter().enumerate() {
+            let k = i % self.slots.len();
+            let s = self.backend.streams[k].clone();
+            let aad_p = self.backend.ptr(&self.slots[k].aad);
+            // SAFETY: tp.data[i] holds the frame's ciphertext length (checked against the
+            // destination); the sources outlive the copies (the kernel, which the caller
+            // waits for, waits for every copy; after an error the caller synchronises
+            // every stream). Headers are inline here (checked), so the AAD is not copied.
+            unsafe { self.copy_frame(&s, k, pinned, aad, ct, tp.data[i], aad_p) }?;
+            write_flag(&s, arrived_p + 4 * i as u64, tp.generation)?;
+            if i == 0 {
+                status_p = self.launch_resident(ks, tp)?;
+                *launched = true;
+            }
+        }
+        if !*launched {
+            return Err(GpuError::InvalidArgument("a tensor without frames"));
+        }
+        let n = tp.n_frames as usize;
+        let host = self
+            .resident
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("resident scratch missing"))?
+            .host
+            .as_mut_slice()
+            .get_mut(..4 * n)
+            .ok_or(GpuError::InvalidArgument("status buffer too small"))?;
+        // SAFETY: `host` is pinned, 4n bytes, and not touched until `ks` completes (the
+        // caller synchronises it before reading); the set holds RESIDENT_FRAMES >= n
+        // status words.
+        unsafe { result::memcpy_dtoh_async(host, status_p, ks.cu_stream()) }.map_err(drv)
+    }
+
+    /// Queues, on the kernel's stream `ks`, the resident kernel over all frames of `tp`
+    /// with the current set of scratch words (zeroing both sets first unless the last
+    /// launch completed), and moves on to the other set. Returns the address of the
+    /// launch's status words.
+    fn launch_resident(&mut self, ks: &CudaStream, tp: &TensorParams) -> Result<u64, GpuError> {
+        let ctx_p = self.backend.ptr(&self.key.ctx);
+        let r = self
+            .resident
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("resident scratch missing"))?;
+        let (arrived_p, sets_p, parts_p) = (
             self.backend.ptr(&r.arrived),
-            self.backend.ptr(&r.work),
+            self.backend.ptr(&r.sets),
             self.backend.ptr(&r.partials),
         );
-        let n = tp.n_frames as usize;
-        // SAFETY: the kept status buffer holds `cap >= n` words and `work` WORK_WORDS;
-        // the previous tensor was waited for, so nothing else uses them.
-        unsafe {
-            result::memset_d8_async(status_p, 0, 4 * n, ks.cu_stream()).map_err(drv)?;
-            result::memset_d8_async(work_p, 0, 4 * WORK_WORDS, ks.cu_stream()).map_err(drv)?;
+        if !r.clean {
+            // SAFETY: `sets` holds 2 * SET_WORDS words; the previous tensor was waited
+            // for, so no kernel uses them.
+            unsafe { result::memset_d8_async(sets_p, 0, 8 * SET_WORDS, ks.cu_stream()) }
+                .map_err(drv)?;
+            r.clean = true;
         }
-        let ctx_p = self.backend.ptr(&self.key.ctx);
+        let work_p = sets_p + 4 * (r.set * SET_WORDS) as u64;
+        let next_p = sets_p + 4 * ((r.set ^ 1) * SET_WORDS) as u64;
+        // Whatever happens to this launch, the next one uses the other set.
+        r.set ^= 1;
+        let n = tp.n_frames as usize;
         let total = tp.part_base[n];
         let mut b = ks.launch_builder(&self.backend.k.tensor);
         b.arg(&ctx_p)
             .arg(tp)
             .arg(&arrived_p)
             .arg(&work_p)
-            .arg(&parts_p)
-            .arg(&status_p);
+            .arg(&next_p)
+            .arg(&parts_p);
         let cfg = LaunchConfig {
             grid_dim: (total.clamp(1, self.backend.grid_target.max(1)), 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: gcm_open_tensor(const u32 *ctx, tensor_params, const u32 *arrived,
-        // u32 *work, u32 *partials, u32 *status): `ctx` holds CTX_WORDS, `arrived`
-        // RESIDENT_FRAMES, `work` WORK_WORDS, `partials` 4 * FINAL_THREADS per frame
-        // (each frame has at most FINAL_THREADS parts), `status` n words; every
-        // `tp.data[i]` lies in the destination, checked against its length by the caller.
+        // u32 *work, u32 *next, u32 *partials): `ctx` holds CTX_WORDS, `arrived`
+        // RESIDENT_FRAMES, `work` and `next` SET_WORDS each (distinct halves of `sets`;
+        // `work` is zero: zeroed by the previous launch, or just above), `partials`
+        // 4 * FINAL_THREADS per frame (each frame has at most FINAL_THREADS parts); frame
+        // indices are below n <= RESIDENT_FRAMES; every `tp.data[i]` lies in the
+        // destination, checked against its length by the caller.
         unsafe { b.launch(cfg) }.map_err(drv)?;
-        Ok(())
-    }
-
-    /// Queues each frame's copy on the backend's streams in turn (and its staging slot),
-    /// as the other schedules do, each followed by the write of its `arrived` flag on the
-    /// same stream.
-    fn copy_resident(
-        &mut self,
-        parts: &[(&[u8], &[u8])],
-        pinned: bool,
-        tp: &TensorParams,
-        arrived_p: u64,
-    ) -> Result<(), GpuError> {
-        for (i, (aad, ct)) in parts.iter().enumerate() {
-            let k = i % self.slots.len();
-            let s = self.backend.streams[k].clone();
-            let aad_p = self.backend.ptr(&self.slots[k].aad);
-            // SAFETY: tp.data[i] holds the frame's ciphertext length (checked against the
-            // destination); the caller synchronises every stream before the sources are
-            // released. Headers are inline here (checked), so the AAD is not copied.
-            unsafe { self.copy_frame(&s, k, pinned, aad, ct, tp.data[i], aad_p) }?;
-            write_flag(&s, arrived_p + 4 * i as u64, tp.generation)?;
-        }
-        Ok(())
-    }
-
-    /// Makes the kernel's stream wait for every copy stream, then queues the copy of `n`
-    /// status words into the pinned host copy (read after the kernel's stream completes).
-    fn fetch_resident(&mut self, ks: &CudaStream, status_p: u64, n: usize) -> Result<(), GpuError> {
-        let r = self.resident()?;
-        for (s, done) in self.backend.streams.iter().zip(&r.done) {
-            done.record(s).map_err(drv)?;
-            ks.wait(done).map_err(drv)?;
-        }
-        let host = self
-            .verdicts
-            .as_mut()
-            .ok_or(GpuError::InvalidArgument("status buffer missing"))?
-            .host
-            .as_mut_slice()
-            .get_mut(..4 * n)
-            .ok_or(GpuError::InvalidArgument("status buffer too small"))?;
-        // SAFETY: `host` is pinned, 4n bytes, and not touched until `ks` completes (the
-        // caller synchronises it before reading); the source holds `cap >= n` words.
-        unsafe { result::memcpy_dtoh_async(host, status_p, ks.cu_stream()) }.map_err(drv)
+        Ok(work_p + 4 * WORK_WORDS as u64)
     }
 
     /// After an error with the resident kernel running: writes every frame's flag on
@@ -1239,7 +1273,9 @@ impl<const W: usize> GpuOpener<W> {
     /// early and fail too, which is harmless: the call fails, and the caller zeroes the
     /// destination once every stream is idle). Errors are ignored: the caller reports the
     /// first one, and the kernel's wait ends by itself after its timeout.
-    fn release_resident(&self, arrived_p: u64, generation: u32, n: usize) {
+    fn release_resident(&self, generation: u32, n: usize) {
+        let Ok(r) = self.resident() else { return };
+        let arrived_p = self.backend.ptr(&r.arrived);
         let s = self.backend.s0();
         for i in 0..n {
             let _ = write_flag(s, arrived_p + 4 * i as u64, generation);

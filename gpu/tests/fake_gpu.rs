@@ -54,8 +54,8 @@ struct FakeGpu;
 
 impl FakeGpu {
     fn counters(&self) -> Counters {
-        let mut c = [0u64; 10];
-        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds 10 counters.
+        let mut c = [0u64; COUNTERS];
+        // SAFETY: the symbol has this signature in gpu/fake-cuda; `c` holds `COUNTERS`.
         unsafe {
             let f: libloading::Symbol<'_, unsafe extern "C" fn(*mut u64, usize) -> usize> =
                 fake().get(b"pqcc_fake_cuda_counters").unwrap();
@@ -126,8 +126,11 @@ impl FakeGpu {
     }
 }
 
+/// FakeCuda's counters (`pqcc_fake_cuda_counters`).
+const COUNTERS: usize = 11;
+
 #[derive(Debug, Clone, Copy)]
-struct Counters([u64; 10]);
+struct Counters([u64; COUNTERS]);
 
 impl Counters {
     /// Times the host waited for the device: stream, event and context synchronizes and
@@ -151,8 +154,12 @@ impl Counters {
     fn timed_out(&self) -> u64 {
         self.0[9]
     }
+    /// Driver calls that queue work on a stream (operations and event records).
+    fn queued(&self) -> u64 {
+        self.0[10]
+    }
     fn minus(self, before: Counters) -> Counters {
-        let mut d = [0u64; 10];
+        let mut d = [0u64; COUNTERS];
         for (i, x) in d.iter_mut().enumerate() {
             *x = self.0[i] - before.0[i];
         }
@@ -376,11 +383,12 @@ fn kept_verdicts_wait_once_per_tensor() {
             assert_eq!(g.backend().download(dst).unwrap(), data);
             println!(
                 "[fake-gpu] {schedule:?}, 4 frames: {} host waits, {} allocations, {} frees, \
-                 {} launches",
+                 {} launches, {} operations queued",
                 d.waits(),
                 d.allocs(),
                 d.frees(),
-                d.launches()
+                d.launches(),
+                d.queued()
             );
             if schedule == OpenSchedule::Resident {
                 assert_eq!(d.launches(), 1, "one resident kernel per tensor");
@@ -413,6 +421,13 @@ fn kept_verdicts_wait_once_per_tensor() {
         assert_eq!(per[6].1.flag_writes(), 4, "one arrival flag per frame");
         assert_eq!(per[6].1.waits(), 1);
         assert_eq!((per[6].1.allocs(), per[6].1.frees()), (0, 0));
+        // After the first tensor, Resident queues 4 copies, 4 flag writes, the launch and
+        // the copy back: nothing else (no memset, no event). The first tensor's launch
+        // zeroes both scratch sets first.
+        assert_eq!(per[6].1.queued(), 4 + 4 + 1 + 1);
+        // Persistent queues per frame a copy and two launches, plus the zeroing, the
+        // copy back and the events joining the streams.
+        assert!(per[4].1.queued() > 3 * 4 + 2);
         g.backend().free(dst).unwrap();
     });
 }

@@ -106,9 +106,12 @@ const RESIDENT_FRAMES: usize = 8;
 const TENSOR_PARAMS_LEN: usize = 2768;
 /// Offset of `tensor_params.f`.
 const TENSOR_FRAMES_AT: usize = 8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 8;
-/// Words of `gcm_open_tensor`'s `work`: the part counter, per frame the finished parts
-/// and the gave-up mark.
+/// Words of `gcm_open_tensor`'s counters at the start of `work`: the part counter, per
+/// frame the finished parts and the gave-up mark (`STATUS_AT`); the status words follow.
 const WORK_WORDS: usize = 1 + 2 * RESIDENT_FRAMES;
+/// Words of one set of `gcm_open_tensor`'s scratch (`work` and `next`): counters, then a
+/// status word per frame (`SET_WORDS`).
+const SET_WORDS: usize = WORK_WORDS + RESIDENT_FRAMES;
 /// `CU_STREAM_WRITE_VALUE_DEFAULT`: the write is ordered after the stream's earlier work
 /// and its memory writes (a memory barrier).
 const WRITE_VALUE_DEFAULT: c_uint = 0;
@@ -127,7 +130,9 @@ const C_HOST_ALLOC: usize = 7;
 const C_WRITE_VALUE: usize = 8;
 /// Frames a resident kernel gave up waiting for (status 3).
 const C_TIMED_OUT: usize = 9;
-const COUNTERS: usize = 10;
+/// Operations queued on streams (copies, memsets, launches, event waits, value writes).
+const C_QUEUED: usize = 10;
+const COUNTERS: usize = 11;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -382,6 +387,7 @@ impl State {
     }
 
     fn enqueue(&mut self, stream: usize, op: Op) -> CuResult {
+        self.counters[C_QUEUED] += 1;
         if stream == 0 {
             // The legacy default stream: pqcc-gpu does not queue work on it; run at once.
             return match self.execute(0, op) {
@@ -670,7 +676,7 @@ impl State {
                         l.grid, l.block
                     ));
                 }
-                let [ctx, arrived, work, partials, status] = tensor_ptrs(l)?;
+                let [ctx, arrived, work, next, partials] = tensor_ptrs(l)?;
                 let range = |what: &str, addr: u64, len: usize| {
                     self.device(addr, len)
                         .map_err(|why| format!("gcm_open_tensor {what}: {why}"))
@@ -680,22 +686,24 @@ impl State {
                     if p.len > 0 {
                         range(&format!("data[{i}]"), t.data[i], p.len as usize)?;
                     }
-                    range(
-                        &format!("status of frame {i} (index {})", p.index),
-                        status + 4 * u64::from(p.index),
-                        4,
-                    )?;
                 }
                 range("arrived", arrived, 4 * t.f.len())?;
-                range("work", work, 4 * WORK_WORDS)?;
+                range("work", work, 4 * SET_WORDS)?;
+                range("next", next, 4 * SET_WORDS)?;
+                if work.abs_diff(next) < 4 * SET_WORDS as u64 {
+                    return Err(format!(
+                        "gcm_open_tensor: work {work:#x} and next {next:#x} overlap"
+                    ));
+                }
                 range("partials", partials, 16 * total as usize)?;
                 // The kernel hands out parts from work[0] and counts them in work[1..]:
-                // counters left from an earlier launch make it skip frames.
-                let words = self.read_words(work, WORK_WORDS)?;
+                // counters left from an earlier launch make it skip frames. A status
+                // word left from an earlier launch could be read back as this one's.
+                let words = self.read_words(work, SET_WORDS)?;
                 if let Some((k, w)) = words.iter().enumerate().find(|&(_, &w)| w != 0) {
                     return Err(format!(
                         "gcm_open_tensor: work[{k}] is {w:#x} at launch, not 0 (the counters \
-                         must be zeroed before every launch)"
+                         and status words must be zero at every launch)"
                     ));
                 }
                 Ok(Checked::Tensor(t))
@@ -812,9 +820,8 @@ impl State {
         let checked = self.check_launch(&l)?;
         if let Checked::Tensor(t) = &checked {
             // What the kernel touches must outlive it, whatever other streams run.
-            let [ctx, arrived, work, partials, status] = tensor_ptrs(&l)?;
-            let mut uses = vec![ctx, arrived, work, partials];
-            uses.extend(t.f.iter().map(|p| status + 4 * u64::from(p.index)));
+            let [ctx, arrived, work, next, partials] = tensor_ptrs(&l)?;
+            let mut uses = vec![ctx, arrived, work, next, partials];
             uses.extend(
                 t.f.iter()
                     .zip(t.data)
@@ -833,7 +840,19 @@ impl State {
             };
             self.kernel_uses.clear();
             r?;
-            let status = tensor_ptrs(&l)?[4];
+            let [.., work, next, _] = tensor_ptrs(&l)?;
+            if let Some((k, w)) = self
+                .read_words(next, SET_WORDS)?
+                .iter()
+                .enumerate()
+                .find(|&(_, &w)| w != 0)
+            {
+                return Err(format!(
+                    "gcm_open_tensor left next[{k}] = {w:#x}: the next launch's set must be \
+                     zeroed by this one"
+                ));
+            }
+            let status = work + 4 * WORK_WORDS as u64;
             for (f, (p, data)) in t.f.iter().zip(t.data).enumerate() {
                 let at = status + 4 * u64::from(p.index);
                 if self.failed_frame_zeroed(l.kernel, f, at, data, p.len)? == 3 {
@@ -952,7 +971,8 @@ impl State {
         l: &Launch,
         t: &TensorParams,
     ) -> Result<(), String> {
-        let [ctx, arrived, work, _partials, status] = tensor_ptrs(l)?;
+        let [ctx, arrived, work, next, _partials] = tensor_ptrs(l)?;
+        let status = work + 4 * WORK_WORDS as u64;
         let key = self.key(ctx)?;
         let mut counters = [0u32; WORK_WORDS];
         for (i, p) in t.f.iter().enumerate() {
@@ -986,7 +1006,8 @@ impl State {
         }
         // Every part handed out once, then one more fetch per block that finds none.
         counters[0] = t.total_parts() + l.grid[0];
-        self.write_words(work, &counters)
+        self.write_words(work, &counters)?;
+        self.write_words(next, &[0; SET_WORDS])
     }
 
     fn key(&self, ctx: u64) -> Result<[u8; 32], String> {
@@ -1085,7 +1106,7 @@ enum Checked {
     Tensor(TensorParams),
 }
 
-/// `gcm_open_tensor`'s pointer arguments: ctx, arrived, work, partials, status.
+/// `gcm_open_tensor`'s pointer arguments: ctx, arrived, work, next, partials.
 fn tensor_ptrs(l: &Launch) -> Result<[u64; 5], String> {
     <[u64; 5]>::try_from(l.ptrs.as_slice())
         .map_err(|_| format!("gcm_open_tensor: {} pointer arguments, not 5", l.ptrs.len()))
@@ -1155,6 +1176,13 @@ impl TensorParams {
                     part_base[i + 1],
                     part_base[i],
                     p.n_parts
+                ));
+            }
+            if p.index as usize >= RESIDENT_FRAMES {
+                return Err(format!(
+                    "tensor_params.f[{i}]: status index {} past the set's {RESIDENT_FRAMES} \
+                     status words",
+                    p.index
                 ));
             }
             if let Some(j) = f.iter().position(|q: &Params| q.index == p.index) {
@@ -1470,6 +1498,7 @@ pub extern "C" fn cuEventRecord(ev: *mut c_void, st: *mut c_void) -> CuResult {
         let Some(upto) = s.streams.get(&id).map(|x| x.enqueued) else {
             return INVALID_HANDLE;
         };
+        s.counters[C_QUEUED] += 1;
         match s.events.get_mut(&(ev as usize)) {
             Some(e) => {
                 e.recorded = Some((id, upto));
@@ -1914,8 +1943,9 @@ pub unsafe extern "C" fn cuGetErrorName(e: CuResult, out: *mut *const c_char) ->
 /// Copies the host-side counters into `out` (at most `n`): stream synchronizes, event
 /// synchronizes, context synchronizes, synchronous copies, device allocations, device
 /// frees, kernel launches, pinned allocations, stream memory writes
-/// (`cuStreamWriteValue32`), frames a resident kernel gave up waiting for. Returns how
-/// many there are.
+/// (`cuStreamWriteValue32`), frames a resident kernel gave up waiting for, and driver
+/// calls that queue work on a stream (operations of any kind, and event records).
+/// Returns how many there are.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pqcc_fake_cuda_counters(out: *mut u64, n: usize) -> usize {
     let g = lock();

@@ -172,8 +172,12 @@ struct Tensor {
     ctx: u64,
     data: Vec<u64>,
     arrived: u64,
+    /// The launch's set (SET_WORDS): counters, then status words.
     work: u64,
+    /// The set the kernel zeroes for the next launch.
+    next: u64,
     partials: u64,
+    /// `work + 4 * WORK_WORDS`.
     status: u64,
     s0: *mut c_void,
     copy: [*mut c_void; 2],
@@ -190,13 +194,18 @@ fn tensor(key: &[u8; 32], frames: &[Frame]) -> Tensor {
     let total = frames.iter().map(|f| f.n_parts).sum();
     let arrived = alloc(4 * RESIDENT_FRAMES);
     upload(arrived, &[0u8; 4 * RESIDENT_FRAMES]);
+    let work = alloc(4 * SET_WORDS);
+    let next = alloc(4 * SET_WORDS);
+    // What an earlier launch left: the kernel must zero it.
+    upload(next, &[0xA5u8; 4 * SET_WORDS]);
     Tensor {
         ctx,
         data,
         arrived,
-        work: alloc(4 * WORK_WORDS),
+        work,
+        next,
         partials: alloc(16 * total as usize),
-        status: alloc(4 * frames.len()),
+        status: work + 4 * WORK_WORDS as u64,
         s0: stream(),
         copy: [stream(), stream()],
         tp,
@@ -205,24 +214,28 @@ fn tensor(key: &[u8; 32], frames: &[Frame]) -> Tensor {
 }
 
 impl Tensor {
-    /// Queues on s0 the zeroing of status and work, then the kernel over `grid` blocks.
+    /// Queues on s0 the zeroing of the launch's set (counters and status words), then
+    /// the kernel over `grid` blocks.
     fn launch(&self, grid: u32) -> CuResult {
-        let n = self.data.len();
-        assert_eq!(cuMemsetD8Async(self.status, 0, 4 * n, self.s0), SUCCESS);
         assert_eq!(
-            cuMemsetD8Async(self.work, 0, 4 * WORK_WORDS, self.s0),
+            cuMemsetD8Async(self.work, 0, 4 * SET_WORDS, self.s0),
             SUCCESS
         );
+        self.launch_only(grid)
+    }
+
+    /// Queues the kernel over `grid` blocks on s0.
+    fn launch_only(&self, grid: u32) -> CuResult {
         let f = function(c"gcm_open_tensor");
         let a = |p: u64| p.to_ne_bytes();
-        let (c, ar, w, p, s) = (
+        let (c, ar, w, x, p) = (
             a(self.ctx),
             a(self.arrived),
             a(self.work),
+            a(self.next),
             a(self.partials),
-            a(self.status),
         );
-        launch(f, grid, 256, self.s0, &[&c, &self.tp, &ar, &w, &p, &s])
+        launch(f, grid, 256, self.s0, &[&c, &self.tp, &ar, &w, &x, &p])
     }
 
     /// Queues frame `i`'s copy and then its flag on copy stream `i % 2`.
@@ -288,7 +301,12 @@ fn tensor_opens_frames_delivered_by_other_streams() {
             "every block fetched once past the end"
         );
         assert_eq!(&w[1..5], &[1, 2, 1, 18]);
-        assert!(w[9..].iter().all(|&x| x == 0));
+        assert!(w[9..WORK_WORDS].iter().all(|&x| x == 0));
+        assert_eq!(
+            words(t.next, SET_WORDS),
+            vec![0; SET_WORDS],
+            "next set zeroed"
+        );
         let c = lock().as_ref().unwrap().counters[C_WRITE_VALUE];
         assert_eq!(c, 4);
         assert_eq!(last_error().0, SUCCESS);
@@ -458,39 +476,33 @@ fn tensor_launch_checks() {
         expect(
             emulate,
             &|t| {
-                t.tp[TENSOR_FRAMES_AT + PARAMS_LEN + 40] = 5;
+                t.tp[TENSOR_FRAMES_AT + PARAMS_LEN + 40] = 8;
                 t.total
             },
-            "gcm_open_tensor status of frame 1 (index 5)",
+            "status index 8 past the set",
+        );
+        expect(
+            emulate,
+            &|t| {
+                t.next = t.work;
+                t.total
+            },
+            "overlap",
         );
     }
-    // Counters left from an earlier launch.
-    let _t = fresh(false);
-    let frames = [frame(&key, 1, 64, 5, 0, false)];
-    let t = tensor(&key, &frames);
-    assert_eq!(cuMemsetD8Async(t.status, 0, 4, t.s0), SUCCESS);
-    assert_eq!(cuMemsetD8Async(t.work, 0, 4 * WORK_WORDS, t.s0), SUCCESS);
-    assert_eq!(cuMemsetD8Async(t.work + 8, 1, 1, t.s0), SUCCESS);
-    let f = function(c"gcm_open_tensor");
-    let a = |p: u64| p.to_ne_bytes();
-    let (c, ar, w, p, s) = (
-        a(t.ctx),
-        a(t.arrived),
-        a(t.work),
-        a(t.partials),
-        a(t.status),
-    );
-    assert_eq!(
-        launch(f, 1, 256, t.s0, &[&c, &t.tp, &ar, &w, &p, &s]),
-        SUCCESS
-    );
-    t.deliver(&frames, 0);
-    assert_eq!(t.finish(), LAUNCH_FAILED);
-    assert!(
-        last_error().1.contains("work[2] is 0x1"),
-        "{:?}",
-        last_error()
-    );
+    // A counter, then a status word, left from an earlier launch.
+    for (word, why) in [(2, "work[2] is 0x1"), (WORK_WORDS, "work[17] is 0x1")] {
+        let _t = fresh(false);
+        let frames = [frame(&key, 1, 64, 5, 0, false)];
+        let t = tensor(&key, &frames);
+        assert_eq!(cuMemsetD8Async(t.work, 0, 4 * SET_WORDS, t.s0), SUCCESS);
+        let at = t.work + 4 * word as u64;
+        assert_eq!(cuMemsetD8Async(at, 1, 1, t.s0), SUCCESS);
+        assert_eq!(t.launch_only(1), SUCCESS);
+        t.deliver(&frames, 0);
+        assert_eq!(t.finish(), LAUNCH_FAILED);
+        assert!(last_error().1.contains(why), "{:?}", last_error());
+    }
 }
 
 #[test]

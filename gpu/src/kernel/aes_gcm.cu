@@ -468,11 +468,17 @@ extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const
 // completes a frame's last part reduces its partials, checks the tag, writes the status
 // word and zeroes the frame if it failed, as gcm_open_final does. No launch per frame.
 //
-// work[0] hands out parts; work[1 + f] counts frame f's finished parts; work[1 + RF + f]
-// is set when a part of frame f gave up waiting (RESIDENT_TIMEOUT_NS): the frame then gets
-// status 3 and is zeroed. All of `work` and the status words are zeroed before the launch.
+// `work` is this launch's set of SET_WORDS words: work[0] hands out parts; work[1 + f]
+// counts frame f's finished parts; work[1 + RF + f] is set when a part of frame f gave up
+// waiting (RESIDENT_TIMEOUT_NS): the frame then gets status 3 and is zeroed; the status
+// words follow (work + STATUS_AT). The set is all zero at launch. The host alternates two
+// sets, and the block that takes part 0 zeroes the other one (`next`) for the next launch
+// on the same stream, which cannot start before this one ends: no memset per tensor. (The
+// host zeroes both itself when a launch may not have completed.)
 
 #define RESIDENT_FRAMES 8
+#define STATUS_AT (1 + 2 * RESIDENT_FRAMES)
+#define SET_WORDS (STATUS_AT + RESIDENT_FRAMES)
 #define RESIDENT_TIMEOUT_NS 10000000000ull  // 10 s: only ends a wait for a copy that never came
 
 #ifndef PQCC_EMU
@@ -557,7 +563,7 @@ __device__ u32 resident_final(const u32 *ctx, const frame_params &p, const u32 *
     return *verdict;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tensor(const u32 *ctx, const __grid_constant__ tensor_params tp, const u32 *arrived, u32 *work, u32 *partials, u32 *status) {
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tensor(const u32 *ctx, const __grid_constant__ tensor_params tp, const u32 *arrived, u32 *work, u32 *next, u32 *partials) {
     __shared__ __align__(16) u32 tsh[256 * 32];
     __shared__ u32 rk[60];
     __shared__ u64 red[THREADS / 32][2];
@@ -574,6 +580,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tenso
         if (tid == 0) part_sh = atomicAdd(&work[0], 1u);
         __syncthreads();
         const u32 part = part_sh;
+        if (part == 0) {
+            for (u32 i = tid; i < SET_WORDS; i += THREADS) next[i] = 0;
+        }
         if (part >= total) break;
         u32 f = 0;
         while (f + 1 < nf && part >= tp.part_base[f + 1]) f++;
@@ -596,7 +605,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tenso
             __threadfence();
             const u32 missing = ((const volatile u32 *)work)[1 + RESIDENT_FRAMES + f];
             const u32 verdict = resident_final(ctx, p, partials + 4 * tp.part_base[f], missing, t, rk, v, &verdict_sh);
-            if (tid == 0) status[p.index] = verdict;
+            if (tid == 0) work[STATUS_AT + p.index] = verdict;
             // A frame whose tag failed (or that never arrived) is zeroed before the kernel ends.
             if (verdict != 1u) {
                 for (u64 i = tid; i < p.len; i += THREADS) data[i] = 0;
