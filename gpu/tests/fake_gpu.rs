@@ -432,8 +432,8 @@ fn kept_verdicts_wait_once_per_tensor() {
     });
 }
 
-/// The kernel-only timing of `pqcc bench gpu` (device events around the kernels of all
-/// frames) runs and checks every verdict.
+/// The kernel-only timings of `pqcc bench gpu` (device events around the kernels of all
+/// frames, and around the resident kernel) run and check every verdict.
 #[test]
 fn kernel_timing_runs_and_checks_verdicts() {
     checked(|dev| {
@@ -449,13 +449,32 @@ fn kernel_timing_runs_and_checks_verdicts() {
         let (mut pinned, ranges) = cases::in_pinned(&mut g, &frames);
         let t = g.time_kernels(NOW, &pinned, &ranges, 3).unwrap();
         assert!(t > 0.0);
-        // A flipped tag byte: the timing refuses to report.
+        let t = g.time_resident_kernel(NOW, &pinned, &ranges, 3).unwrap();
+        assert!(t.is_some_and(|t| t > 0.0), "{t:?}");
+        // A flipped tag byte: the timings refuse to report.
         let last = ranges[1].end - 1;
         pinned.as_mut_slice()[last] ^= 1;
         assert_eq!(
             g.time_kernels(NOW, &pinned, &ranges, 3).unwrap_err(),
             pqcc_gpu::GpuError::TagMismatch { frame: 1 }
         );
+        assert_eq!(
+            g.time_resident_kernel(NOW, &pinned, &ranges, 3)
+                .unwrap_err(),
+            pqcc_gpu::GpuError::TagMismatch { frame: 1 }
+        );
+        pinned.as_mut_slice()[last] ^= 1;
+        // The resident schedule still opens tensors after the timings, and the timing
+        // has no figure for a tensor its kernel does not take (9 frames).
+        let dst = g.backend().alloc_zeroed(data.len()).unwrap();
+        g.set_schedule(OpenSchedule::Resident);
+        g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
+        assert_eq!(g.backend().download(dst).unwrap(), data);
+        let frames = seal_tensor(&mut s, 2, &data, 350 << 10);
+        let (pinned, ranges) = cases::in_pinned(&mut g, &frames);
+        assert_eq!(ranges.len(), 9);
+        assert_eq!(g.time_resident_kernel(NOW, &pinned, &ranges, 3), Ok(None));
+        g.backend().free(dst).unwrap();
     });
 }
 

@@ -85,6 +85,7 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
             "ratio_kept",
             "sealed_resident_gbps",
             "ratio_resident",
+            "kernel_resident_gbps",
         ] {
             assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
         }
@@ -105,7 +106,8 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     assert!(
         table.contains("sealed GB/s")
             && table.contains("kept GB/s")
-            && table.contains("resident GB/s"),
+            && table.contains("resident GB/s")
+            && table.contains("res. kern GB/s"),
         "{table}"
     );
     println!("[gpu-bench] on FakeCuda:\n{table}");

@@ -12,7 +12,9 @@
 //!   8 frames and 64 MiB), `Resident` (one resident kernel per tensor that follows the
 //!   copies: no launch per frame);
 //! - **kernel**: the decryption and tag kernels alone on ciphertext already in VRAM
-//!   (device events), i.e. the kernel's own open throughput.
+//!   (device events), i.e. the kernel's own open throughput; **res. kern**: the same for
+//!   `Resident`'s one kernel, launched with every frame already arrived (what it can
+//!   add after the last copy, at most).
 //!
 //! Plain and sealed runs alternate (plain, sealed, plain, kept, plain, resident), `--runs`
 //! times; medians are reported, with the ratio sealed/plain (goal ≥ 0.9). Every sealed
@@ -162,7 +164,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     );
     if !a.json {
         println!(
-            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>13}  {:>7}  {:>11}",
+            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>13}  {:>7}  {:>11}  {:>14}",
             "size",
             "chunk",
             "plain GB/s",
@@ -172,7 +174,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             "ratio",
             "resident GB/s",
             "ratio",
-            "kernel GB/s"
+            "kernel GB/s",
+            "res. kern GB/s"
         );
     }
     let mut id = 0u64;
@@ -190,6 +193,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         id += 1;
         let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
         let kernel_s = g.time_kernels(unix_now(), &pinned, &ranges, a.runs.max(3))?;
+        let resident_kernel_s =
+            g.time_resident_kernel(unix_now(), &pinned, &ranges, a.runs.max(3))?;
         // Warm-up of every path with those frames (and one more sealing for each further
         // schedule: the first one committed them).
         g.backend_ref().time_plain_copy(&pinned, size, dst, chunk)?;
@@ -264,6 +269,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         let of_plain = |x: f64| if pg > 0.0 { x / pg } else { 0.0 };
         let (ratio, ratio_kept) = (of_plain(sg), of_plain(keg));
         let rg = r.as_ref().map(|r| gbps(n, r.p50));
+        let rkg = resident_kernel_s.map(|t| gbps(n, t));
         let ratio_resident = rg.map(of_plain);
         if a.json {
             println!(
@@ -278,11 +284,12 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                     "sealed_kept_s_p50": k.p50, "kernel_s_p50": kernel_s,
                     "sealed_resident_gbps": rg, "ratio_resident": ratio_resident,
                     "sealed_resident_s_p50": r.as_ref().map(|r| r.p50),
+                    "kernel_resident_gbps": rkg, "kernel_resident_s_p50": resident_kernel_s,
                 })
             );
         } else {
             println!(
-                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.2}  {:>6.3}x  {:>13}  {:>7}  {:>11.1}",
+                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.2}  {:>6.3}x  {:>13}  {:>7}  {:>11.1}  {:>14}",
                 human_size(size),
                 human_size(chunk),
                 pg,
@@ -292,7 +299,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                 ratio_kept,
                 rg.map_or("-".into(), |x| format!("{x:.2}")),
                 ratio_resident.map_or("-".into(), |x| format!("{x:.3}x")),
-                kg
+                kg,
+                rkg.map_or("-".into(), |x| format!("{x:.1}"))
             );
         }
     }
