@@ -6,6 +6,7 @@
 #   scripts/gpu-check.sh build          # release binaries and test data -> target/gpu-check/
 #   scripts/gpu-check.sh run [OUTDIR [BENCH-ARG...]]   # on the GPU machine, from the
 #                                                     # repository root
+#   scripts/gpu-check.sh sweep [OUTDIR [RUNS]]          # there too: small tensors only
 #
 # `run` executes the GPU tests (every opener case under every schedule, Wycheproof through
 # the kernel) and `pqcc bench gpu --json [BENCH-ARG...]` (e.g. `--sizes 1M,4M,16M --runs
@@ -14,6 +15,11 @@
 # from LD_LIBRARY_PATH, the system's library cache, a CUDA installation, or an
 # nvidia-cuda-nvrtc wheel in a Python environment. Exit status: that of the first
 # failing step.
+#
+# `sweep` runs only the benchmark, for 1, 4 and 16 MiB tensors cut into 1, 2, 4 and 8
+# frames (every split the resident kernel takes), on 2 and 4 streams, RUNS runs each
+# (default 9), appending every row to OUTDIR/sweep.jsonl: which split and stream count
+# suit small tensors best, per schedule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/gpu-check
@@ -53,9 +59,9 @@ for p in site.getsitepackages() + sys.path:
     [ -n "$d" ] && echo "$d"
 }
 
-run() {
-    local out=${1:-$dir/out}
-    shift || true
+# Checks the build is there, finds libnvrtc, prints the GPU; OUTDIR is made.
+prepare() {
+    local out=$1
     [ -x "$dir/gpu-tests" ] && [ -x "$dir/pqcc" ] ||
         { echo "gpu-check: $dir is missing: run 'scripts/gpu-check.sh build' first" >&2; exit 2; }
     mkdir -p "$out"
@@ -66,8 +72,28 @@ run() {
     export PQCC_SHARED_DATA="$PWD/$dir/data"
     echo "gpu-check: libnvrtc from $nvrtc"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+}
+
+run() {
+    local out=${1:-$dir/out}
+    shift || true
+    prepare "$out"
     "$dir/gpu-tests" --test-threads=1 --nocapture 2>&1 | tee "$out/gpu-tests.log"
     "$dir/pqcc" bench gpu --json "$@" 2> >(tee "$out/bench.log" >&2) | tee "$out/bench.jsonl"
+}
+
+sweep() {
+    local out=${1:-$dir/out} runs=${2:-9} size frames streams
+    prepare "$out"
+    for size in 1 4 16; do
+        for frames in 1 2 4 8; do
+            for streams in 2 4; do
+                "$dir/pqcc" bench gpu --json --sizes "${size}M" --runs "$runs" \
+                    --chunk "$((size * 1024 / frames))K" --streams "$streams" \
+                    2>> "$out/sweep.log" | tee -a "$out/sweep.jsonl"
+            done
+        done
+    done
 }
 
 case "${1:-}" in
@@ -76,8 +102,12 @@ case "${1:-}" in
         shift
         run "$@"
         ;;
+    sweep)
+        shift
+        sweep "$@"
+        ;;
     *)
-        echo "usage: scripts/gpu-check.sh build | run [OUTDIR [BENCH-ARG...]]" >&2
+        echo "usage: scripts/gpu-check.sh build | run [OUTDIR [BENCH-ARG...]] | sweep [OUTDIR [RUNS]]" >&2
         exit 2
         ;;
 esac
