@@ -24,7 +24,7 @@ use pqcc_core::{
 use zeroize::Zeroize;
 
 use crate::{
-    Backend, BufferHandle, DeviceInfo, GpuError,
+    Backend, BatchError, BufferHandle, DeviceInfo, GpuError,
     kernel::{
         self, CTX_WORDS, FINAL_THREADS, INLINE_AAD, KernelConfig, MAX_AAD, RESIDENT_FRAMES, THREADS,
     },
@@ -297,8 +297,8 @@ pub fn resident_applies(frames: usize, total_len: usize) -> bool {
 
 /// Reads the first `n` status words copied back into `host`: 1 verified, 3 never arrived
 /// (resident kernel), anything else a failed tag.
-fn verdicts_ok(host: &PinnedBuffer, n: usize) -> Result<(), GpuError> {
-    let words = host.as_slice().chunks_exact(4);
+fn verdicts_ok(host: &[u8], n: usize) -> Result<(), GpuError> {
+    let words = host.chunks_exact(4);
     if words.len() < n {
         return Err(GpuError::InvalidArgument("status buffer too small"));
     }
@@ -317,7 +317,9 @@ struct Resident {
     /// The kernel's own stream, so that the copies use every backend stream, as the
     /// other schedules' (and plain) copies do.
     stream: Arc<CudaStream>,
-    /// One word per frame, written with `generation` by the copy stream after the frame's copy.
+    /// Two halves of one word per frame, written with the tensor's generation by the
+    /// copy stream after the frame's copy. Tensors take the halves in turn, so that the
+    /// next tensor's flags never overwrite those of one still on the GPU.
     arrived: CudaSlice<u32>,
     /// Two sets of [`SET_WORDS`] words (the kernel's counters, then the frames' status
     /// words). A launch uses one, which must be all zero, and zeroes the other for the
@@ -328,11 +330,42 @@ struct Resident {
     /// Whether that set is known to be zero: false until a launch has completed without
     /// error (then the next launch zeroes both sets on the kernel's stream first).
     clean: bool,
-    /// The pinned host copy of the status words.
+    /// The pinned host copy of the status words, in two halves as `arrived`.
     host: PinnedBuffer,
+    /// Per half, recorded on the kernel's stream after the copy of the verdicts.
+    done: [CudaEvent; 2],
+    /// The half the next tensor takes.
+    half: usize,
     partials: CudaSlice<u32>,
-    /// The value this tensor's `arrived` words take; never 0 (the words start zeroed).
+    /// The value the last tensor's `arrived` words take; never 0 (the words start zeroed).
     generation: u32,
+}
+
+impl Resident {
+    /// The device address of half `half` of the `arrived` flags.
+    fn arrived_at(&self, backend: &CudaBackend, half: usize) -> u64 {
+        backend.ptr(&self.arrived) + (4 * RESIDENT_FRAMES * half) as u64
+    }
+
+    /// The first `n` status words of half `half` of the host copy.
+    fn verdicts(&self, half: usize, n: usize) -> Result<&[u8], GpuError> {
+        let at = 4 * RESIDENT_FRAMES * half;
+        self.host
+            .as_slice()
+            .get(at..at + 4 * n.min(RESIDENT_FRAMES))
+            .ok_or(GpuError::InvalidArgument("status buffer too small"))
+    }
+}
+
+/// Tensors of a batch on the GPU, oldest first: index in the batch, queued state, and
+/// destination (device address, length).
+type OnGpu = std::collections::VecDeque<(usize, Queued, (u64, usize))>;
+
+/// A tensor queued for the resident kernel, its verdicts not read yet.
+struct Queued {
+    plan: TensorPlan,
+    /// The half of the flags and of the host copy it uses.
+    half: usize,
 }
 
 struct Kernels {
@@ -686,26 +719,50 @@ impl CudaBackend {
         dst: BufferHandle,
         chunk: usize,
     ) -> Result<f64, GpuError> {
-        let d = self.buf(dst)?;
-        let src = src
-            .as_slice()
-            .get(..len)
-            .ok_or(GpuError::InvalidArgument("source shorter than len"))?;
-        if d.len < len || chunk == 0 {
-            return Err(GpuError::InvalidArgument(
-                "destination too short or empty chunk",
-            ));
+        self.time_plain_copies(src, len, &[dst], chunk)
+    }
+
+    /// [`CudaBackend::time_plain_copy`] for a batch: bytes `j * len .. (j + 1) * len` of
+    /// `src` into `dsts[j]`, each in `chunk`-byte pieces spread over the streams, all
+    /// queued before one wait for every stream: the anchor of the batch figures of
+    /// `pqcc bench gpu`. Returns seconds of wall time.
+    pub fn time_plain_copies(
+        &self,
+        src: &PinnedBuffer,
+        len: usize,
+        dsts: &[BufferHandle],
+        chunk: usize,
+    ) -> Result<f64, GpuError> {
+        if chunk == 0 {
+            return Err(GpuError::InvalidArgument("empty chunk"));
         }
-        let dst_p = self.ptr(&d.slice);
+        let mut jobs = Vec::with_capacity(dsts.len());
+        for (j, dst) in dsts.iter().enumerate() {
+            let d = self.buf(*dst)?;
+            let from = src
+                .as_slice()
+                .get(j * len..(j + 1) * len)
+                .ok_or(GpuError::InvalidArgument("source shorter than the batch"))?;
+            if d.len < len {
+                return Err(GpuError::InvalidArgument("destination too short"));
+            }
+            jobs.push((from, self.ptr(&d.slice)));
+        }
         let t = std::time::Instant::now();
-        for (i, c) in src.chunks(chunk).enumerate() {
-            let s = &self.streams[i % self.streams.len()];
-            // SAFETY: `c` lies in pinned memory alive until the synchronize below;
-            // the destination range lies inside `dst` (length checked above).
-            unsafe { result::memcpy_htod_async(dst_p + (i * chunk) as u64, c, s.cu_stream()) }
-                .map_err(drv)?;
-        }
-        self.sync_all()?;
+        let queued = jobs.iter().try_for_each(|&(from, dst_p)| {
+            for (i, c) in from.chunks(chunk).enumerate() {
+                let s = &self.streams[i % self.streams.len()];
+                // SAFETY: `c` lies in pinned memory alive until the wait below (also
+                // after an error); the destination range lies inside the destination
+                // (length checked above).
+                unsafe { result::memcpy_htod_async(dst_p + (i * chunk) as u64, c, s.cu_stream()) }
+                    .map_err(drv)?;
+            }
+            Ok(())
+        });
+        let synced = self.sync_all();
+        queued?;
+        synced?;
         Ok(t.elapsed().as_secs_f64())
     }
 }
@@ -1023,7 +1080,7 @@ impl<const W: usize> GpuOpener<W> {
     /// Reads the first `n` kept verdicts (copied back, stream 0 completed): 1 verified,
     /// 3 never arrived (resident kernel), anything else a failed tag.
     fn kept_verdicts(&self, n: usize) -> Result<(), GpuError> {
-        verdicts_ok(&self.verdicts()?.host, n)
+        verdicts_ok(self.verdicts()?.host.as_slice(), n)
     }
 
     /// [`GpuOpener::enqueue_and_wait`] with one resident kernel ([`OpenSchedule::Resident`]);
@@ -1036,9 +1093,28 @@ impl<const W: usize> GpuOpener<W> {
         dst_p: u64,
         dst_len: usize,
     ) -> Result<TensorPlan, GpuError> {
-        // Too many frames for one launch: the Persistent path checks them as it goes.
+        match self.queue_tensor(now, frames, pinned, dst_p, dst_len)? {
+            Some(q) => self.wait_queued(q),
+            None => self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len),
+        }
+    }
+
+    /// Checks every header of a tensor, then queues it for the resident kernel: the
+    /// copies and flags, the launch, the copy back of the verdicts and an event.
+    /// `Ok(None)`, with nothing queued, for a tensor the kernel does not take. After an
+    /// error, this tensor's kernel (if launched) is released; the caller waits for every
+    /// stream before it zeroes the destination. Tensors queued earlier are not affected.
+    fn queue_tensor(
+        &mut self,
+        now: u64,
+        frames: &[&[u8]],
+        pinned: bool,
+        dst_p: u64,
+        dst_len: usize,
+    ) -> Result<Option<Queued>, GpuError> {
+        // Too many frames for one launch: not worth checking the headers here.
         if frames.len() > RESIDENT_FRAMES {
-            return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+            return Ok(None);
         }
         // Every header is checked before anything is queued: the kernel is launched
         // right after the first copy is queued and must know all frames.
@@ -1048,38 +1124,179 @@ impl<const W: usize> GpuOpener<W> {
                 "destination shorter than the tensor",
             ));
         }
-        let n = plan.frames.len();
         let Some((mut tp, parts)) = self.tensor_params(&plan, frames, dst_p)? else {
-            return self.enqueue_and_wait_kept(now, frames, pinned, dst_p, dst_len);
+            return Ok(None);
         };
         self.ensure_resident()?;
         tp.generation = self.next_gen()?;
-        let ks = self.resident()?.stream.clone();
+        let res = self.resident_mut()?;
+        let half = res.half;
+        res.half ^= 1;
+        let ks = res.stream.clone();
         let mut launched = false;
-        let r = self.queue_resident(&ks, &parts, pinned, &tp, &mut launched);
-        let r = match r {
-            // The kernel completes only after it saw every frame's flag, each written
-            // after its frame's copy: its stream's completion also means every copy
-            // ended. A verdict other than 1 leaves that open; the caller then waits for
-            // every stream before it zeroes the destination.
-            Ok(()) => ks.synchronize().map_err(drv),
-            Err(e) => {
-                if launched {
-                    self.release_resident(tp.generation, n);
-                }
-                let _ = self.backend.sync_all();
-                let _ = ks.synchronize();
-                Err(e)
+        let r = self.queue_resident(&ks, &parts, pinned, &tp, half, &mut launched);
+        if let Err(e) = r {
+            if launched {
+                self.release_resident(half, tp.generation, parts.len());
             }
-        };
-        let r = r.and_then(|()| self.resident().and_then(|res| verdicts_ok(&res.host, n)));
-        if let Some(res) = self.resident.as_mut() {
-            // The kernel zeroed the other set only if it ran to its end; after an error,
-            // the next launch zeroes both first.
-            res.clean &= r.is_ok();
+            self.resident_mut()?.clean = false;
+            return Err(e);
         }
-        r?;
-        Ok(plan)
+        Ok(Some(Queued { plan, half }))
+    }
+
+    /// Waits for a queued tensor (its event, after the kernel and the copy of its
+    /// verdicts) and checks its verdicts; returns its plan, to be committed. The kernel
+    /// ends only after it saw every frame's flag, each written after its frame's copy,
+    /// so the event also means every copy of the tensor ended. A verdict other than 1
+    /// leaves that open: the caller then waits for every stream before it zeroes the
+    /// destination.
+    fn wait_queued(&mut self, q: Queued) -> Result<TensorPlan, GpuError> {
+        let res = self.resident()?;
+        let n = q.plan.frames.len();
+        let r = res.done[q.half]
+            .synchronize()
+            .map_err(drv)
+            .and_then(|()| verdicts_ok(res.verdicts(q.half, n)?, n));
+        if r.is_err() {
+            // The kernel zeroed the other scratch set only if it ran to its end; after
+            // an error, the next launch zeroes both first.
+            self.resident_mut()?.clean = false;
+        }
+        r.map(|()| q.plan)
+    }
+
+    /// [`GpuOpener::wait_queued`], then the commit of the tensor's frames.
+    fn finish_queued(&mut self, q: Queued) -> Result<(), GpuError> {
+        let plan = self.wait_queued(q)?;
+        commit_all(&mut self.channel, &plan)
+    }
+
+    /// Opens several tensors whose frames lie in pinned memory, in order, each into its
+    /// own destination: `tensors[t]` is (the ranges of `src` holding tensor `t`'s
+    /// frames, its destination), as for [`GpuOpener::open_tensor_pinned`]. The
+    /// destinations must be distinct.
+    ///
+    /// With [`OpenSchedule::Resident`], two tensors the resident kernel takes are on the
+    /// GPU at once: tensor `t + 1` is queued (its headers checked, its copies, flags and
+    /// kernel queued) before the host waits for tensor `t`'s verdicts, so its copies run
+    /// while tensor `t`'s kernel finishes. Nothing changes for security: each tensor is
+    /// committed, in order, only after all its verdicts were read; the replay window
+    /// refuses at commit a frame that a tensor still on the GPU delivered already. (The
+    /// key-lifetime check counts committed frames, so it can pass up to two tensors'
+    /// frames beyond its limit instead of one.) Other tensors, and every tensor under the
+    /// other schedules, are opened one after the other as by `open_tensor_pinned`.
+    ///
+    /// On failure, the tensors before the one named were opened and committed; the one
+    /// named and every one it had started on after it are zeroed in VRAM and not
+    /// committed; the later ones are untouched.
+    pub fn open_tensors_pinned(
+        &mut self,
+        now: u64,
+        src: &PinnedBuffer,
+        tensors: &[(&[std::ops::Range<usize>], BufferHandle)],
+    ) -> Result<(), BatchError> {
+        let fail = |tensor, error| BatchError { tensor, error };
+        for (t, (_, d)) in tensors.iter().enumerate() {
+            if tensors[..t].iter().any(|(_, e)| e == d) {
+                return Err(fail(
+                    t,
+                    GpuError::InvalidArgument("a destination appears twice in the batch"),
+                ));
+            }
+        }
+        if self.schedule != OpenSchedule::Resident {
+            for (t, (ranges, dst)) in tensors.iter().enumerate() {
+                self.open_tensor_pinned(now, src, ranges, *dst)
+                    .map_err(|e| fail(t, e))?;
+            }
+            return Ok(());
+        }
+        let mut on_gpu = OnGpu::new();
+        for (t, (ranges, dst)) in tensors.iter().enumerate() {
+            if on_gpu.len() == 2
+                && let Some((k, q, d)) = on_gpu.pop_front()
+                && let Err(e) = self.finish_queued(q)
+            {
+                return Err(self.abandon(fail(k, e), d, on_gpu, None));
+            }
+            let queued = frames_in(src, ranges).and_then(|frames| {
+                let d = self.backend.buf(*dst)?;
+                let d = (self.backend.ptr(&d.slice), d.len);
+                Ok((self.queue_tensor(now, &frames, true, d.0, d.1)?, d))
+            });
+            match queued {
+                Ok((Some(q), d)) => on_gpu.push_back((t, q, d)),
+                Ok((None, _)) => {
+                    self.drain(&mut on_gpu)
+                        .map_err(|(e, d, rest)| self.abandon(e, d, rest, None))?;
+                    self.open_tensor_pinned(now, src, ranges, *dst)
+                        .map_err(|e| fail(t, e))?;
+                }
+                Err(e) => {
+                    // Earlier tensors are still delivered if they verify.
+                    let this = self
+                        .backend
+                        .buf(*dst)
+                        .map(|d| (self.backend.ptr(&d.slice), d.len));
+                    return Err(match self.drain(&mut on_gpu) {
+                        Err((first, d, rest)) => self.abandon(first, d, rest, this.ok()),
+                        Ok(()) => {
+                            let _ = self.idle_all();
+                            if let Ok((p, len)) = this {
+                                let _ = self.backend.zero_device(p, len.max(1));
+                            }
+                            fail(t, e)
+                        }
+                    });
+                }
+            }
+        }
+        self.drain(&mut on_gpu)
+            .map_err(|(e, d, rest)| self.abandon(e, d, rest, None))
+    }
+
+    /// Finishes the tensors on the GPU in order; on the first failure, returns it with
+    /// that tensor's destination and the tensors still on the GPU.
+    fn drain(&mut self, on_gpu: &mut OnGpu) -> Result<(), (BatchError, (u64, usize), OnGpu)> {
+        while let Some((k, q, d)) = on_gpu.pop_front() {
+            if let Err(error) = self.finish_queued(q) {
+                return Err((BatchError { tensor: k, error }, d, std::mem::take(on_gpu)));
+            }
+        }
+        Ok(())
+    }
+
+    /// After tensor `e.tensor` failed: waits for every stream, then zeroes its
+    /// destination `d`, those of the tensors still on the GPU (not committed), and
+    /// `also`. Returns `e`.
+    fn abandon(
+        &mut self,
+        e: BatchError,
+        d: (u64, usize),
+        rest: OnGpu,
+        also: Option<(u64, usize)>,
+    ) -> BatchError {
+        let _ = self.idle_all();
+        let dsts = std::iter::once(d)
+            .chain(rest.into_iter().map(|(_, _, d)| d))
+            .chain(also);
+        for (p, len) in dsts {
+            let _ = self.backend.zero_device(p, len.max(1));
+        }
+        if let Ok(res) = self.resident_mut() {
+            res.clean = false;
+        }
+        e
+    }
+
+    /// Waits for every backend stream and the resident kernel's stream.
+    fn idle_all(&self) -> Result<(), GpuError> {
+        let copies = self.backend.sync_all();
+        match &self.resident {
+            Some(r) => copies.and(r.stream.synchronize().map_err(drv)),
+            None => copies,
+        }
     }
 
     /// The resident kernel's parameters for the frames of `plan` landing at `dst_p`, and
@@ -1134,9 +1351,9 @@ impl<const W: usize> GpuOpener<W> {
         if self.resident.is_some() {
             return Ok(());
         }
-        let arrived = self.backend.alloc_raw::<u32>(RESIDENT_FRAMES)?;
+        let arrived = self.backend.alloc_raw::<u32>(2 * RESIDENT_FRAMES)?;
         let arrived_p = self.backend.ptr(&arrived);
-        self.backend.zero_device(arrived_p, 4 * RESIDENT_FRAMES)?;
+        self.backend.zero_device(arrived_p, 8 * RESIDENT_FRAMES)?;
         let s0 = self.backend.s0();
         write_flag(s0, arrived_p, 0)
             .and_then(|()| s0.synchronize().map_err(drv))
@@ -1147,13 +1364,19 @@ impl<const W: usize> GpuOpener<W> {
                 ))
             })?;
         let ctx = &self.backend.ctx;
+        let event = || {
+            ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                .map_err(drv)
+        };
         self.resident = Some(Resident {
             stream: ctx.new_stream().map_err(drv)?,
             arrived,
             sets: self.backend.alloc_raw::<u32>(2 * SET_WORDS)?,
             set: 0,
             clean: false,
-            host: PinnedBuffer::new(ctx, 4 * RESIDENT_FRAMES)?,
+            host: PinnedBuffer::new(ctx, 8 * RESIDENT_FRAMES)?,
+            done: [event()?, event()?],
+            half: 0,
             partials: self
                 .backend
                 .alloc_raw::<u32>(4 * RESIDENT_FRAMES * FINAL_THREADS as usize)?,
@@ -1163,7 +1386,8 @@ impl<const W: usize> GpuOpener<W> {
     }
 
     /// The next value of the `arrived` flags. When it wraps, the flags are zeroed first
-    /// (all streams are idle between tensors), so an old flag never matches.
+    /// (after every stream is idle: a tensor may still be on the GPU), so an old flag
+    /// never matches.
     fn next_gen(&mut self) -> Result<u32, GpuError> {
         let r = self
             .resident
@@ -1173,26 +1397,29 @@ impl<const W: usize> GpuOpener<W> {
         if r.generation == 0 {
             r.generation = 1;
             let p = self.backend.ptr(&r.arrived);
-            self.backend.zero_device(p, 4 * RESIDENT_FRAMES)?;
+            self.idle_all()?;
+            self.backend.zero_device(p, 8 * RESIDENT_FRAMES)?;
         }
-        Ok(r.generation)
+        Ok(self.resident()?.generation)
     }
 
     /// Queues everything of one resident tensor: each frame's copy on the backend's
     /// streams in turn (and its staging slot), as the other schedules do, each followed
-    /// by the write of its `arrived` flag on the same stream; the kernel on `ks` right
-    /// after the first frame's copy is queued (so that the copy does not wait for the
-    /// launch); then the copy of the status words back into the pinned host copy, on
-    /// `ks`. `launched` tells whether the kernel was queued.
+    /// by the write of its flag (in half `half`) on the same stream; the kernel on `ks`
+    /// right after the first frame's copy is queued (so that the copy does not wait for
+    /// the launch); then the copy of the status words back into half `half` of the
+    /// pinned host copy and that half's event, on `ks`. `launched` tells whether the
+    /// kernel was queued.
     fn queue_resident(
         &mut self,
         ks: &CudaStream,
         parts: &[FrameParts<'_>],
         pinned: bool,
         tp: &TensorParams,
+        half: usize,
         launched: &mut bool,
     ) -> Result<(), GpuError> {
-        let arrived_p = self.backend.ptr(&self.resident()?.arrived);
+        let arrived_p = self.resident()?.arrived_at(&self.backend, half);
         let mut status_p = 0;
         for (i, (aad, ct)) in parts.iter().enumerate() {
             let k = i % self.slots.len();
@@ -1205,48 +1432,56 @@ impl<const W: usize> GpuOpener<W> {
             unsafe { self.copy_frame(&s, k, pinned, aad, ct, tp.data[i], aad_p) }?;
             write_flag(&s, arrived_p + 4 * i as u64, tp.generation)?;
             if i == 0 {
-                status_p = self.launch_resident(ks, tp)?;
+                status_p = self.launch_resident(ks, tp, arrived_p)?;
                 *launched = true;
             }
         }
         if !*launched {
             return Err(GpuError::InvalidArgument("a tensor without frames"));
         }
-        self.fetch_resident(ks, status_p, tp.n_frames as usize)
+        self.fetch_resident(ks, status_p, tp.n_frames as usize, half)
     }
 
     /// Queues on `ks` the copy of the `n` status words at `status_p` (a launch's set)
-    /// into the pinned host copy, read once `ks` completed.
-    fn fetch_resident(&mut self, ks: &CudaStream, status_p: u64, n: usize) -> Result<(), GpuError> {
-        let host = self
-            .resident
-            .as_mut()
-            .ok_or(GpuError::InvalidArgument("resident scratch missing"))?
+    /// into half `half` of the pinned host copy, then records that half's event.
+    fn fetch_resident(
+        &mut self,
+        ks: &CudaStream,
+        status_p: u64,
+        n: usize,
+        half: usize,
+    ) -> Result<(), GpuError> {
+        let res = self.resident_mut()?;
+        let at = 4 * RESIDENT_FRAMES * half;
+        let host = res
             .host
             .as_mut_slice()
-            .get_mut(..4 * n)
+            .get_mut(at..at + 4 * n)
             .ok_or(GpuError::InvalidArgument("status buffer too small"))?;
-        // SAFETY: `host` is pinned, 4n bytes, and not touched until `ks` completes (the
-        // caller synchronises it before reading); the set holds RESIDENT_FRAMES >= n
-        // status words.
-        unsafe { result::memcpy_dtoh_async(host, status_p, ks.cu_stream()) }.map_err(drv)
+        // SAFETY: `host` is pinned, 4n bytes, and not read or written again until the
+        // half's event (recorded next) has completed: the caller waits for it before it
+        // reads the verdicts, and the half is not used again before that; the set holds
+        // RESIDENT_FRAMES >= n status words.
+        unsafe { result::memcpy_dtoh_async(host, status_p, ks.cu_stream()) }.map_err(drv)?;
+        res.done[half].record(ks).map_err(drv)
     }
 
     /// Queues, on the kernel's stream `ks`, the resident kernel over all frames of `tp`
     /// with the current set of scratch words (zeroing both sets first unless the last
     /// launch completed), and moves on to the other set. Returns the address of the
     /// launch's status words.
-    fn launch_resident(&mut self, ks: &CudaStream, tp: &TensorParams) -> Result<u64, GpuError> {
+    fn launch_resident(
+        &mut self,
+        ks: &CudaStream,
+        tp: &TensorParams,
+        arrived_p: u64,
+    ) -> Result<u64, GpuError> {
         let ctx_p = self.backend.ptr(&self.key.ctx);
         let r = self
             .resident
             .as_mut()
             .ok_or(GpuError::InvalidArgument("resident scratch missing"))?;
-        let (arrived_p, sets_p, parts_p) = (
-            self.backend.ptr(&r.arrived),
-            self.backend.ptr(&r.sets),
-            self.backend.ptr(&r.partials),
-        );
+        let (sets_p, parts_p) = (self.backend.ptr(&r.sets), self.backend.ptr(&r.partials));
         if !r.clean {
             // SAFETY: `sets` holds 2 * SET_WORDS words; the previous tensor was waited
             // for, so no kernel uses them.
@@ -1289,9 +1524,9 @@ impl<const W: usize> GpuOpener<W> {
     /// early and fail too, which is harmless: the call fails, and the caller zeroes the
     /// destination once every stream is idle). Errors are ignored: the caller reports the
     /// first one, and the kernel's wait ends by itself after its timeout.
-    fn release_resident(&self, generation: u32, n: usize) {
+    fn release_resident(&self, half: usize, generation: u32, n: usize) {
         let Ok(r) = self.resident() else { return };
-        let arrived_p = self.backend.ptr(&r.arrived);
+        let arrived_p = r.arrived_at(&self.backend, half);
         let s = self.backend.s0();
         for i in 0..n {
             let _ = write_flag(s, arrived_p + 4 * i as u64, generation);
@@ -1309,6 +1544,13 @@ impl<const W: usize> GpuOpener<W> {
     fn resident(&self) -> Result<&Resident, GpuError> {
         self.resident
             .as_ref()
+            .ok_or(GpuError::InvalidArgument("resident scratch missing"))
+    }
+
+    /// [`GpuOpener::resident`], mutable.
+    fn resident_mut(&mut self) -> Result<&mut Resident, GpuError> {
+        self.resident
+            .as_mut()
             .ok_or(GpuError::InvalidArgument("resident scratch missing"))
     }
 
@@ -1651,7 +1893,7 @@ impl<const W: usize> GpuOpener<W> {
         }
         self.ensure_resident()?;
         let ks = self.resident()?.stream.clone();
-        let arrived_p = self.backend.ptr(&self.resident()?.arrived);
+        let arrived_p = self.resident()?.arrived_at(&self.backend, 0);
         let (total, n) = (plan.total_len, parts.len());
         let mut times = Vec::with_capacity(iterations);
         for _ in 0..iterations.max(1) {
@@ -1664,14 +1906,14 @@ impl<const W: usize> GpuOpener<W> {
             let start = ks
                 .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(drv)?;
-            let status_p = self.launch_resident(&ks, &tp)?;
+            let status_p = self.launch_resident(&ks, &tp, arrived_p)?;
             let end = ks
                 .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(drv)?;
-            self.fetch_resident(&ks, status_p, n)?;
+            self.fetch_resident(&ks, status_p, n, 0)?;
             ks.synchronize().map_err(drv)?;
             times.push(f64::from(start.elapsed_ms(&end).map_err(drv)?) / 1e3);
-            verdicts_ok(&self.resident()?.host, n)?;
+            verdicts_ok(self.resident()?.verdicts(0, n)?, n)?;
         }
         times.sort_by(f64::total_cmp);
         Ok(Some(times[times.len() / 2]))

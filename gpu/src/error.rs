@@ -60,3 +60,26 @@ impl fmt::Display for GpuError {
 }
 
 impl std::error::Error for GpuError {}
+
+/// Why [`crate::cuda::GpuOpener::open_tensors_pinned`] stopped: the tensors before
+/// `tensor` were opened and delivered; no destination from `tensor` on holds plaintext
+/// of the call (those it had started on were zeroed in VRAM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// Index of the tensor that failed.
+    pub tensor: usize,
+    /// Why it failed.
+    pub error: GpuError,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tensor {}: {}", self.tensor, self.error)
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

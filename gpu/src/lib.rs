@@ -38,5 +38,5 @@ pub mod kernel;
 mod plan;
 
 pub use backend::{Backend, BufferHandle, DeviceInfo, MemoryBackend};
-pub use error::GpuError;
+pub use error::{BatchError, GpuError};
 pub use plan::next_epoch_key;

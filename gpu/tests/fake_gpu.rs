@@ -127,7 +127,7 @@ impl FakeGpu {
 }
 
 /// FakeCuda's counters (`pqcc_fake_cuda_counters`).
-const COUNTERS: usize = 11;
+const COUNTERS: usize = 12;
 
 #[derive(Debug, Clone, Copy)]
 struct Counters([u64; COUNTERS]);
@@ -157,6 +157,10 @@ impl Counters {
     /// Driver calls that queue work on a stream (operations and event records).
     fn queued(&self) -> u64 {
         self.0[10]
+    }
+    /// Resident kernels queued while an earlier one had not run yet.
+    fn tensors_behind(&self) -> u64 {
+        self.0[11]
     }
     fn minus(self, before: Counters) -> Counters {
         let mut d = [0u64; COUNTERS];
@@ -421,10 +425,11 @@ fn kept_verdicts_wait_once_per_tensor() {
         assert_eq!(per[6].1.flag_writes(), 4, "one arrival flag per frame");
         assert_eq!(per[6].1.waits(), 1);
         assert_eq!((per[6].1.allocs(), per[6].1.frees()), (0, 0));
-        // After the first tensor, Resident queues 4 copies, 4 flag writes, the launch and
-        // the copy back: nothing else (no memset, no event). The first tensor's launch
-        // zeroes both scratch sets first.
-        assert_eq!(per[6].1.queued(), 4 + 4 + 1 + 1);
+        // After the first tensor, Resident queues 4 copies, 4 flag writes, the launch,
+        // the copy back and the event the host waits for: nothing else (no memset, no
+        // event joining streams). The first tensor's launch zeroes both scratch sets
+        // first.
+        assert_eq!(per[6].1.queued(), 4 + 4 + 1 + 1 + 1);
         // Persistent queues per frame a copy and two launches, plus the zeroing, the
         // copy back and the events joining the streams.
         assert!(per[4].1.queued() > 3 * 4 + 2);
@@ -563,4 +568,76 @@ fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
             );
         },
     );
+}
+
+#[test]
+fn batches_open_in_order_and_fail_closed() {
+    each_schedule(cases::batch);
+}
+
+/// Under `Resident`, a batch keeps two tensors on the GPU: each tensor's kernel is
+/// queued before the host waits for the one before it, and the host waits once per
+/// tensor. Under the other schedules, tensors go one at a time.
+#[test]
+fn resident_batches_keep_two_tensors_on_the_gpu() {
+    checked(|dev| {
+        let Some(b) = dev.backend("batch overlap") else {
+            return;
+        };
+        let mut rng = Rng(0x0E1A);
+        let key = rng.key();
+        let mut s = sealer(&key);
+        let mut g = cases::gpu_opener(b, &key);
+        let data: Vec<Vec<u8>> = (0..6).map(|_| rng.bytes(1 << 18)).collect();
+        for (round, schedule) in [
+            OpenSchedule::Resident,
+            OpenSchedule::Resident,
+            OpenSchedule::Persistent,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            g.set_schedule(schedule);
+            let frames: Vec<Vec<Vec<u8>>> = data
+                .iter()
+                .enumerate()
+                .map(|(i, d)| seal_tensor(&mut s, (10 * round + i) as u64, d, 1 << 16))
+                .collect();
+            let all: Vec<Vec<u8>> = frames.iter().flatten().cloned().collect();
+            let (pinned, ranges) = cases::in_pinned(&mut g, &all);
+            let per: Vec<&[std::ops::Range<usize>]> = ranges.chunks(4).collect();
+            let dsts: Vec<_> = data
+                .iter()
+                .map(|d| g.backend().alloc_zeroed(d.len()).unwrap())
+                .collect();
+            let batch: Vec<_> = per.iter().copied().zip(dsts.iter().copied()).collect();
+            let before = dev.counters();
+            g.open_tensors_pinned(NOW, &pinned, &batch).unwrap();
+            let d = dev.counters().minus(before);
+            for (x, h) in data.iter().zip(&dsts) {
+                assert_eq!(&g.backend().download(*h).unwrap(), x);
+                g.backend().free(*h).unwrap();
+            }
+            println!(
+                "[fake-gpu] {schedule:?}, batch of 6 tensors of 4 frames: {} host waits, {} \
+                 kernels queued behind another, {} operations queued",
+                d.waits(),
+                d.tensors_behind(),
+                d.queued()
+            );
+            match (round, schedule) {
+                (1, OpenSchedule::Resident) => {
+                    assert_eq!(
+                        d.tensors_behind(),
+                        5,
+                        "each tensor's kernel behind the last"
+                    );
+                    assert_eq!(d.waits(), 6, "one host wait per tensor");
+                    assert_eq!(d.queued(), 6 * (2 * 4 + 3));
+                }
+                (_, OpenSchedule::Persistent) => assert_eq!(d.tensors_behind(), 0),
+                _ => {}
+            }
+        }
+    });
 }

@@ -65,6 +65,13 @@ fn tampered_frames_fail_and_leave_a_zeroed_buffer() {
 }
 
 #[test]
+fn batches_open_in_order_and_fail_closed() {
+    for schedule in SCHEDULES {
+        cases::batch(&RealGpu, schedule);
+    }
+}
+
+#[test]
 fn gpu_rekey_follows_the_channel() {
     cases::rekey(&RealGpu);
 }

@@ -48,7 +48,17 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         "{stderr}"
     );
     let out = pqcc()
-        .args(["bench", "gpu", "--sizes", "1M,3M", "--runs", "2", "--json"])
+        .args([
+            "bench",
+            "gpu",
+            "--sizes",
+            "1M,3M",
+            "--runs",
+            "2",
+            "--json",
+            "--batch-bytes",
+            "2M",
+        ])
         .env("LD_LIBRARY_PATH", &ld)
         .env("PQCC_INSECURE_FAKE_CUDA", "1")
         .output()
@@ -86,13 +96,27 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
             "sealed_resident_gbps",
             "ratio_resident",
             "kernel_resident_gbps",
+            "batch_plain_gbps",
+            "batch_resident_gbps",
+            "ratio_batch",
         ] {
             assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
         }
+        // 2 MiB of batch: two tensors of either size (at least 2).
+        assert_eq!(row["batch_tensors"], 2, "{row}");
     }
     // The table names every schedule.
     let out = pqcc()
-        .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
+        .args([
+            "bench",
+            "gpu",
+            "--sizes",
+            "1M",
+            "--runs",
+            "1",
+            "--batch-bytes",
+            "3M",
+        ])
         .env("LD_LIBRARY_PATH", &ld)
         .env("PQCC_INSECURE_FAKE_CUDA", "1")
         .output()
@@ -107,7 +131,8 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         table.contains("sealed GB/s")
             && table.contains("kept GB/s")
             && table.contains("resident GB/s")
-            && table.contains("res. kern GB/s"),
+            && table.contains("res. kern GB/s")
+            && table.contains(" 3x "),
         "{table}"
     );
     println!("[gpu-bench] on FakeCuda:\n{table}");

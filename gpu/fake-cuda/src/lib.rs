@@ -132,7 +132,10 @@ const C_WRITE_VALUE: usize = 8;
 const C_TIMED_OUT: usize = 9;
 /// Operations queued on streams (copies, memsets, launches, event waits, value writes).
 const C_QUEUED: usize = 10;
-const COUNTERS: usize = 11;
+/// `gcm_open_tensor` launches queued while an earlier one had not run yet (two tensors
+/// on the GPU at once).
+const C_TENSOR_BEHIND: usize = 11;
+const COUNTERS: usize = 12;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -388,6 +391,10 @@ impl State {
 
     fn enqueue(&mut self, stream: usize, op: Op) -> CuResult {
         self.counters[C_QUEUED] += 1;
+        let is_tensor = |op: &Op| matches!(op, Op::Launch(l) if matches!(l.kernel, Kernel::Tensor));
+        if is_tensor(&op) && self.streams.values().any(|s| s.queue.iter().any(is_tensor)) {
+            self.counters[C_TENSOR_BEHIND] += 1;
+        }
         if stream == 0 {
             // The legacy default stream: pqcc-gpu does not queue work on it; run at once.
             return match self.execute(0, op) {
@@ -1943,9 +1950,10 @@ pub unsafe extern "C" fn cuGetErrorName(e: CuResult, out: *mut *const c_char) ->
 /// Copies the host-side counters into `out` (at most `n`): stream synchronizes, event
 /// synchronizes, context synchronizes, synchronous copies, device allocations, device
 /// frees, kernel launches, pinned allocations, stream memory writes
-/// (`cuStreamWriteValue32`), frames a resident kernel gave up waiting for, and driver
-/// calls that queue work on a stream (operations of any kind, and event records).
-/// Returns how many there are.
+/// (`cuStreamWriteValue32`), frames a resident kernel gave up waiting for, driver
+/// calls that queue work on a stream (operations of any kind, and event records), and
+/// `gcm_open_tensor` launches queued while an earlier one had not run yet. Returns how
+/// many there are.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pqcc_fake_cuda_counters(out: *mut u64, n: usize) -> usize {
     let g = lock();

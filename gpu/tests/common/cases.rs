@@ -313,3 +313,183 @@ pub fn refused_midway(dev: &dyn Device, schedule: OpenSchedule) {
         dev.tag()
     );
 }
+
+/// A pinned buffer of sealed tensors, their data, and each one's frame ranges.
+type Batch = (PinnedBuffer, Vec<Vec<u8>>, Vec<Vec<Range<usize>>>);
+
+/// Tensors of `sizes` bytes (cut into `chunk`-byte frames) sealed one after another,
+/// all in one pinned buffer: the data, and each tensor's frame ranges.
+fn batch_in_pinned(
+    g: &mut GpuOpener,
+    s: &mut Sealer,
+    rng: &mut Rng,
+    first_id: u64,
+    sizes: &[(usize, usize)],
+) -> Batch {
+    let mut all = Vec::new();
+    let mut data = Vec::new();
+    let mut counts = Vec::new();
+    for (i, &(len, chunk)) in sizes.iter().enumerate() {
+        let d = rng.bytes(len);
+        let frames = seal_tensor(s, first_id + i as u64, &d, chunk);
+        counts.push(frames.len());
+        all.extend(frames);
+        data.push(d);
+    }
+    let (pinned, ranges) = in_pinned(g, &all);
+    let mut per = Vec::new();
+    let mut at = 0;
+    for n in counts {
+        per.push(ranges[at..at + n].to_vec());
+        at += n;
+    }
+    (pinned, data, per)
+}
+
+/// `GpuOpener::open_tensors_pinned`: a batch of tensors (those the resident kernel
+/// takes, one it does not, an empty one) opens in order into distinct destinations; a
+/// tampered tensor midway stops the batch there (the ones before delivered and
+/// committed, it and the one queued after it zeroed and not committed, the rest
+/// untouched); a destination given twice, and a tensor repeated within a batch (the
+/// replay window refuses it at commit), fail closed.
+pub fn batch(dev: &dyn Device, schedule: OpenSchedule) {
+    let Some(b) = dev.backend("batch") else {
+        return;
+    };
+    let mut rng = Rng(0xBA7C);
+    let key = rng.key();
+    let mut s = sealer(&key);
+    let mut g = gpu_opener_with(b, &key, schedule);
+    // 9 frames: not the resident kernel's; the others are.
+    let sizes = [
+        (300_000, 100_000),
+        (1 << 20, 256 << 10),
+        (0, 1),
+        (90_000, 10_000),
+        (5000, 5000),
+        (70_001, 65_536),
+    ];
+    let (pinned, data, ranges) = batch_in_pinned(&mut g, &mut s, &mut rng, 1, &sizes);
+    let dsts: Vec<_> = data
+        .iter()
+        .map(|d| g.backend().alloc_zeroed(d.len().max(1)).unwrap())
+        .collect();
+    let batch: Vec<_> = ranges
+        .iter()
+        .map(Vec::as_slice)
+        .zip(dsts.iter().copied())
+        .collect();
+    g.open_tensors_pinned(NOW, &pinned, &batch).unwrap();
+    for (d, h) in data.iter().zip(&dsts) {
+        assert_eq!(
+            &g.backend().download(*h).unwrap()[..d.len()],
+            &d[..],
+            "{schedule:?}"
+        );
+    }
+    // Committed: the same batch again is a replay of its first frame.
+    let e = g.open_tensors_pinned(NOW, &pinned, &batch).unwrap_err();
+    assert_eq!(e.tensor, 0, "{e}");
+    assert!(
+        matches!(
+            e.error,
+            GpuError::Channel {
+                error: Error::Replay { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // Tensor 2 of 5 tampered (a ciphertext byte of its second frame).
+    let sizes = [(200_000, 100_000); 5];
+    let (mut pinned, data, ranges) = batch_in_pinned(&mut g, &mut s, &mut rng, 100, &sizes);
+    let bad = ranges[2][1].start + 300;
+    pinned.as_mut_slice()[bad] ^= 0x40;
+    let marker = vec![0x5Au8; 200_000];
+    let dsts: Vec<_> = (0..5)
+        .map(|_| g.backend().upload(&marker).unwrap())
+        .collect();
+    let batch: Vec<_> = ranges
+        .iter()
+        .map(Vec::as_slice)
+        .zip(dsts.iter().copied())
+        .collect();
+    let e = g.open_tensors_pinned(NOW, &pinned, &batch).unwrap_err();
+    assert_eq!(e.tensor, 2, "{schedule:?}: {e}");
+    assert_eq!(e.error, GpuError::TagMismatch { frame: 1 }, "{schedule:?}");
+    for t in 0..2 {
+        assert_eq!(
+            g.backend().download(dsts[t]).unwrap(),
+            data[t],
+            "{schedule:?}"
+        );
+    }
+    assert_eq!(g.backend().download(dsts[2]).unwrap(), vec![0u8; 200_000]);
+    // Tensor 3 was on the GPU beside tensor 2 under Resident (zeroed), untouched otherwise.
+    let third = g.backend().download(dsts[3]).unwrap();
+    assert!(
+        third == marker || third == vec![0u8; 200_000],
+        "{schedule:?}"
+    );
+    assert_eq!(
+        g.backend().download(dsts[4]).unwrap(),
+        marker,
+        "{schedule:?}"
+    );
+    // Nothing of tensors 2..5 was committed: repaired, they open.
+    pinned.as_mut_slice()[bad] ^= 0x40;
+    g.open_tensors_pinned(NOW, &pinned, &batch[2..]).unwrap();
+    for t in 2..5 {
+        assert_eq!(
+            g.backend().download(dsts[t]).unwrap(),
+            data[t],
+            "{schedule:?}"
+        );
+    }
+
+    // A destination named twice: refused before anything runs.
+    let sizes = [(1000, 1000), (1000, 1000)];
+    let (pinned, small, ranges) = batch_in_pinned(&mut g, &mut s, &mut rng, 200, &sizes);
+    let e = g
+        .open_tensors_pinned(
+            NOW,
+            &pinned,
+            &[(&ranges[0], dsts[0]), (&ranges[1], dsts[0])],
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.tensor, e.error),
+        (
+            1,
+            GpuError::InvalidArgument("a destination appears twice in the batch")
+        )
+    );
+    // The same tensor twice: delivered once, the repeat refused by the replay window.
+    let e = g
+        .open_tensors_pinned(
+            NOW,
+            &pinned,
+            &[(&ranges[0], dsts[0]), (&ranges[0], dsts[1])],
+        )
+        .unwrap_err();
+    assert_eq!(e.tensor, 1, "{schedule:?}: {e}");
+    assert!(
+        matches!(
+            e.error,
+            GpuError::Channel {
+                error: Error::Replay { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        &g.backend().download(dsts[0]).unwrap()[..1000],
+        &small[0][..]
+    );
+    assert_eq!(g.backend().download(dsts[1]).unwrap(), vec![0u8; 200_000]);
+    for h in dsts {
+        g.backend().free(h).unwrap();
+    }
+}

@@ -16,7 +16,14 @@
 //!   `Resident`'s one kernel, launched with every frame already arrived (what it can
 //!   add after the last copy, at most).
 //!
-//! Plain and sealed runs alternate (plain, sealed, plain, kept, plain, resident), `--runs`
+//! - **batch**: for the sizes `Resident` takes, a batch of tensors of that size (as many
+//!   as fit in `--batch-bytes`, 2 to 64), as a model load sees them: plain copies of all
+//!   of them into distinct destinations with one wait at the end, against
+//!   [`GpuOpener::open_tensors_pinned`] with `Resident` (two tensors on the GPU at once,
+//!   each committed after its verdicts).
+//!
+//! Plain and sealed runs alternate (plain, sealed, plain, kept, plain, resident, then
+//! plain batch, sealed batch), `--runs`
 //! times; medians are reported, with the ratio sealed/plain (goal ≥ 0.9). Every sealed
 //! run's output is compared with the tensor (untimed). Sealing happens before each sealed
 //! run, untimed (every run needs fresh sequence numbers: the replay window refuses the
@@ -79,6 +86,9 @@ pub struct GpuArgs {
     /// One JSON object per line on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Bytes of each batch (2 to 64 tensors of the size); 0: no batch figures.
+    #[arg(long, value_parser = parse_size, default_value = "64M")]
+    pub batch_bytes: usize,
 }
 
 const PREFIX: [u8; 4] = *b"bnch";
@@ -103,11 +113,23 @@ fn seal_into(
     chunk: usize,
     out: &mut PinnedBuffer,
 ) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
+    seal_into_at(sealer, id, data, chunk, out, 0)
+}
+
+/// [`seal_into`] from byte `start` of `out` on.
+fn seal_into_at(
+    sealer: &mut BenchSealer,
+    id: u64,
+    data: &[u8],
+    chunk: usize,
+    out: &mut PinnedBuffer,
+    start: usize,
+) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
     let meta = TensorMetadata::new(id, "bench.tensor", DType::U8, &[data.len() as u64])
         .map_err(|e| anyhow::anyhow!("tensor metadata: {e}"))?;
     let out = out.as_mut_slice();
     let mut ranges = Vec::new();
-    let mut at = 0usize;
+    let mut at = start;
     for (i, c) in data.chunks(chunk).enumerate() {
         let n = sealer
             .seal_chunk(unix_now(), 1, &meta, (i * chunk) as u64, c, &mut out[at..])
@@ -164,7 +186,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     );
     if !a.json {
         println!(
-            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>13}  {:>7}  {:>11}  {:>14}",
+            "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>13}  {:>7}  {:>11}  {:>14}  {:>5}  {:>7}",
             "size",
             "chunk",
             "plain GB/s",
@@ -175,7 +197,9 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             "resident GB/s",
             "ratio",
             "kernel GB/s",
-            "res. kern GB/s"
+            "res. kern GB/s",
+            "batch",
+            "ratio"
         );
     }
     let mut id = 0u64;
@@ -248,6 +272,16 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         }
         g.set_schedule(OpenSchedule::default());
         g.backend().free(dst)?;
+        drop(pinned);
+        let batch = if resident && a.batch_bytes > 0 {
+            let n = (a.batch_bytes / size.max(1)).clamp(2, 64);
+            Some((
+                n,
+                time_batch(&mut g, &mut sealer, &mut id, &data, chunk, n, a.runs)?,
+            ))
+        } else {
+            None
+        };
         eprintln!(
             "  {}: {:.1} s (sealing, copies, checks included)",
             human_size(size),
@@ -270,6 +304,16 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         let (ratio, ratio_kept) = (of_plain(sg), of_plain(keg));
         let rg = r.as_ref().map(|r| gbps(n, r.p50));
         let rkg = resident_kernel_s.map(|t| gbps(n, t));
+        let (batch_n, batch_plain, batch_sealed) = match &batch {
+            Some((k, (p, s))) => {
+                let bytes = n * *k as u64;
+                (Some(*k), Some(gbps(bytes, p.p50)), Some(gbps(bytes, s.p50)))
+            }
+            None => (None, None, None),
+        };
+        let ratio_batch = batch_plain
+            .zip(batch_sealed)
+            .map(|(p, s)| if p > 0.0 { s / p } else { 0.0 });
         let ratio_resident = rg.map(of_plain);
         if a.json {
             println!(
@@ -285,11 +329,13 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                     "sealed_resident_gbps": rg, "ratio_resident": ratio_resident,
                     "sealed_resident_s_p50": r.as_ref().map(|r| r.p50),
                     "kernel_resident_gbps": rkg, "kernel_resident_s_p50": resident_kernel_s,
+                    "batch_tensors": batch_n, "batch_plain_gbps": batch_plain,
+                    "batch_resident_gbps": batch_sealed, "ratio_batch": ratio_batch,
                 })
             );
         } else {
             println!(
-                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.2}  {:>6.3}x  {:>13}  {:>7}  {:>11.1}  {:>14}",
+                "{:>9}  {:>9}  {:>11.2}  {:>11.2}  {:>6.3}x  {:>11.2}  {:>6.3}x  {:>13}  {:>7}  {:>11.1}  {:>14}  {:>5}  {:>7}",
                 human_size(size),
                 human_size(chunk),
                 pg,
@@ -300,11 +346,91 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                 rg.map_or("-".into(), |x| format!("{x:.2}")),
                 ratio_resident.map_or("-".into(), |x| format!("{x:.3}x")),
                 kg,
-                rkg.map_or("-".into(), |x| format!("{x:.1}"))
+                rkg.map_or("-".into(), |x| format!("{x:.1}")),
+                batch_n.map_or("-".into(), |k| format!("{k}x")),
+                ratio_batch.map_or("-".into(), |x| format!("{x:.3}x"))
             );
         }
     }
     Ok(())
+}
+
+/// The batch figures for one size: `n` tensors of `data`, each sealed afresh before
+/// every sealed run (untimed), opened with `Resident` into `n` destinations; plain copies
+/// of the same number of bytes into the same destinations before each. Checks every
+/// sealed run's output. Returns the plain and sealed times.
+fn time_batch(
+    g: &mut GpuOpener,
+    sealer: &mut BenchSealer,
+    id: &mut u64,
+    data: &[u8],
+    chunk: usize,
+    n: usize,
+    runs: usize,
+) -> anyhow::Result<(Stats, Stats)> {
+    let size = data.len();
+    let frames = size.div_ceil(chunk).max(1);
+    let per = size + frames * (FRAME_HEADER_MAX_LEN + 16);
+    let mut pinned = g.backend().alloc_pinned(n * per)?;
+    let dsts = (0..n)
+        .map(|_| g.backend().alloc_zeroed(size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let r = time_batch_runs(g, sealer, id, data, chunk, &mut pinned, &dsts, runs);
+    for d in dsts {
+        g.backend().free(d)?;
+    }
+    g.set_schedule(OpenSchedule::default());
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn time_batch_runs(
+    g: &mut GpuOpener,
+    sealer: &mut BenchSealer,
+    id: &mut u64,
+    data: &[u8],
+    chunk: usize,
+    pinned: &mut PinnedBuffer,
+    dsts: &[pqcc_gpu::BufferHandle],
+    runs: usize,
+) -> anyhow::Result<(Stats, Stats)> {
+    let size = data.len();
+    g.set_schedule(OpenSchedule::Resident);
+    let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+    // One untimed batch first (the resident kernel's scratch, the staging of the pages).
+    for run in 0..=runs {
+        // Every tensor sealed one after another into the buffer.
+        let mut ranges = Vec::with_capacity(dsts.len());
+        let mut at = 0;
+        for _ in dsts {
+            *id += 1;
+            let r = seal_into_at(sealer, *id, data, chunk, pinned, at)?;
+            at = r.last().map_or(at, |x| x.end);
+            ranges.push(r);
+        }
+        let plain_t = g
+            .backend_ref()
+            .time_plain_copies(pinned, size, dsts, chunk)?;
+        let batch: Vec<_> = ranges
+            .iter()
+            .map(Vec::as_slice)
+            .zip(dsts.iter().copied())
+            .collect();
+        let t = Instant::now();
+        g.open_tensors_pinned(unix_now(), pinned, &batch)
+            .map_err(|e| anyhow::anyhow!("batch of {}: {e}", dsts.len()))?;
+        let sealed_t = t.elapsed().as_secs_f64();
+        for d in dsts {
+            if g.backend().download(*d)? != data {
+                bail!("size {size}: the GPU opened wrong bytes (batch)");
+            }
+        }
+        if run > 0 {
+            plain.push(plain_t);
+            sealed.push(sealed_t);
+        }
+    }
+    Ok((Stats::of(&mut plain), Stats::of(&mut sealed)))
 }
 
 fn time_plain(
