@@ -422,9 +422,10 @@ pub enum OpenSchedule {
     /// for the flag of the frame they work on, open it, and the block that finishes a
     /// frame checks its tag. No launch per frame and no memset per tensor (the kernel
     /// zeroes its scratch for the next launch); the kernel's stream copies the verdicts
-    /// into a pinned host copy and the host waits once, for that stream only: the kernel
-    /// ends only after every frame's flag, so after every copy. All frame headers are
-    /// checked before anything is queued.
+    /// into a pinned host copy and records an event, and the host waits once, for that
+    /// event only: the kernel ends only after every frame's flag, so after every copy.
+    /// All frame headers are checked before anything is queued. In a batch
+    /// ([`GpuOpener::open_tensors_pinned`]) two tensors are on the GPU at once.
     ///
     /// For tensors of at most [`RESIDENT_FRAMES`] frames and [`RESIDENT_MAX_LEN`] bytes
     /// with headers short enough to travel in the launch; any other tensor takes the
