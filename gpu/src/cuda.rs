@@ -997,7 +997,9 @@ impl<const W: usize> GpuOpener<W> {
         let r = self.enqueue_and_wait(now, frames, pinned, dst_p, dst_len);
         let r = r.and_then(|plan| commit_all(&mut self.channel, &plan));
         if r.is_err() {
-            let _ = self.backend.sync_all();
+            // Every stream idle, the resident kernel's too: nothing may write the
+            // destination after it is zeroed.
+            let _ = self.idle_all();
             self.backend.zero_device(dst_p, dst_len.max(1))?;
         }
         r

@@ -95,6 +95,17 @@ impl FakeGpu {
         self.control(b"pqcc_fake_cuda_lose_flag_writes", n);
     }
 
+    /// Runs everything queued on every stream (`cuCtxSynchronize`), as a GPU would by
+    /// itself sooner or later: work the host left running after a call shows its effects.
+    fn run_everything(&self) {
+        // SAFETY: the driver entry point has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn() -> c_uint> =
+                fake().get(b"cuCtxSynchronize").unwrap();
+            f();
+        }
+    }
+
     /// Makes FakeCuda refuse the host-to-device copy after the next `n`.
     fn fail_copy(&self, n: u32) {
         self.control(b"pqcc_fake_cuda_fail_copy", n);
@@ -523,6 +534,9 @@ fn resident_fault(what: &str, n: usize, fault: fn(&FakeGpu), check: fn(u32, &Gpu
             fault(dev);
             let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
             check(mode, &e, dev.counters().minus(before));
+            // Whatever the call left queued runs now: it must not write the destination
+            // after the call zeroed it.
+            dev.run_everything();
             assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
             g.open_tensor_into(NOW, &refs, dst).unwrap();
             assert_eq!(g.backend().download(dst).unwrap(), data);

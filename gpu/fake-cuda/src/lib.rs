@@ -269,6 +269,8 @@ struct State {
     /// The device allocations (bases) that the running `gcm_open_tensor` touches: other
     /// streams' work that runs while it waits must not free them.
     kernel_uses: Vec<u64>,
+    /// The frames (address, length) the running `gcm_open_tensor` decrypts in place.
+    kernel_frames: Vec<(u64, u64)>,
     /// Set while [`State::force`] runs other streams first: `run` stops before a
     /// `gcm_open_tensor` launch.
     hold_resident: bool,
@@ -588,6 +590,12 @@ impl State {
             }
             Op::Memset { dst, val, len } => {
                 let d = self.device(dst, len).map_err(bad)?;
+                if let Some(why) = self.tensor_frames_hit(dst, len as u64) {
+                    return Err(bad(format!(
+                        "memset of {dst:#x} + {len} while {why}: the kernel can write the \
+                         frame after it (the host must wait for the kernel's stream first)"
+                    )));
+                }
                 // SAFETY: checked range.
                 unsafe { std::ptr::write_bytes(d, val, len) };
             }
@@ -822,6 +830,30 @@ impl State {
         Ok(verdict)
     }
 
+    /// Whether `addr .. addr + len` meets a frame that a `gcm_open_tensor` running, or
+    /// queued on any stream and not run yet, decrypts in place (it writes plaintext, or
+    /// zeros, there); says which.
+    fn tensor_frames_hit(&self, addr: u64, len: u64) -> Option<String> {
+        let meets = |(d, n): (u64, u64)| n > 0 && addr < d + n && d < addr + len;
+        if self.kernel_frames.iter().any(|&f| meets(f)) {
+            return Some("the running gcm_open_tensor decrypts there".into());
+        }
+        self.streams.iter().find_map(|(id, st)| {
+            st.queue.iter().find_map(|op| match op {
+                Op::Launch(l) if matches!(l.kernel, Kernel::Tensor) => {
+                    let t = TensorParams::parse(l.params.as_deref()).ok()?;
+                    t.f.iter()
+                        .zip(t.data)
+                        .any(|(p, d)| meets((d, u64::from(p.len))))
+                        .then(|| {
+                            format!("a gcm_open_tensor queued on stream {id:#x} decrypts there")
+                        })
+                }
+                _ => None,
+            })
+        })
+    }
+
     /// Runs launch `l`, queued on `stream`.
     fn launch(&mut self, stream: usize, l: Launch) -> Result<(), String> {
         let checked = self.check_launch(&l)?;
@@ -840,12 +872,18 @@ impl State {
                 .map(|a| self.find(a, 1, Kind::Device))
                 .collect::<Result<Vec<u64>, String>>()?;
             self.kernel_uses = bases;
+            self.kernel_frames =
+                t.f.iter()
+                    .zip(t.data)
+                    .map(|(p, d)| (d, u64::from(p.len)))
+                    .collect();
             let r = if self.emulate {
                 self.emulated(stream, &l)
             } else {
                 self.tensor_computed(stream, &l, t)
             };
             self.kernel_uses.clear();
+            self.kernel_frames.clear();
             r?;
             let [.., work, next, _] = tensor_ptrs(&l)?;
             if let Some((k, w)) = self
