@@ -268,7 +268,7 @@ fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
     each_schedule(cases::refused_midway);
 }
 
-/// The opener cases again with FakeCuda running the other streams first whenever the
+/// The opener cases (batches too) again with FakeCuda running the other streams first whenever the
 /// host waits: work that is not made to wait for another stream (the kept status words'
 /// zeroing, the staging buffers' reuse) runs too early here and fails the cases.
 #[test]
@@ -290,6 +290,7 @@ fn opener_cases_with_the_other_streams_run_first() {
             cases::pinned(d, schedule);
             cases::tamper(d, schedule);
             cases::refused_midway(d, schedule);
+            cases::batch(d, schedule);
         }
         cases::rekey(d);
         cases::wycheproof(d);
