@@ -268,9 +268,10 @@ fn a_frame_refused_midway_leaves_a_zeroed_buffer_and_no_commit() {
     each_schedule(cases::refused_midway);
 }
 
-/// The opener cases (batches too) again with FakeCuda running the other streams first whenever the
-/// host waits: work that is not made to wait for another stream (the kept status words'
-/// zeroing, the staging buffers' reuse) runs too early here and fails the cases.
+/// The opener cases (batches too) again with FakeCuda running the other streams first
+/// whenever the host waits: work that is not made to wait for another stream (the kept
+/// status words' zeroing, the staging buffers' reuse) runs too early here and fails the
+/// cases.
 #[test]
 fn opener_cases_with_the_other_streams_run_first() {
     checked(|d| {
