@@ -106,6 +106,11 @@ impl FakeGpu {
         }
     }
 
+    /// Makes FakeCuda a driver without stream memory operations (1) or with them (0).
+    fn no_stream_memops(&self, on: u32) {
+        self.control(b"pqcc_fake_cuda_no_stream_memops", on);
+    }
+
     /// Makes FakeCuda refuse the host-to-device copy after the next `n`.
     fn fail_copy(&self, n: u32) {
         self.control(b"pqcc_fake_cuda_fail_copy", n);
@@ -677,5 +682,57 @@ fn resident_batches_keep_two_tensors_on_the_gpu() {
                 _ => assert_eq!(d.tensors_behind(), 5),
             }
         }
+    });
+}
+
+/// A driver without stream memory operations: `Resident` fails with `Unavailable` at its
+/// trial flag write, before any kernel waits, for single tensors and batches alike; the
+/// destination is zeroed, nothing is committed, and the same tensor then opens under
+/// another schedule.
+#[test]
+fn without_stream_memory_operations_resident_is_unavailable() {
+    checked(|dev| {
+        let Some(b) = dev.backend("no stream memops") else {
+            return;
+        };
+        struct Restore<'a>(&'a FakeGpu);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.no_stream_memops(0);
+            }
+        }
+        let _restore = Restore(dev);
+        dev.no_stream_memops(1);
+        let mut rng = Rng(0x5EA);
+        let key = rng.key();
+        let mut s = sealer(&key);
+        let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+        let data = rng.bytes(100_000);
+        let frames = seal_tensor(&mut s, 1, &data, 30_000);
+        let (pinned, ranges) = cases::in_pinned(&mut g, &frames);
+        let dst = g.backend().upload(&vec![0x77; data.len()]).unwrap();
+        let before = dev.counters();
+        let e = g
+            .open_tensor_pinned(NOW, &pinned, &ranges, dst)
+            .unwrap_err();
+        assert!(
+            matches!(&e, GpuError::Unavailable(why) if why.contains("cuStreamWriteValue32")),
+            "{e}"
+        );
+        assert_eq!(
+            dev.counters().minus(before).launches(),
+            0,
+            "no kernel launched"
+        );
+        assert_eq!(g.backend().download(dst).unwrap(), vec![0u8; data.len()]);
+        let e = g
+            .open_tensors_pinned(NOW, &pinned, &[(&ranges, dst)])
+            .unwrap_err();
+        assert_eq!(e.tensor, 0);
+        assert!(matches!(e.error, GpuError::Unavailable(_)), "{e}");
+        g.set_schedule(OpenSchedule::Persistent);
+        g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
+        assert_eq!(g.backend().download(dst).unwrap(), data);
+        g.backend().free(dst).unwrap();
     });
 }

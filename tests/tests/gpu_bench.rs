@@ -136,6 +136,46 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         "{table}"
     );
     println!("[gpu-bench] on FakeCuda:\n{table}");
+
+    // A driver without stream memory operations: the resident columns stay empty, the
+    // rest is measured.
+    let out = pqcc()
+        .args([
+            "bench",
+            "gpu",
+            "--sizes",
+            "1M",
+            "--runs",
+            "1",
+            "--json",
+            "--batch-bytes",
+            "2M",
+        ])
+        .env("LD_LIBRARY_PATH", &ld)
+        .env("PQCC_INSECURE_FAKE_CUDA", "1")
+        .env("PQCC_FAKE_CUDA_NO_STREAM_MEMOPS", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the resident schedule is unavailable here"),
+        "{stderr}"
+    );
+    let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for k in [
+        "sealed_resident_gbps",
+        "kernel_resident_gbps",
+        "ratio_batch",
+    ] {
+        assert!(row[k].is_null(), "{k}: {row}");
+    }
+    for k in ["ratio", "ratio_kept", "kernel_gbps"] {
+        assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
+    }
 }
 
 #[test]

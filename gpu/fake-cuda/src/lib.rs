@@ -86,6 +86,8 @@ const INVALID_HANDLE: CuResult = 400;
 const NOT_FOUND: CuResult = 500;
 const ILLEGAL_ADDRESS: CuResult = 700;
 const LAUNCH_FAILED: CuResult = 719;
+/// `CUDA_ERROR_NOT_SUPPORTED`.
+const NOT_SUPPORTED: CuResult = 801;
 
 /// Threads per block of `gcm_open_main` (`THREADS` in the kernel source).
 const THREADS: u64 = 256;
@@ -263,6 +265,10 @@ struct State {
     multiprocessors: c_int,
     /// [`pqcc_fake_cuda_lose_flag_writes`]: stream value writes still to be lost.
     lose_writes: u32,
+    /// [`pqcc_fake_cuda_no_stream_memops`] (or `PQCC_FAKE_CUDA_NO_STREAM_MEMOPS=1` at
+    /// `cuInit`): stream value writes are refused, as by a driver without stream memory
+    /// operations.
+    no_stream_memops: bool,
     /// [`pqcc_fake_cuda_fail_copy`]: host-to-device copies to let through before one
     /// fails.
     fail_copy: Option<u32>,
@@ -1257,7 +1263,11 @@ impl TensorParams {
 #[unsafe(no_mangle)]
 pub extern "C" fn cuInit(_flags: c_uint) -> CuResult {
     let mut g = lock();
-    g.get_or_insert_with(State::default).initialised = true;
+    let s = g.get_or_insert_with(State::default);
+    s.initialised = true;
+    if std::env::var_os("PQCC_FAKE_CUDA_NO_STREAM_MEMOPS").is_some_and(|v| v == "1") {
+        s.no_stream_memops = true;
+    }
     SUCCESS
 }
 
@@ -1921,6 +1931,9 @@ fn write_value32(st: *mut c_void, addr: u64, value: u32, flags: c_uint) -> CuRes
     with(|s| {
         // Only the default: ordered after the stream's earlier writes (a memory barrier),
         // which the arrival flags of gcm_open_tensor rely on.
+        if s.no_stream_memops {
+            return NOT_SUPPORTED;
+        }
         if flags != WRITE_VALUE_DEFAULT || !addr.is_multiple_of(4) {
             return INVALID_VALUE;
         }
@@ -1964,6 +1977,7 @@ fn error_text(e: CuResult) -> &'static CStr {
         INVALID_HANDLE => c"invalid resource handle",
         NOT_FOUND => c"named symbol not found",
         600 => c"device not ready",
+        NOT_SUPPORTED => c"operation not supported",
         ILLEGAL_ADDRESS => c"an illegal memory access was encountered (FakeCuda)",
         LAUNCH_FAILED => c"unspecified launch failure (FakeCuda)",
         _ => c"unknown error (FakeCuda)",
@@ -2065,6 +2079,14 @@ pub extern "C" fn pqcc_fake_cuda_set_multiprocessors(n: c_uint) -> CuResult {
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_lose_flag_writes(n: c_uint) -> CuResult {
     configure(|s| s.lose_writes = n);
+    SUCCESS
+}
+
+/// A driver without stream memory operations: with `on` = 1, every stream value write
+/// (`cuStreamWriteValue32`) is refused with `CUDA_ERROR_NOT_SUPPORTED`; 0 restores them.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_no_stream_memops(on: c_uint) -> CuResult {
+    configure(|s| s.no_stream_memops = on != 0);
     SUCCESS
 }
 

@@ -40,7 +40,7 @@ use pqcc_core::{
     wire::{DType, FRAME_HEADER_MAX_LEN, TensorMetadata},
 };
 use pqcc_gpu::{
-    Backend,
+    Backend, GpuError,
     cuda::{
         CudaBackend, FAKE_DEVICE_PREFIX, GpuOpener, OpenSchedule, PinnedBuffer, cuda_available,
         resident_applies,
@@ -203,6 +203,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         );
     }
     let mut id = 0u64;
+    // Cleared when the driver lacks what `Resident` needs (stream memory operations).
+    let mut resident_ok = true;
     for &size in &a.sizes {
         let chunk = a.chunk.unwrap_or((size / 8).clamp(256 << 10, 4 << 20));
         let t0 = Instant::now();
@@ -217,8 +219,21 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         id += 1;
         let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
         let kernel_s = g.time_kernels(unix_now(), &pinned, &ranges, a.runs.max(3))?;
-        let resident_kernel_s =
-            g.time_resident_kernel(unix_now(), &pinned, &ranges, a.runs.max(3))?;
+        let resident_kernel_s = if resident_ok {
+            match g.time_resident_kernel(unix_now(), &pinned, &ranges, a.runs.max(3)) {
+                Ok(t) => t,
+                Err(GpuError::Unavailable(why)) => {
+                    eprintln!(
+                        "  the resident schedule is unavailable here ({why}): its columns stay empty"
+                    );
+                    resident_ok = false;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
         // Warm-up of every path with those frames (and one more sealing for each further
         // schedule: the first one committed them).
         g.backend_ref().time_plain_copy(&pinned, size, dst, chunk)?;
@@ -228,7 +243,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         g.set_schedule(OpenSchedule::Persistent);
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
         // The resident kernel only takes small tensors; elsewhere its column is empty.
-        let resident = resident_applies(ranges.len(), size);
+        let resident = resident_ok && resident_applies(ranges.len(), size);
         if resident {
             id += 1;
             let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
