@@ -13,8 +13,10 @@
 # 9`), printing as it goes and writing gpu-tests.log,
 # bench.jsonl and bench.log to OUTDIR (default target/gpu-check/out). It needs libnvrtc:
 # from LD_LIBRARY_PATH, the system's library cache, a CUDA installation, or an
-# nvidia-cuda-nvrtc wheel in a Python environment. Exit status: that of the first
-# failing step.
+# nvidia-cuda-nvrtc wheel in a Python environment. The tests are stopped after
+# GPU_CHECK_TEST_SECONDS (default 300: a driver that ran the resident kernel's stream
+# apart from the copy streams would make every resident tensor wait 10 s), and the
+# benchmark runs whatever the tests did. Exit status: that of the first failing step.
 #
 # `sweep` runs only the benchmark, for 1, 4 and 16 MiB tensors cut into 1, 2, 4 and 8
 # frames (every split the resident kernel takes), on 2 and 4 streams, RUNS runs each
@@ -75,11 +77,17 @@ prepare() {
 }
 
 run() {
-    local out=${1:-$dir/out}
+    local out=${1:-$dir/out} rc=0
     shift || true
     prepare "$out"
-    "$dir/gpu-tests" --test-threads=1 --nocapture 2>&1 | tee "$out/gpu-tests.log"
-    "$dir/pqcc" bench gpu --json "$@" 2> >(tee "$out/bench.log" >&2) | tee "$out/bench.jsonl"
+    timeout "${GPU_CHECK_TEST_SECONDS:-300}" "$dir/gpu-tests" --test-threads=1 --nocapture 2>&1 |
+        tee "$out/gpu-tests.log" || rc=$?
+    [ "$rc" = 124 ] && echo "gpu-check: the GPU tests ran out of time" >&2
+    local b=0
+    "$dir/pqcc" bench gpu --json "$@" 2> >(tee "$out/bench.log" >&2) | tee "$out/bench.jsonl" ||
+        b=$?
+    [ "$rc" != 0 ] || rc=$b
+    return "$rc"
 }
 
 sweep() {

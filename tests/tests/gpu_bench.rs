@@ -137,44 +137,57 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     );
     println!("[gpu-bench] on FakeCuda:\n{table}");
 
-    // A driver without stream memory operations: the resident columns stay empty, the
-    // rest is measured.
-    let out = pqcc()
-        .args([
-            "bench",
-            "gpu",
-            "--sizes",
-            "1M",
-            "--runs",
+    // A driver without stream memory operations, and one whose flag write is lost (the
+    // second: the first is the trial write): the resident and batch columns stay empty,
+    // the rest is measured.
+    for (var, value, why) in [
+        (
+            "PQCC_FAKE_CUDA_NO_STREAM_MEMOPS",
             "1",
-            "--json",
-            "--batch-bytes",
-            "2M",
-        ])
-        .env("LD_LIBRARY_PATH", &ld)
-        .env("PQCC_INSECURE_FAKE_CUDA", "1")
-        .env("PQCC_FAKE_CUDA_NO_STREAM_MEMOPS", "1")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("the resident schedule is unavailable here"),
-        "{stderr}"
-    );
-    let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    for k in [
-        "sealed_resident_gbps",
-        "kernel_resident_gbps",
-        "ratio_batch",
+            "cuStreamWriteValue32",
+        ),
+        ("PQCC_FAKE_CUDA_LOSE_FLAG_WRITES", "2", "did not reach VRAM"),
     ] {
-        assert!(row[k].is_null(), "{k}: {row}");
-    }
-    for k in ["ratio", "ratio_kept", "kernel_gbps"] {
-        assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
+        let out = pqcc()
+            .args([
+                "bench",
+                "gpu",
+                "--sizes",
+                "1M",
+                "--runs",
+                "1",
+                "--json",
+                "--batch-bytes",
+                "2M",
+            ])
+            .env("LD_LIBRARY_PATH", &ld)
+            .env("PQCC_INSECURE_FAKE_CUDA", "1")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{var}: {stderr}");
+        assert!(
+            stderr.contains("the resident schedule failed here") && stderr.contains(why),
+            "{var}: {stderr}"
+        );
+        let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        for k in [
+            "sealed_resident_gbps",
+            "kernel_resident_gbps",
+            "ratio_batch",
+        ] {
+            assert!(row[k].is_null(), "{var}: {k}: {row}");
+        }
+        for k in ["ratio", "ratio_kept", "kernel_gbps"] {
+            assert!(
+                row[k].as_f64().is_some_and(|x| x > 0.0),
+                "{var}: {k}: {row}"
+            );
+        }
     }
 }
 

@@ -1265,8 +1265,15 @@ pub extern "C" fn cuInit(_flags: c_uint) -> CuResult {
     let mut g = lock();
     let s = g.get_or_insert_with(State::default);
     s.initialised = true;
+    // The two controls a test may need in another process (`pqcc bench gpu`).
     if std::env::var_os("PQCC_FAKE_CUDA_NO_STREAM_MEMOPS").is_some_and(|v| v == "1") {
         s.no_stream_memops = true;
+    }
+    if let Some(n) = std::env::var("PQCC_FAKE_CUDA_LOSE_FLAG_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        s.lose_writes = n;
     }
     SUCCESS
 }
