@@ -736,3 +736,106 @@ fn without_stream_memory_operations_resident_is_unavailable() {
         g.backend().free(dst).unwrap();
     });
 }
+
+/// Faults in the middle of a `Resident` batch, in both kernel modes: a copy refused while
+/// tensor 2 is queued (its kernel already launched), and tensor 0's first flag lost (its
+/// kernel times out while tensor 1 is on the GPU beside it). The tensors before the
+/// failed one are delivered; it and the one beside it are zeroed, even after everything
+/// left queued has run; the ones after are untouched; the rest of the batch then opens.
+#[test]
+fn batch_faults_fail_closed() {
+    checked(|dev| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] batch faults: skipped: no libnvrtc");
+            return;
+        }
+        struct Reset<'a>(&'a FakeGpu);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set_kernels(0);
+                self.0.lose_flag_writes(0);
+                self.0.fail_copy(u32::MAX);
+            }
+        }
+        let _reset = Reset(dev);
+        for mode in [0, 1] {
+            dev.set_kernels(mode);
+            let Some(b) = dev.backend("batch faults") else {
+                return;
+            };
+            let mut rng = Rng(0xBADB);
+            let key = rng.key();
+            let mut s = sealer(&key);
+            let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+            // 4 tensors of 2 frames, twice: (fault, failed tensor, last tensor zeroed,
+            // error).
+            type Fault = (fn(&FakeGpu), usize, usize, fn(&GpuError) -> bool);
+            let faults: [Fault; 2] = [
+                // Tensors 0 and 1 copy 4 frames; tensor 2's first copy passes, its second
+                // is refused after its kernel was launched: tensor 3 was never queued.
+                (
+                    |d| d.fail_copy(5),
+                    2,
+                    2,
+                    |e| matches!(e, GpuError::Driver(_)),
+                ),
+                // Tensor 0's kernel times out; tensor 1 was queued beside it.
+                (
+                    |d| d.lose_flag_writes(1),
+                    0,
+                    1,
+                    |e| *e == GpuError::NotArrived { frame: 0 },
+                ),
+            ];
+            let marker = vec![0x3Cu8; 6000];
+            for (round, (fault, failed, zeroed, is)) in faults.into_iter().enumerate() {
+                let data: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(6000)).collect();
+                // A warm opener: the first use's trial flag write is behind it.
+                let warm = seal_tensor(&mut s, 1000 + round as u64, &data[0], 3000);
+                let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
+                let w = g.backend().alloc_zeroed(6000).unwrap();
+                g.open_tensor_into(NOW, &warm, w).unwrap();
+                g.backend().free(w).unwrap();
+                let all: Vec<Vec<u8>> = data
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, d)| seal_tensor(&mut s, (10 * round + i) as u64, d, 3000))
+                    .collect();
+                let (pinned, ranges) = cases::in_pinned(&mut g, &all);
+                let dsts: Vec<_> = (0..4)
+                    .map(|_| g.backend().upload(&marker).unwrap())
+                    .collect();
+                let batch: Vec<_> = ranges.chunks(2).zip(dsts.iter().copied()).collect();
+                fault(dev);
+                let e = g.open_tensors_pinned(NOW, &pinned, &batch).unwrap_err();
+                assert_eq!(e.tensor, failed, "mode {mode}: {e}");
+                assert!(is(&e.error), "mode {mode}: {e}");
+                dev.run_everything();
+                for t in 0..4 {
+                    let got = g.backend().download(dsts[t]).unwrap();
+                    let (want, what) = if t < failed {
+                        (data[t].clone(), "delivered")
+                    } else if t <= zeroed {
+                        (vec![0u8; 6000], "zeroed")
+                    } else {
+                        (marker.clone(), "untouched")
+                    };
+                    assert!(
+                        got == want,
+                        "mode {mode}, round {round}: tensor {t} not {what}"
+                    );
+                }
+                g.open_tensors_pinned(NOW, &pinned, &batch[failed..])
+                    .unwrap();
+                for t in 0..4 {
+                    assert!(
+                        g.backend().download(dsts[t]).unwrap() == data[t],
+                        "tensor {t}"
+                    );
+                    g.backend().free(dsts[t]).unwrap();
+                }
+                println!("[fake-gpu] batch fault (kernel mode {mode}): {e}; zeroed, then opened");
+            }
+        }
+    });
+}
