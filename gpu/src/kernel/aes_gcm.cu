@@ -462,9 +462,9 @@ extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const
 // ---------------------------------------------------------------------------------------
 // gcm_open_tensor: every frame of a small tensor in ONE launch that stays resident while
 // the frames are still being copied. The host launches it right after queueing the first
-// copy (the kernel may start before or after any copy); after each
-// frame's copy, the copy's stream writes `gen` into arrived[frame] (cuStreamWriteValue32,
-// ordered after the copy). The blocks take parts of frames in order from a counter, wait
+// copy (the kernel may start before or after any copy); after each frame's copy, the
+// copy's stream writes `gen` into arrived[frame] (cuStreamWriteValue32, ordered after
+// the copy). The blocks take parts of frames in order from a counter, wait
 // until their frame has arrived, open the part as gcm_open_main does, and the block that
 // completes a frame's last part reduces its partials, checks the tag, writes the status
 // word and zeroes the frame if it failed, as gcm_open_final does. No launch per frame.
