@@ -7,8 +7,11 @@
 //! Synchronisation is explicit: cudarc's per-buffer event tracking is switched off
 //! (it would serialise the streams on the shared destination buffer), every allocation
 //! is made on stream 0 and completed before other streams use it, each stream only
-//! touches its own scratch buffers and disjoint parts of the destination, and all
-//! streams are synchronised before anything is freed or reported.
+//! touches its own scratch buffers and disjoint parts of the destination, and the work
+//! of a call has ended before anything is freed or reported: every stream synchronised,
+//! or, for the resident kernel, its event, since that kernel ends only after it saw the
+//! flag each copy's stream writes after the copy (after an error, every stream,
+//! the kernel's included).
 
 use std::{collections::HashMap, sync::Arc};
 
