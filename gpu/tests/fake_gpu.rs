@@ -581,7 +581,11 @@ fn a_copy_failing_after_the_resident_launch_releases_the_kernel() {
         |dev| dev.fail_copy(2),
         |mode, e, d| {
             assert!(matches!(e, GpuError::Driver(_)), "kernel mode {mode}: {e}");
-            assert_eq!(d.launches(), 1, "the kernel was launched before the refused copy");
+            assert_eq!(
+                d.launches(),
+                1,
+                "the kernel was launched before the refused copy"
+            );
             assert_eq!(
                 d.timed_out(),
                 0,
