@@ -507,6 +507,37 @@ fn kernel_timing_runs_and_checks_verdicts() {
 /// destination must be zeroed and, nothing having been committed, the tensor must open.
 /// The faults are disarmed (and the computed kernels restored) at the end.
 fn resident_fault(what: &str, n: usize, fault: fn(&FakeGpu), check: fn(u32, &GpuError, Counters)) {
+    with_faults_in_both_kernel_modes(what, |dev, mode, b| {
+        let mut rng = Rng(0xf1a6);
+        let key = rng.key();
+        let mut s = sealer(&key);
+        let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+        let data = rng.bytes(n * 4096);
+        let warm = seal_tensor(&mut s, 1, &data, 4096);
+        let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
+        let frames = seal_tensor(&mut s, 2, &data, 4096);
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
+        g.open_tensor_into(NOW, &warm, dst).unwrap();
+        let before = dev.counters();
+        fault(dev);
+        let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
+        check(mode, &e, dev.counters().minus(before));
+        // Whatever the call left queued runs now: it must not write the destination
+        // after the call zeroed it.
+        dev.run_everything();
+        assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
+        g.open_tensor_into(NOW, &refs, dst).unwrap();
+        assert_eq!(g.backend().download(dst).unwrap(), data);
+        g.backend().free(dst).unwrap();
+        println!("[fake-gpu] {what} (kernel mode {mode}): {e}; buffer zeroed, then opened");
+    });
+}
+
+/// Runs `body` with a fresh backend in each kernel mode (0 computed, 1 the kernel source
+/// emulated), then disarms FakeCuda's faults and restores the computed kernels, also
+/// after a panic. Skipped without libnvrtc.
+fn with_faults_in_both_kernel_modes(what: &str, body: impl Fn(&FakeGpu, u32, CudaBackend)) {
     checked(|dev| {
         if kernel::nvrtc_available().is_err() {
             println!("[fake-gpu] {what}: skipped: no libnvrtc");
@@ -526,29 +557,7 @@ fn resident_fault(what: &str, n: usize, fault: fn(&FakeGpu), check: fn(u32, &Gpu
             let Some(b) = dev.backend(what) else {
                 return;
             };
-            let mut rng = Rng(0xf1a6);
-            let key = rng.key();
-            let mut s = sealer(&key);
-            let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
-            let data = rng.bytes(n * 4096);
-            let warm = seal_tensor(&mut s, 1, &data, 4096);
-            let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
-            let frames = seal_tensor(&mut s, 2, &data, 4096);
-            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-            let dst = g.backend().upload(&vec![0xa5; data.len()]).unwrap();
-            g.open_tensor_into(NOW, &warm, dst).unwrap();
-            let before = dev.counters();
-            fault(dev);
-            let e = g.open_tensor_into(NOW, &refs, dst).unwrap_err();
-            check(mode, &e, dev.counters().minus(before));
-            // Whatever the call left queued runs now: it must not write the destination
-            // after the call zeroed it.
-            dev.run_everything();
-            assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
-            g.open_tensor_into(NOW, &refs, dst).unwrap();
-            assert_eq!(g.backend().download(dst).unwrap(), data);
-            g.backend().free(dst).unwrap();
-            println!("[fake-gpu] {what} (kernel mode {mode}): {e}; buffer zeroed, then opened");
+            body(dev, mode, b);
         }
     });
 }
@@ -744,102 +753,84 @@ fn without_stream_memory_operations_resident_is_unavailable() {
 /// Faults in the middle of a `Resident` batch, in both kernel modes: a copy refused while
 /// tensor 2 is queued (its kernel already launched), and tensor 0's first flag lost (its
 /// kernel times out while tensor 1 is on the GPU beside it). The tensors before the
-/// failed one are delivered; it and the one beside it are zeroed, even after everything
-/// left queued has run; the ones after are untouched; the rest of the batch then opens.
+/// failed one are delivered; it, and the one after it if that was already queued, are
+/// zeroed, even after everything left queued has run; the others are untouched; the rest
+/// of the batch then opens.
 #[test]
 fn batch_faults_fail_closed() {
-    checked(|dev| {
-        if kernel::nvrtc_available().is_err() {
-            println!("[fake-gpu] batch faults: skipped: no libnvrtc");
-            return;
-        }
-        struct Reset<'a>(&'a FakeGpu);
-        impl Drop for Reset<'_> {
-            fn drop(&mut self) {
-                self.0.set_kernels(0);
-                self.0.lose_flag_writes(0);
-                self.0.fail_copy(u32::MAX);
+    with_faults_in_both_kernel_modes("batch faults", |dev, mode, b| {
+        let mut rng = Rng(0xBADB);
+        let key = rng.key();
+        let mut s = sealer(&key);
+        let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+        // 4 tensors of 2 frames, twice: (fault, failed tensor, last tensor zeroed,
+        // error).
+        type Fault = (fn(&FakeGpu), usize, usize, fn(&GpuError) -> bool);
+        let faults: [Fault; 2] = [
+            // Tensors 0 and 1 copy 4 frames; tensor 2's first copy passes, its second
+            // is refused after its kernel was launched: tensor 3 was never queued.
+            (
+                |d| d.fail_copy(5),
+                2,
+                2,
+                |e| matches!(e, GpuError::Driver(_)),
+            ),
+            // Tensor 0's kernel times out; tensor 1 was queued beside it.
+            (
+                |d| d.lose_flag_writes(1),
+                0,
+                1,
+                |e| *e == GpuError::NotArrived { frame: 0 },
+            ),
+        ];
+        let marker = vec![0x3Cu8; 6000];
+        for (round, (fault, failed, zeroed, is)) in faults.into_iter().enumerate() {
+            let data: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(6000)).collect();
+            // A warm opener: the first use's trial flag write is behind it.
+            let warm = seal_tensor(&mut s, 1000 + round as u64, &data[0], 3000);
+            let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
+            let w = g.backend().alloc_zeroed(6000).unwrap();
+            g.open_tensor_into(NOW, &warm, w).unwrap();
+            g.backend().free(w).unwrap();
+            let all: Vec<Vec<u8>> = data
+                .iter()
+                .enumerate()
+                .flat_map(|(i, d)| seal_tensor(&mut s, (10 * round + i) as u64, d, 3000))
+                .collect();
+            let (pinned, ranges) = cases::in_pinned(&mut g, &all);
+            let dsts: Vec<_> = (0..4)
+                .map(|_| g.backend().upload(&marker).unwrap())
+                .collect();
+            let batch: Vec<_> = ranges.chunks(2).zip(dsts.iter().copied()).collect();
+            fault(dev);
+            let e = g.open_tensors_pinned(NOW, &pinned, &batch).unwrap_err();
+            assert_eq!(e.tensor, failed, "mode {mode}: {e}");
+            assert!(is(&e.error), "mode {mode}: {e}");
+            dev.run_everything();
+            for t in 0..4 {
+                let got = g.backend().download(dsts[t]).unwrap();
+                let (want, what) = if t < failed {
+                    (data[t].clone(), "delivered")
+                } else if t <= zeroed {
+                    (vec![0u8; 6000], "zeroed")
+                } else {
+                    (marker.clone(), "untouched")
+                };
+                assert!(
+                    got == want,
+                    "mode {mode}, round {round}: tensor {t} not {what}"
+                );
             }
-        }
-        let _reset = Reset(dev);
-        for mode in [0, 1] {
-            dev.set_kernels(mode);
-            let Some(b) = dev.backend("batch faults") else {
-                return;
-            };
-            let mut rng = Rng(0xBADB);
-            let key = rng.key();
-            let mut s = sealer(&key);
-            let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
-            // 4 tensors of 2 frames, twice: (fault, failed tensor, last tensor zeroed,
-            // error).
-            type Fault = (fn(&FakeGpu), usize, usize, fn(&GpuError) -> bool);
-            let faults: [Fault; 2] = [
-                // Tensors 0 and 1 copy 4 frames; tensor 2's first copy passes, its second
-                // is refused after its kernel was launched: tensor 3 was never queued.
-                (
-                    |d| d.fail_copy(5),
-                    2,
-                    2,
-                    |e| matches!(e, GpuError::Driver(_)),
-                ),
-                // Tensor 0's kernel times out; tensor 1 was queued beside it.
-                (
-                    |d| d.lose_flag_writes(1),
-                    0,
-                    1,
-                    |e| *e == GpuError::NotArrived { frame: 0 },
-                ),
-            ];
-            let marker = vec![0x3Cu8; 6000];
-            for (round, (fault, failed, zeroed, is)) in faults.into_iter().enumerate() {
-                let data: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(6000)).collect();
-                // A warm opener: the first use's trial flag write is behind it.
-                let warm = seal_tensor(&mut s, 1000 + round as u64, &data[0], 3000);
-                let warm: Vec<&[u8]> = warm.iter().map(Vec::as_slice).collect();
-                let w = g.backend().alloc_zeroed(6000).unwrap();
-                g.open_tensor_into(NOW, &warm, w).unwrap();
-                g.backend().free(w).unwrap();
-                let all: Vec<Vec<u8>> = data
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, d)| seal_tensor(&mut s, (10 * round + i) as u64, d, 3000))
-                    .collect();
-                let (pinned, ranges) = cases::in_pinned(&mut g, &all);
-                let dsts: Vec<_> = (0..4)
-                    .map(|_| g.backend().upload(&marker).unwrap())
-                    .collect();
-                let batch: Vec<_> = ranges.chunks(2).zip(dsts.iter().copied()).collect();
-                fault(dev);
-                let e = g.open_tensors_pinned(NOW, &pinned, &batch).unwrap_err();
-                assert_eq!(e.tensor, failed, "mode {mode}: {e}");
-                assert!(is(&e.error), "mode {mode}: {e}");
-                dev.run_everything();
-                for t in 0..4 {
-                    let got = g.backend().download(dsts[t]).unwrap();
-                    let (want, what) = if t < failed {
-                        (data[t].clone(), "delivered")
-                    } else if t <= zeroed {
-                        (vec![0u8; 6000], "zeroed")
-                    } else {
-                        (marker.clone(), "untouched")
-                    };
-                    assert!(
-                        got == want,
-                        "mode {mode}, round {round}: tensor {t} not {what}"
-                    );
-                }
-                g.open_tensors_pinned(NOW, &pinned, &batch[failed..])
-                    .unwrap();
-                for t in 0..4 {
-                    assert!(
-                        g.backend().download(dsts[t]).unwrap() == data[t],
-                        "tensor {t}"
-                    );
-                    g.backend().free(dsts[t]).unwrap();
-                }
-                println!("[fake-gpu] batch fault (kernel mode {mode}): {e}; zeroed, then opened");
+            g.open_tensors_pinned(NOW, &pinned, &batch[failed..])
+                .unwrap();
+            for t in 0..4 {
+                assert!(
+                    g.backend().download(dsts[t]).unwrap() == data[t],
+                    "tensor {t}"
+                );
+                g.backend().free(dsts[t]).unwrap();
             }
+            println!("[fake-gpu] batch fault (kernel mode {mode}): {e}; zeroed, then opened");
         }
     });
 }

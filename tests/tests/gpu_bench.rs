@@ -26,6 +26,29 @@ fn with_fake(dir: &TempDir) -> String {
     }
 }
 
+/// `pqcc bench gpu ARGS` on FakeCuda (opted in) with `env` set: (stdout, stderr), after
+/// checking that it succeeded.
+fn bench_on_fake(ld: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = pqcc();
+    cmd.args(["bench", "gpu"])
+        .args(args)
+        .env("LD_LIBRARY_PATH", ld)
+        .env("PQCC_INSECURE_FAKE_CUDA", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "pqcc bench gpu {args:?} {env:?} failed: {stderr}"
+    );
+    (stdout, stderr)
+}
+
 #[test]
 fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     if let Err(e) = pqcc_gpu::kernel::nvrtc_available() {
@@ -47,10 +70,9 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         stderr.contains("the CUDA driver is a test fake"),
         "{stderr}"
     );
-    let out = pqcc()
-        .args([
-            "bench",
-            "gpu",
+    let (stdout, stderr) = bench_on_fake(
+        &ld,
+        &[
             "--sizes",
             "1M,3M",
             "--runs",
@@ -58,16 +80,9 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
             "--json",
             "--batch-bytes",
             "2M",
-        ])
-        .env("LD_LIBRARY_PATH", &ld)
-        .env("PQCC_INSECURE_FAKE_CUDA", "1")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        ],
+        &[],
     );
-    assert!(out.status.success(), "pqcc bench gpu failed: {stderr}");
     assert!(
         stderr.contains("WARNING: the device is FakeCuda, a test fake"),
         "{stderr}"
@@ -106,26 +121,10 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         assert_eq!(row["batch_tensors"], 2, "{row}");
     }
     // The table names every schedule.
-    let out = pqcc()
-        .args([
-            "bench",
-            "gpu",
-            "--sizes",
-            "1M",
-            "--runs",
-            "1",
-            "--batch-bytes",
-            "3M",
-        ])
-        .env("LD_LIBRARY_PATH", &ld)
-        .env("PQCC_INSECURE_FAKE_CUDA", "1")
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (table, _) = bench_on_fake(
+        &ld,
+        &["--sizes", "1M", "--runs", "1", "--batch-bytes", "3M"],
+        &[],
     );
     assert!(
         table.contains("sealed GB/s")
@@ -148,10 +147,9 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         ),
         ("PQCC_FAKE_CUDA_LOSE_FLAG_WRITES", "2", "did not reach VRAM"),
     ] {
-        let out = pqcc()
-            .args([
-                "bench",
-                "gpu",
+        let (stdout, stderr) = bench_on_fake(
+            &ld,
+            &[
                 "--sizes",
                 "1M",
                 "--runs",
@@ -159,17 +157,9 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
                 "--json",
                 "--batch-bytes",
                 "2M",
-            ])
-            .env("LD_LIBRARY_PATH", &ld)
-            .env("PQCC_INSECURE_FAKE_CUDA", "1")
-            .env(var, value)
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+            ],
+            &[(var, value)],
         );
-        assert!(out.status.success(), "{var}: {stderr}");
         assert!(
             stderr.contains("the resident schedule failed here") && stderr.contains(why),
             "{var}: {stderr}"
