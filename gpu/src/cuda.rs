@@ -315,44 +315,110 @@ fn verdicts_ok(host: &[u8], n: usize) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// The opener's scratch for [`OpenSchedule::Resident`].
-struct Resident {
-    /// The kernel's own stream, so that the copies use every backend stream, as the
-    /// other schedules' (and plain) copies do.
+/// Device memory from `cuMemAlloc`, outside the stream-ordered pool that the backend's
+/// other allocations (`CudaSlice`, `cuMemAllocAsync`) come from: the driver refuses
+/// stream memory operations (`cuStreamWriteValue32`) on pool memory with
+/// `CUDA_ERROR_INVALID_VALUE` (seen on H100 and H200, driver 580). Freed on drop.
+struct PlainAlloc {
+    ctx: Arc<CudaContext>,
+    /// The device address.
+    ptr: u64,
+}
+
+impl PlainAlloc {
+    fn new(ctx: &Arc<CudaContext>, bytes: usize) -> Result<Self, GpuError> {
+        ctx.bind_to_thread().map_err(drv)?;
+        // SAFETY: a plain allocation of `bytes` (> 0) in the bound context; the contents
+        // are unspecified until the caller zeroes them.
+        let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(drv)?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            ptr,
+        })
+    }
+}
+
+impl Drop for PlainAlloc {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: `ptr` came from `malloc_sync` and is freed exactly once, here; the
+        // opener's streams are idle when its resident scratch is dropped.
+        let _ = unsafe { result::free_sync(self.ptr) };
+    }
+}
+
+/// The resident kernel's lanes: the most tensors a batch can have on the GPU at once
+/// ([`GpuOpener::set_batch_depth`]).
+pub const RESIDENT_LANES: usize = 4;
+
+/// Tensors a batch keeps on the GPU at once by default ([`GpuOpener::set_batch_depth`]).
+pub const DEFAULT_BATCH_DEPTH: usize = 2;
+
+/// One of the resident kernel's [`RESIDENT_LANES`] lanes. Tensors take the lanes
+/// in turn, lane `l` with part `l` of the flags and of the host copy of the verdicts, so
+/// that a tensor's kernel can start while those of the tensors before it (on other
+/// lanes) are still finishing.
+struct Lane {
+    /// The lane's kernel stream (apart from the copy streams, so that the copies use
+    /// every backend stream, as the other schedules' and plain copies do).
     stream: Arc<CudaStream>,
-    /// Two halves of one word per frame, written with the tensor's generation by the
-    /// copy stream after the frame's copy. Tensors take the halves in turn, so that the
-    /// next tensor's flags never overwrite those of one still on the GPU.
-    arrived: CudaSlice<u32>,
     /// Two sets of [`SET_WORDS`] words (the kernel's counters, then the frames' status
     /// words). A launch uses one, which must be all zero, and zeroes the other for the
-    /// next launch.
+    /// next launch on this lane.
     sets: CudaSlice<u32>,
     /// The set the next launch uses.
     set: usize,
     /// Whether that set is known to be zero: false until a launch has completed without
-    /// error (then the next launch zeroes both sets on the kernel's stream first).
+    /// error (then the next launch zeroes both sets on the lane's stream first).
     clean: bool,
-    /// The pinned host copy of the status words, in two halves as `arrived`.
-    host: PinnedBuffer,
-    /// Per half, recorded on the kernel's stream after the copy of the verdicts.
-    done: [CudaEvent; 2],
-    /// The half the next tensor takes.
-    half: usize,
+    /// The kernel's partial GHASH sums, 4 words per part.
     partials: CudaSlice<u32>,
+}
+
+/// The opener's scratch for [`OpenSchedule::Resident`].
+struct Resident {
+    /// The kernel's lanes ([`RESIDENT_LANES`]).
+    lanes: Vec<Lane>,
+    /// One word per frame and lane, written with the tensor's generation by the copy
+    /// stream after the frame's copy. Tensors take the lanes in turn, so that a tensor's
+    /// flags never overwrite those of one still on the GPU. Outside the pool (see
+    /// [`PlainAlloc`]).
+    arrived: PlainAlloc,
+    /// The pinned host copy of the status words, one part per lane as `arrived`.
+    host: PinnedBuffer,
+    /// Per lane, recorded on its stream after the copy of the verdicts.
+    done: Vec<CudaEvent>,
+    /// The lane the next tensor takes.
+    lane: usize,
     /// The value the last tensor's `arrived` words take; never 0 (the words start zeroed).
     generation: u32,
 }
 
 impl Resident {
-    /// The device address of half `half` of the `arrived` flags.
-    fn arrived_at(&self, backend: &CudaBackend, half: usize) -> u64 {
-        backend.ptr(&self.arrived) + (4 * RESIDENT_FRAMES * half) as u64
+    /// After an error: a launch may not have run to its end, so every lane's next
+    /// launch zeroes both its sets first.
+    fn dirty(&mut self) {
+        for l in &mut self.lanes {
+            l.clean = false;
+        }
     }
 
-    /// The first `n` status words of half `half` of the host copy.
-    fn verdicts(&self, half: usize, n: usize) -> Result<&[u8], GpuError> {
-        let at = 4 * RESIDENT_FRAMES * half;
+    /// Waits for both lanes' streams.
+    fn sync_lanes(&self) -> Result<(), GpuError> {
+        for l in &self.lanes {
+            l.stream.synchronize().map_err(drv)?;
+        }
+        Ok(())
+    }
+
+    /// The device address of lane `lane`'s `arrived` flags.
+    fn arrived_at(&self, lane: usize) -> u64 {
+        self.arrived.ptr + (4 * RESIDENT_FRAMES * lane) as u64
+    }
+
+    /// The first `n` status words of lane `lane`'s part of the host copy.
+    fn verdicts(&self, lane: usize, n: usize) -> Result<&[u8], GpuError> {
+        let at = 4 * RESIDENT_FRAMES * lane;
         self.host
             .as_slice()
             .get(at..at + 4 * n.min(RESIDENT_FRAMES))
@@ -367,8 +433,8 @@ type OnGpu = std::collections::VecDeque<(usize, Queued, (u64, usize))>;
 /// A tensor queued for the resident kernel, its verdicts not read yet.
 struct Queued {
     plan: TensorPlan,
-    /// The half of the flags and of the host copy it uses.
-    half: usize,
+    /// Its lane (kernel stream, part of the flags and of the host copy).
+    lane: usize,
 }
 
 struct Kernels {
@@ -418,8 +484,9 @@ pub enum OpenSchedule {
     /// stream 0 waits for the others (events), the words are copied into the pinned copy
     /// on stream 0, and the host waits once.
     Persistent,
-    /// One kernel per tensor, launched on a stream of its own right after the first copy
-    /// is queued, that stays resident while the copies run. The copies go on the
+    /// One kernel per tensor, launched on a stream of its own (one of two, which tensors
+    /// take in turn) right after the first copy is queued, that stays resident while the
+    /// copies run. The copies go on the
     /// backend's streams as in the other schedules; after each, its stream writes a flag
     /// in VRAM (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait
     /// for the flag of the frame they work on, open it, and the block that finishes a
@@ -428,7 +495,9 @@ pub enum OpenSchedule {
     /// into a pinned host copy and records an event, and the host waits once, for that
     /// event only: the kernel ends only after every frame's flag, so after every copy.
     /// All frame headers are checked before anything is queued. In a batch
-    /// ([`GpuOpener::open_tensors_pinned`]) two tensors are on the GPU at once.
+    /// ([`GpuOpener::open_tensors_pinned`]) several tensors are on the GPU at once
+    /// ([`GpuOpener::set_batch_depth`]), their kernels on different streams (lanes): the next ones are
+    /// copied and start while this one finishes.
     ///
     /// For tensors of at most [`RESIDENT_FRAMES`] frames and [`RESIDENT_MAX_LEN`] bytes
     /// with headers short enough to travel in the launch; any other tensor takes the
@@ -861,6 +930,7 @@ pub struct GpuOpener<const W: usize = DEFAULT_WINDOW_WORDS> {
     channel: Opener<RustCryptoAesGcm, W>,
     slots: Vec<Slot>,
     schedule: OpenSchedule,
+    batch_depth: usize,
     verdicts: Option<Verdicts>,
     resident: Option<Resident>,
 }
@@ -903,6 +973,7 @@ impl<const W: usize> GpuOpener<W> {
             key,
             slots,
             schedule: OpenSchedule::default(),
+            batch_depth: DEFAULT_BATCH_DEPTH,
             verdicts: None,
             resident: None,
         })
@@ -916,6 +987,20 @@ impl<const W: usize> GpuOpener<W> {
     /// The current [`OpenSchedule`].
     pub fn schedule(&self) -> OpenSchedule {
         self.schedule
+    }
+
+    /// How many tensors [`GpuOpener::open_tensors_pinned`] keeps on the GPU at once under
+    /// [`OpenSchedule::Resident`]: 1 to [`RESIDENT_LANES`] (clamped), by default
+    /// [`DEFAULT_BATCH_DEPTH`]. Deeper batches hide more of each tensor's tail and of the
+    /// host's turnaround; the key-lifetime check may then pass that many tensors' frames
+    /// beyond its limit (see `open_tensors_pinned`).
+    pub fn set_batch_depth(&mut self, depth: usize) {
+        self.batch_depth = depth.clamp(1, RESIDENT_LANES);
+    }
+
+    /// The current batch depth ([`GpuOpener::set_batch_depth`]).
+    pub fn batch_depth(&self) -> usize {
+        self.batch_depth
     }
 
     /// The backend the tensors land in.
@@ -1136,19 +1221,19 @@ impl<const W: usize> GpuOpener<W> {
         self.ensure_resident()?;
         tp.generation = self.next_gen()?;
         let res = self.resident_mut()?;
-        let half = res.half;
-        res.half ^= 1;
-        let ks = res.stream.clone();
+        let lane = res.lane;
+        res.lane = (lane + 1) % RESIDENT_LANES;
+        let ks = res.lanes[lane].stream.clone();
         let mut launched = false;
-        let r = self.queue_resident(&ks, &parts, pinned, &tp, half, &mut launched);
+        let r = self.queue_resident(&ks, &parts, pinned, &tp, lane, &mut launched);
         if let Err(e) = r {
             if launched {
-                self.release_resident(half, tp.generation, parts.len());
+                self.release_resident(lane, tp.generation, parts.len());
             }
-            self.resident_mut()?.clean = false;
+            self.resident_mut()?.dirty();
             return Err(e);
         }
-        Ok(Some(Queued { plan, half }))
+        Ok(Some(Queued { plan, lane }))
     }
 
     /// Waits for a queued tensor (its event, after the kernel and the copy of its
@@ -1160,14 +1245,14 @@ impl<const W: usize> GpuOpener<W> {
     fn wait_queued(&mut self, q: Queued) -> Result<TensorPlan, GpuError> {
         let res = self.resident()?;
         let n = q.plan.frames.len();
-        let r = res.done[q.half]
+        let r = res.done[q.lane]
             .synchronize()
             .map_err(drv)
-            .and_then(|()| verdicts_ok(res.verdicts(q.half, n)?, n));
+            .and_then(|()| verdicts_ok(res.verdicts(q.lane, n)?, n));
         if r.is_err() {
             // The kernel zeroed the other scratch set only if it ran to its end; after
             // an error, the next launch zeroes both first.
-            self.resident_mut()?.clean = false;
+            self.resident_mut()?.dirty();
         }
         r.map(|()| q.plan)
     }
@@ -1183,15 +1268,17 @@ impl<const W: usize> GpuOpener<W> {
     /// frames, its destination), as for [`GpuOpener::open_tensor_pinned`]. The
     /// destinations must be distinct.
     ///
-    /// With [`OpenSchedule::Resident`], two tensors the resident kernel takes are on the
-    /// GPU at once: tensor `t + 1` is queued (its headers checked, its copies, flags and
-    /// kernel queued) before the host waits for tensor `t`'s verdicts, so its copies run
-    /// while tensor `t`'s kernel finishes. Nothing changes for security: each tensor is
-    /// committed, in order, only after all its verdicts were read; the replay window
-    /// refuses at commit a frame that a tensor still on the GPU delivered already. (The
-    /// key-lifetime check counts committed frames, so it can pass up to two tensors'
-    /// frames beyond its limit instead of one.) Other tensors, and every tensor under the
-    /// other schedules, are opened one after the other as by `open_tensor_pinned`.
+    /// With [`OpenSchedule::Resident`], up to [`GpuOpener::set_batch_depth`] tensors
+    /// the resident kernel takes are on the GPU at once: the tensors after `t` are queued
+    /// (their headers checked, their copies, flags and kernels queued, each kernel on a
+    /// lane of its own) before the host waits for tensor `t`'s verdicts, so their copies
+    /// run while tensor `t`'s kernel finishes and the host takes its verdicts. Nothing
+    /// changes for security: each tensor is committed, in order, only after all its
+    /// verdicts were read; the replay window refuses at commit a frame that a tensor
+    /// still on the GPU delivered already. (The key-lifetime check counts committed
+    /// frames, so it can pass up to batch-depth tensors' frames beyond its limit instead
+    /// of one.) Other tensors, and every tensor under the other schedules, are opened one
+    /// after the other as by `open_tensor_pinned`.
     ///
     /// On failure, the tensors before the one named were opened and committed; the one
     /// named and every one it had started on after it are zeroed in VRAM and not
@@ -1220,7 +1307,7 @@ impl<const W: usize> GpuOpener<W> {
         }
         let mut on_gpu = OnGpu::new();
         for (t, (ranges, dst)) in tensors.iter().enumerate() {
-            if on_gpu.len() == 2
+            if on_gpu.len() >= self.batch_depth
                 && let Some((k, q, d)) = on_gpu.pop_front()
                 && let Err(e) = self.finish_queued(q)
             {
@@ -1291,16 +1378,16 @@ impl<const W: usize> GpuOpener<W> {
             let _ = self.backend.zero_device(p, len.max(1));
         }
         if let Ok(res) = self.resident_mut() {
-            res.clean = false;
+            res.dirty();
         }
         e
     }
 
-    /// Waits for every backend stream and the resident kernel's stream.
+    /// Waits for every backend stream and the resident kernel's streams.
     fn idle_all(&self) -> Result<(), GpuError> {
         let copies = self.backend.sync_all();
         match &self.resident {
-            Some(r) => copies.and(r.stream.synchronize().map_err(drv)),
+            Some(r) => copies.and(r.sync_lanes()),
             None => copies,
         }
     }
@@ -1357,9 +1444,10 @@ impl<const W: usize> GpuOpener<W> {
         if self.resident.is_some() {
             return Ok(());
         }
-        let arrived = self.backend.alloc_raw::<u32>(2 * RESIDENT_FRAMES)?;
-        let arrived_p = self.backend.ptr(&arrived);
-        self.backend.zero_device(arrived_p, 8 * RESIDENT_FRAMES)?;
+        let words = RESIDENT_FRAMES * RESIDENT_LANES;
+        let arrived = PlainAlloc::new(&self.backend.ctx, 4 * words)?;
+        let arrived_p = arrived.ptr;
+        self.backend.zero_device(arrived_p, 4 * words)?;
         let s0 = self.backend.s0();
         write_flag(s0, arrived_p, 0)
             .and_then(|()| s0.synchronize().map_err(drv))
@@ -1374,18 +1462,31 @@ impl<const W: usize> GpuOpener<W> {
             ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
                 .map_err(drv)
         };
+        let lane = || -> Result<Lane, GpuError> {
+            let sets = self.backend.alloc_raw::<u32>(2 * SET_WORDS)?;
+            // Zero now, so that no lane's first launch needs a memset.
+            self.backend
+                .zero_device(self.backend.ptr(&sets), 8 * SET_WORDS)?;
+            Ok(Lane {
+                stream: ctx.new_stream().map_err(drv)?,
+                sets,
+                set: 0,
+                clean: true,
+                partials: self
+                    .backend
+                    .alloc_raw::<u32>(4 * RESIDENT_FRAMES * FINAL_THREADS as usize)?,
+            })
+        };
         self.resident = Some(Resident {
-            stream: ctx.new_stream().map_err(drv)?,
+            lanes: (0..RESIDENT_LANES)
+                .map(|_| lane())
+                .collect::<Result<_, _>>()?,
             arrived,
-            sets: self.backend.alloc_raw::<u32>(2 * SET_WORDS)?,
-            set: 0,
-            clean: false,
-            host: PinnedBuffer::new(ctx, 8 * RESIDENT_FRAMES)?,
-            done: [event()?, event()?],
-            half: 0,
-            partials: self
-                .backend
-                .alloc_raw::<u32>(4 * RESIDENT_FRAMES * FINAL_THREADS as usize)?,
+            host: PinnedBuffer::new(ctx, 4 * words)?,
+            done: (0..RESIDENT_LANES)
+                .map(|_| event())
+                .collect::<Result<_, _>>()?,
+            lane: 0,
             generation: 0,
         });
         Ok(())
@@ -1402,19 +1503,20 @@ impl<const W: usize> GpuOpener<W> {
         r.generation = r.generation.wrapping_add(1);
         if r.generation == 0 {
             r.generation = 1;
-            let p = self.backend.ptr(&r.arrived);
+            let p = r.arrived.ptr;
             self.idle_all()?;
-            self.backend.zero_device(p, 8 * RESIDENT_FRAMES)?;
+            self.backend
+                .zero_device(p, 4 * RESIDENT_FRAMES * RESIDENT_LANES)?;
         }
         Ok(self.resident()?.generation)
     }
 
     /// Queues everything of one resident tensor: each frame's copy on the backend's
     /// streams in turn (and its staging slot), as the other schedules do, each followed
-    /// by the write of its flag (in half `half`) on the same stream; the kernel on `ks`
-    /// right after the first frame's copy is queued (so that the copy does not wait for
-    /// the launch); then the copy of the status words back into half `half` of the
-    /// pinned host copy and that half's event, on `ks`. `launched` tells whether the
+    /// by the write of its flag (in lane `lane`'s part) on the same stream; the kernel on
+    /// `ks` right after the first frame's copy is queued (so that the copy does not wait for
+    /// the launch); then the copy of the status words back into lane `lane`'s part of
+    /// the pinned host copy and the lane's event, on `ks`. `launched` tells whether the
     /// kernel was queued.
     fn queue_resident(
         &mut self,
@@ -1422,10 +1524,16 @@ impl<const W: usize> GpuOpener<W> {
         parts: &[FrameParts<'_>],
         pinned: bool,
         tp: &TensorParams,
-        half: usize,
+        lane: usize,
         launched: &mut bool,
     ) -> Result<(), GpuError> {
-        let arrived_p = self.resident()?.arrived_at(&self.backend, half);
+        if !pinned {
+            // Before the launch: allocating or freeing page-locked memory synchronises
+            // the device, which would wait for a kernel that waits for this tensor's
+            // later frames (until it gives up, after RESIDENT_TIMEOUT_NS).
+            self.reserve_staging(parts)?;
+        }
+        let arrived_p = self.resident()?.arrived_at(lane);
         let mut status_p = 0;
         for (i, (aad, ct)) in parts.iter().enumerate() {
             let k = i % self.slots.len();
@@ -1438,59 +1546,61 @@ impl<const W: usize> GpuOpener<W> {
             unsafe { self.copy_frame(&s, k, pinned, aad, ct, tp.data[i], aad_p) }?;
             write_flag(&s, arrived_p + 4 * i as u64, tp.generation)?;
             if i == 0 {
-                status_p = self.launch_resident(ks, tp, arrived_p)?;
+                status_p = self.launch_resident(ks, tp, arrived_p, lane)?;
                 *launched = true;
             }
         }
         if !*launched {
             return Err(GpuError::InvalidArgument("a tensor without frames"));
         }
-        self.fetch_resident(ks, status_p, tp.n_frames as usize, half)
+        self.fetch_resident(ks, status_p, tp.n_frames as usize, lane)
     }
 
     /// Queues on `ks` the copy of the `n` status words at `status_p` (a launch's set)
-    /// into half `half` of the pinned host copy, then records that half's event.
+    /// into lane `lane`'s part of the pinned host copy, then records the lane's event.
     fn fetch_resident(
         &mut self,
         ks: &CudaStream,
         status_p: u64,
         n: usize,
-        half: usize,
+        lane: usize,
     ) -> Result<(), GpuError> {
         let res = self.resident_mut()?;
-        let at = 4 * RESIDENT_FRAMES * half;
+        let at = 4 * RESIDENT_FRAMES * lane;
         let host = res
             .host
             .as_mut_slice()
             .get_mut(at..at + 4 * n)
             .ok_or(GpuError::InvalidArgument("status buffer too small"))?;
         // SAFETY: `host` is pinned, 4n bytes, and not read or written again until the
-        // half's event (recorded next) has completed: the caller waits for it before it
-        // reads the verdicts, and the half is not used again before that; the set holds
+        // lane's event (recorded next) has completed: the caller waits for it before it
+        // reads the verdicts, and the lane is not used again before that; the set holds
         // RESIDENT_FRAMES >= n status words.
         unsafe { result::memcpy_dtoh_async(host, status_p, ks.cu_stream()) }.map_err(drv)?;
-        res.done[half].record(ks).map_err(drv)
+        res.done[lane].record(ks).map_err(drv)
     }
 
-    /// Queues, on the kernel's stream `ks`, the resident kernel over all frames of `tp`
-    /// with the current set of scratch words (zeroing both sets first unless the last
-    /// launch completed), and moves on to the other set. Returns the address of the
-    /// launch's status words.
+    /// Queues, on lane `lane`'s stream `ks`, the resident kernel over all frames of `tp`
+    /// with the lane's current set of scratch words (zeroing both its sets first unless
+    /// its last launch completed), and moves the lane on to its other set. Returns the
+    /// address of the launch's status words.
     fn launch_resident(
         &mut self,
         ks: &CudaStream,
         tp: &TensorParams,
         arrived_p: u64,
+        lane: usize,
     ) -> Result<u64, GpuError> {
         let ctx_p = self.backend.ptr(&self.key.ctx);
         let r = self
             .resident
             .as_mut()
+            .and_then(|r| r.lanes.get_mut(lane))
             .ok_or(GpuError::InvalidArgument("resident scratch missing"))?;
         let (sets_p, parts_p) = (self.backend.ptr(&r.sets), self.backend.ptr(&r.partials));
         if !r.clean {
-            // SAFETY: `sets` holds 2 * SET_WORDS words; the previous tensor was waited
-            // for, so no kernel uses them.
+            // SAFETY: `sets` holds 2 * SET_WORDS words; only this lane's kernels use
+            // them, and the lane's stream orders this after its previous kernel.
             unsafe { result::memset_d8_async(sets_p, 0, 8 * SET_WORDS, ks.cu_stream()) }
                 .map_err(drv)?;
             r.clean = true;
@@ -1530,9 +1640,9 @@ impl<const W: usize> GpuOpener<W> {
     /// early and fail too, which is harmless: the call fails, and the caller zeroes the
     /// destination once every stream is idle). Errors are ignored: the caller reports the
     /// first one, and the kernel's wait ends by itself after its timeout.
-    fn release_resident(&self, half: usize, generation: u32, n: usize) {
+    fn release_resident(&self, lane: usize, generation: u32, n: usize) {
         let Ok(r) = self.resident() else { return };
-        let arrived_p = r.arrived_at(&self.backend, half);
+        let arrived_p = r.arrived_at(lane);
         let s = self.backend.s0();
         for i in 0..n {
             let _ = write_flag(s, arrived_p + 4 * i as u64, generation);
@@ -1659,6 +1769,39 @@ impl<const W: usize> GpuOpener<W> {
         planner.finish()
     }
 
+    /// Grows the staging buffers now to what `copy_frame` will need for `parts` (frame i
+    /// takes slot i mod slots), so that no page-locked memory is allocated or freed while
+    /// the frames are queued.
+    fn reserve_staging(&mut self, parts: &[FrameParts<'_>]) -> Result<(), GpuError> {
+        let n = self.slots.len();
+        for k in 0..n {
+            let need = parts
+                .iter()
+                .skip(k)
+                .step_by(n)
+                .map(|(_, ct)| ct.len())
+                .max();
+            if let Some(need) = need {
+                self.grow_staging(k, MAX_AAD + need)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes slot `k`'s staging buffer hold at least `need` bytes: a smaller one is
+    /// replaced once its previous copy is done.
+    fn grow_staging(&mut self, k: usize, need: usize) -> Result<&mut PinnedBuffer, GpuError> {
+        let slot = &mut self.slots[k];
+        if slot.staging.as_ref().is_none_or(|b| b.len() < need) {
+            slot.copied.synchronize().map_err(drv)?;
+            slot.staging = None;
+            slot.staging = Some(PinnedBuffer::new(&self.backend.ctx, need)?);
+        }
+        slot.staging
+            .as_mut()
+            .ok_or(GpuError::InvalidArgument("staging buffer missing"))
+    }
+
     /// Queues the copy of one frame's ciphertext to `data_p` (and its AAD to `aad_p`
     /// when it is too long to travel in the launch parameters) on `s`. Frames in
     /// pageable memory go through the staging buffer of slot `k`, after waiting for that
@@ -1693,19 +1836,9 @@ impl<const W: usize> GpuOpener<W> {
             }
             return Ok(());
         }
-        let slot = &mut self.slots[k];
         // Wait until the previous copy out of this slot's staging buffer is done.
-        slot.copied.synchronize().map_err(drv)?;
-        let need = MAX_AAD + ct.len();
-        if slot.staging.as_ref().is_none_or(|b| b.len() < need) {
-            slot.staging = None;
-            slot.staging = Some(PinnedBuffer::new(&self.backend.ctx, need)?);
-        }
-        let st = slot
-            .staging
-            .as_mut()
-            .ok_or(GpuError::InvalidArgument("staging buffer missing"))?;
-        let buf = st.as_mut_slice();
+        self.slots[k].copied.synchronize().map_err(drv)?;
+        let buf = self.grow_staging(k, MAX_AAD + ct.len())?.as_mut_slice();
         if long_aad {
             buf[..aad.len()].copy_from_slice(aad);
         }
@@ -1721,7 +1854,7 @@ impl<const W: usize> GpuOpener<W> {
                     .map_err(drv)?;
             }
         }
-        slot.copied.record(s).map_err(drv)
+        self.slots[k].copied.record(s).map_err(drv)
     }
 
     /// Kernel-only timing for `pqcc bench gpu`: the frames of `src` (pinned, `ranges`)
@@ -1866,8 +1999,8 @@ impl<const W: usize> GpuOpener<W> {
         // Idle every stream (the kernel's too) before the buffers are wiped and freed.
         let mut synced = self.backend.sync_all();
         if let Some(res) = self.resident.as_mut() {
-            synced = synced.and(res.stream.synchronize().map_err(drv));
-            res.clean &= r.is_ok();
+            synced = synced.and(res.sync_lanes());
+            res.lanes[0].clean &= r.is_ok();
         }
         let wiped = self.backend.zero_device(wk_p, total.max(1));
         drop((pristine, work));
@@ -1898,8 +2031,8 @@ impl<const W: usize> GpuOpener<W> {
             }
         }
         self.ensure_resident()?;
-        let ks = self.resident()?.stream.clone();
-        let arrived_p = self.resident()?.arrived_at(&self.backend, 0);
+        let ks = self.resident()?.lanes[0].stream.clone();
+        let arrived_p = self.resident()?.arrived_at(0);
         let (total, n) = (plan.total_len, parts.len());
         let mut times = Vec::with_capacity(iterations);
         for _ in 0..iterations.max(1) {
@@ -1912,7 +2045,7 @@ impl<const W: usize> GpuOpener<W> {
             let start = ks
                 .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(drv)?;
-            let status_p = self.launch_resident(&ks, &tp, arrived_p)?;
+            let status_p = self.launch_resident(&ks, &tp, arrived_p, 0)?;
             let end = ks
                 .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(drv)?;
@@ -1949,7 +2082,7 @@ impl<const W: usize> Drop for GpuOpener<W> {
     fn drop(&mut self) {
         let _ = self.backend.sync_all();
         if let Some(r) = &self.resident {
-            let _ = r.stream.synchronize();
+            let _ = r.sync_lanes();
         }
         let _ = self.key.wipe(&self.backend);
     }

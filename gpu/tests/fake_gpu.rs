@@ -27,7 +27,10 @@ use common::cases::{self, Device, SCHEDULES};
 use common::*;
 use pqcc_gpu::{
     Backend, GpuError,
-    cuda::{CudaBackend, OpenSchedule, cuda_available, insecure_allow_fake_driver},
+    cuda::{
+        CudaBackend, DEFAULT_BATCH_DEPTH, OpenSchedule, RESIDENT_LANES, cuda_available,
+        insecure_allow_fake_driver,
+    },
     kernel,
 };
 
@@ -174,7 +177,7 @@ impl Counters {
     fn queued(&self) -> u64 {
         self.0[10]
     }
-    /// Resident kernels queued while an earlier one had not run yet.
+    /// Per resident kernel queued, the earlier ones that had not run yet, summed.
     fn tensors_behind(&self) -> u64 {
         self.0[11]
     }
@@ -431,10 +434,12 @@ fn kept_verdicts_wait_once_per_tensor() {
             assert_eq!(d.waits(), 1);
             assert_eq!((d.allocs(), d.frees()), (0, 0));
         }
-        // Resident: the first tensor allocates the kernel's three scratch buffers (each
-        // completed before use), zeroes its flags and tries one flag write; then one
-        // wait per tensor and no allocation.
-        assert_eq!(per[5].1.waits(), 6);
+        // Resident: the first tensor allocates the flags (outside the pool: no wait),
+        // zeroes them and tries one flag write (a wait each), and allocates each lane's
+        // scratch buffers (two per lane, each completed before use) and zeroes its
+        // scratch sets (a wait), then waits for the tensor; later tensors wait once and
+        // allocate nothing.
+        assert_eq!(per[5].1.waits(), 2 + 3 * RESIDENT_LANES as u64 + 1);
         assert_eq!(
             per[5].1.flag_writes(),
             5,
@@ -445,8 +450,7 @@ fn kept_verdicts_wait_once_per_tensor() {
         assert_eq!((per[6].1.allocs(), per[6].1.frees()), (0, 0));
         // After the first tensor, Resident queues 4 copies, 4 flag writes, the launch,
         // the copy back and the event the host waits for: nothing else (no memset, no
-        // event joining streams). The first tensor's launch zeroes both scratch sets
-        // first.
+        // event joining streams), also on a lane not used before.
         assert_eq!(per[6].1.queued(), 4 + 4 + 1 + 1 + 1);
         // Persistent queues per frame a copy and two launches, plus the zeroing, the
         // copy back and the events joining the streams.
@@ -609,11 +613,11 @@ fn batches_open_in_order_and_fail_closed() {
     each_schedule(cases::batch);
 }
 
-/// Under `Resident`, a batch keeps two tensors on the GPU: each tensor's kernel is
-/// queued before the host waits for the one before it, and the host waits once per
-/// tensor. Under the other schedules, tensors go one at a time.
+/// Under `Resident`, a batch keeps up to `DEFAULT_BATCH_DEPTH` tensors on the GPU: each
+/// tensor's kernel is queued before the host waits for the ones before it, and the host
+/// waits once per tensor. Under the other schedules, tensors go one at a time.
 #[test]
-fn resident_batches_keep_two_tensors_on_the_gpu() {
+fn resident_batches_keep_several_tensors_on_the_gpu() {
     checked(|dev| {
         let Some(b) = dev.backend("batch overlap") else {
             return;
@@ -681,18 +685,22 @@ fn resident_batches_keep_two_tensors_on_the_gpu() {
                 d.tensors_behind(),
                 d.queued()
             );
+            // Tensor i's kernel is queued behind min(i, DEFAULT_BATCH_DEPTH - 1) others.
+            let behind = (0..6)
+                .map(|i| i.min(DEFAULT_BATCH_DEPTH - 1) as u64)
+                .sum::<u64>();
             match (round, schedule) {
                 (1, OpenSchedule::Resident) => {
                     assert_eq!(
                         d.tensors_behind(),
-                        5,
-                        "each tensor's kernel behind the last"
+                        behind,
+                        "each tensor's kernel behind those still on the GPU"
                     );
                     assert_eq!(d.waits(), 6, "one host wait per tensor");
                     assert_eq!(d.queued(), 6 * (2 * 4 + 3));
                 }
                 (_, OpenSchedule::Persistent) => assert_eq!(d.tensors_behind(), 0),
-                _ => assert_eq!(d.tensors_behind(), 5),
+                _ => assert_eq!(d.tensors_behind(), behind),
             }
         }
     });

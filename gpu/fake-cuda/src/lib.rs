@@ -134,8 +134,8 @@ const C_WRITE_VALUE: usize = 8;
 const C_TIMED_OUT: usize = 9;
 /// Operations queued on streams (copies, memsets, launches, event waits, value writes).
 const C_QUEUED: usize = 10;
-/// `gcm_open_tensor` launches queued while an earlier one had not run yet (two tensors
-/// on the GPU at once).
+/// For each `gcm_open_tensor` launch, how many earlier ones had not run yet when it was
+/// queued, summed (tensors on the GPU at once).
 const C_TENSOR_BEHIND: usize = 11;
 const COUNTERS: usize = 12;
 
@@ -152,6 +152,9 @@ struct Alloc {
     len: usize,
     kind: Kind,
     live: bool,
+    /// Taken from the stream-ordered pool (`cuMemAllocAsync`): the driver refuses stream
+    /// memory operations on such memory (`CUDA_ERROR_INVALID_VALUE`, seen on driver 580).
+    pool: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -400,8 +403,9 @@ impl State {
     fn enqueue(&mut self, stream: usize, op: Op) -> CuResult {
         self.counters[C_QUEUED] += 1;
         let is_tensor = |op: &Op| matches!(op, Op::Launch(l) if matches!(l.kernel, Kernel::Tensor));
-        if is_tensor(&op) && self.streams.values().any(|s| s.queue.iter().any(is_tensor)) {
-            self.counters[C_TENSOR_BEHIND] += 1;
+        if is_tensor(&op) {
+            let waiting = self.streams.values().flat_map(|s| &s.queue);
+            self.counters[C_TENSOR_BEHIND] += waiting.filter(|op| is_tensor(op)).count() as u64;
         }
         if stream == 0 {
             // The legacy default stream: pqcc-gpu does not queue work on it; run at once.
@@ -1639,7 +1643,7 @@ pub extern "C" fn cuEventElapsedTime_v2(
     elapsed(ms, start, end)
 }
 
-fn new_alloc(s: &mut State, len: usize, kind: Kind, live: bool) -> u64 {
+fn new_alloc(s: &mut State, len: usize, kind: Kind, live: bool, pool: bool) -> u64 {
     let len = len.max(1);
     let buf = vec![0xCDu8; len + 256].into_boxed_slice();
     let base = (buf.as_ptr() as u64).next_multiple_of(256);
@@ -1650,13 +1654,18 @@ fn new_alloc(s: &mut State, len: usize, kind: Kind, live: bool) -> u64 {
             len,
             kind,
             live,
+            pool,
         },
     );
     base
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut u64, len: usize, st: *mut c_void) -> CuResult {
+/// `cuMemAllocAsync` (`pool`: from the stream-ordered pool, queued on `st`) or
+/// `cuMemAlloc` (at once, outside the pool).
+///
+/// # Safety
+/// `dptr` is a valid out-pointer.
+unsafe fn alloc_device(dptr: *mut u64, len: usize, st: *mut c_void, pool: bool) -> CuResult {
     with(|s| {
         if len == 0 {
             return INVALID_VALUE;
@@ -1666,7 +1675,7 @@ pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut u64, len: usize, st: *mut c_
         }
         s.counters[C_ALLOC] += 1;
         let live = st.is_null();
-        let base = new_alloc(s, len, Kind::Device, live);
+        let base = new_alloc(s, len, Kind::Device, live, pool);
         if !live {
             let r = s.enqueue(st as usize, Op::Alloc { base });
             if r != SUCCESS {
@@ -1681,9 +1690,15 @@ pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut u64, len: usize, st: *mut c_
 }
 
 #[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut u64, len: usize, st: *mut c_void) -> CuResult {
+    // SAFETY: forwarded out-pointer.
+    unsafe { alloc_device(dptr, len, st, true) }
+}
+
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut u64, len: usize) -> CuResult {
     // SAFETY: forwarded out-pointer.
-    unsafe { cuMemAllocAsync(dptr, len, std::ptr::null_mut()) }
+    unsafe { alloc_device(dptr, len, std::ptr::null_mut(), false) }
 }
 
 #[unsafe(no_mangle)]
@@ -1715,7 +1730,11 @@ pub unsafe extern "C" fn cuMemHostAlloc(
             return INVALID_VALUE;
         }
         s.counters[C_HOST_ALLOC] += 1;
-        let base = new_alloc(s, len, Kind::Pinned, true);
+        // Page-locked allocation synchronises the device, as the driver's does (work
+        // queued so far runs first: a resident kernel waiting for frames that are not
+        // queued yet gives up, as it does on a GPU after its timeout).
+        s.run_all();
+        let base = new_alloc(s, len, Kind::Pinned, true, false);
         // SAFETY: valid out-pointer.
         unsafe { *pp = base as *mut c_void };
         SUCCESS
@@ -1726,6 +1745,8 @@ pub unsafe extern "C" fn cuMemHostAlloc(
 pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
     with(|s| {
         let base = p as u64;
+        // cuMemFreeHost waits for the device first (see cuMemHostAlloc).
+        s.run_all();
         let Some(len) = s
             .allocs
             .get(&base)
@@ -1942,6 +1963,14 @@ fn write_value32(st: *mut c_void, addr: u64, value: u32, flags: c_uint) -> CuRes
             return NOT_SUPPORTED;
         }
         if flags != WRITE_VALUE_DEFAULT || !addr.is_multiple_of(4) {
+            return INVALID_VALUE;
+        }
+        // As the driver: not to memory of the stream-ordered pool.
+        if s.allocs
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(_, a)| a.pool)
+        {
             return INVALID_VALUE;
         }
         s.counters[C_WRITE_VALUE] += 1;

@@ -42,8 +42,8 @@ use pqcc_core::{
 use pqcc_gpu::{
     Backend, GpuError,
     cuda::{
-        CudaBackend, FAKE_DEVICE_PREFIX, GpuOpener, OpenSchedule, PinnedBuffer, cuda_available,
-        resident_applies,
+        CudaBackend, DEFAULT_BATCH_DEPTH, FAKE_DEVICE_PREFIX, GpuOpener, OpenSchedule,
+        PinnedBuffer, RESIDENT_LANES, cuda_available, resident_applies,
     },
     kernel::KernelConfig,
 };
@@ -89,9 +89,20 @@ pub struct GpuArgs {
     /// Bytes of each batch (2 to 64 tensors of the size); 0: no batch figures.
     #[arg(long, value_parser = parse_size, default_value = "64M")]
     pub batch_bytes: usize,
+    /// Tensors of a batch on the GPU at once (1 to 4).
+    #[arg(long, default_value_t = DEFAULT_BATCH_DEPTH, value_parser = parse_depth)]
+    pub batch_depth: usize,
 }
 
 const PREFIX: [u8; 4] = *b"bnch";
+
+/// `--batch-depth`: 1 to [`RESIDENT_LANES`].
+fn parse_depth(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=RESIDENT_LANES).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number from 1 to {RESIDENT_LANES}")),
+    }
+}
 
 /// Fills `buf` with fast pseudo-random bytes (tensor contents; not secret).
 fn fill(buf: &mut [u8], seed: u64) {
@@ -167,6 +178,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         unix_now(),
     )?;
     key.zeroize();
+    g.set_batch_depth(a.batch_depth);
     if info.name.starts_with(FAKE_DEVICE_PREFIX) {
         eprintln!(
             "WARNING: the device is FakeCuda, a test fake running on the CPU: these figures \
@@ -350,7 +362,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                     "sealed_resident_gbps": rg, "ratio_resident": ratio_resident,
                     "sealed_resident_s_p50": r.as_ref().map(|r| r.p50),
                     "kernel_resident_gbps": rkg, "kernel_resident_s_p50": resident_kernel_s,
-                    "batch_tensors": batch_n, "batch_plain_gbps": batch_plain,
+                    "batch_tensors": batch_n, "batch_depth": a.batch_depth,
+                    "batch_plain_gbps": batch_plain,
                     "batch_resident_gbps": batch_sealed, "ratio_batch": ratio_batch,
                 })
             );
