@@ -467,27 +467,31 @@ struct Slot {
 /// host could change. They differ in fixed cost per tensor and per frame, which is what
 /// limits small tensors (docs/gpu.md, "Small tensors").
 ///
-/// The default, `PerTensor`, is the one measured on a device. The GPU tests run every
-/// opener case under all three and `pqcc bench gpu` times all three in one run; another
-/// becomes the default once a device run shows it correct and faster.
+/// The GPU tests run every opener case under all three and `pqcc bench gpu` times all
+/// three in one run. On an H100 (docs/gpu.md, "Measurements") all three are correct;
+/// `Persistent`, the default, is faster than `PerTensor` at every size and needs nothing
+/// of the driver beyond copies and launches; `Resident` is the fastest for tensors it
+/// takes (up to 1.4× `PerTensor` at 1–4 MiB) and is what batches use, but it needs
+/// stream memory operations and keeps the SMs busy while it waits for copies, so it is
+/// chosen explicitly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OpenSchedule {
     /// Two kernel launches per frame, each after its frame's copy on the same stream. A
     /// status buffer allocated and zeroed for every tensor, the host waiting after each;
     /// after the frames the host waits for every stream, copies the words back
     /// synchronously and frees the buffer: 3 + (streams) host waits per tensor.
-    #[default]
     PerTensor,
     /// Two kernel launches per frame as in `PerTensor`, with a status buffer kept by the
     /// opener (grown when a tensor has more frames) and a pinned host copy of it. Zeroing
     /// is queued on stream 0 and the other streams wait for it on the device; at the end
     /// stream 0 waits for the others (events), the words are copied into the pinned copy
     /// on stream 0, and the host waits once.
+    #[default]
     Persistent,
-    /// One kernel per tensor, launched on a stream of its own (one of two, which tensors
-    /// take in turn) right after the first copy is queued, that stays resident while the
-    /// copies run. The copies go on the
-    /// backend's streams as in the other schedules; after each, its stream writes a flag
+    /// One kernel per tensor, launched on a stream of its own (one of [`RESIDENT_LANES`],
+    /// which tensors take in turn) right after the first copy is queued, that stays
+    /// resident while the copies run. The copies go on the backend's streams as in the
+    /// other schedules; after each, its stream writes a flag
     /// in VRAM (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait
     /// for the flag of the frame they work on, open it, and the block that finishes a
     /// frame checks its tag. No launch per frame and no memset per tensor (the kernel
@@ -979,7 +983,7 @@ impl<const W: usize> GpuOpener<W> {
         })
     }
 
-    /// How tensors are scheduled on the GPU ([`OpenSchedule`]); the default is `PerTensor`.
+    /// How tensors are scheduled on the GPU ([`OpenSchedule`]); the default is `Persistent`.
     pub fn set_schedule(&mut self, schedule: OpenSchedule) {
         self.schedule = schedule;
     }

@@ -7,7 +7,7 @@
 //!   key), lying in pinned memory, opened by [`GpuOpener::open_tensor_pinned`]: host
 //!   header/replay checks, ciphertext copies, the in-VRAM AES-256-GCM kernels overlapped
 //!   with the copies of the next frames, tag verdicts read back, window committed;
-//!   timed once per [`OpenSchedule`]: `PerTensor` (the default), `Persistent` ("kept":
+//!   timed once per [`OpenSchedule`]: `PerTensor`, `Persistent` (the default; "kept":
 //!   no allocation and one host wait per tensor) and, for the tensors it takes (at most
 //!   8 frames and 64 MiB), `Resident` (one resident kernel per tensor that follows the
 //!   copies: no launch per frame);
