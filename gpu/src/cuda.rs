@@ -352,7 +352,7 @@ impl Drop for PlainAlloc {
 pub const RESIDENT_LANES: usize = 4;
 
 /// Tensors a batch keeps on the GPU at once by default ([`GpuOpener::set_batch_depth`]).
-pub const DEFAULT_BATCH_DEPTH: usize = 2;
+pub const DEFAULT_BATCH_DEPTH: usize = 3;
 
 /// One of the resident kernel's [`RESIDENT_LANES`] lanes. Tensors take the lanes
 /// in turn, lane `l` with part `l` of the flags and of the host copy of the verdicts, so

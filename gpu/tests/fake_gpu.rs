@@ -760,10 +760,10 @@ fn without_stream_memory_operations_resident_is_unavailable() {
 
 /// Faults in the middle of a `Resident` batch, in both kernel modes: a copy refused while
 /// tensor 2 is queued (its kernel already launched), and tensor 0's first flag lost (its
-/// kernel times out while tensor 1 is on the GPU beside it). The tensors before the
-/// failed one are delivered; it, and the one after it if that was already queued, are
-/// zeroed, even after everything left queued has run; the others are untouched; the rest
-/// of the batch then opens.
+/// kernel times out while the tensors after it are on the GPU beside it), at every batch
+/// depth. The tensors before the failed one are delivered; it, and those after it that
+/// were already queued, are zeroed, even after everything left queued has run; the
+/// others are untouched; the rest of the batch then opens.
 #[test]
 fn batch_faults_fail_closed() {
     with_faults_in_both_kernel_modes("batch faults", |dev, mode, b| {
@@ -771,28 +771,34 @@ fn batch_faults_fail_closed() {
         let key = rng.key();
         let mut s = sealer(&key);
         let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
-        // 4 tensors of 2 frames, twice: (fault, failed tensor, last tensor zeroed,
-        // error).
+        // 4 tensors of 2 frames: (fault, failed tensor, last tensor zeroed, error), at
+        // each batch depth.
         type Fault = (fn(&FakeGpu), usize, usize, fn(&GpuError) -> bool);
-        let faults: [Fault; 2] = [
-            // Tensors 0 and 1 copy 4 frames; tensor 2's first copy passes, its second
-            // is refused after its kernel was launched: tensor 3 was never queued.
-            (
-                |d| d.fail_copy(5),
-                2,
-                2,
-                |e| matches!(e, GpuError::Driver(_)),
-            ),
-            // Tensor 0's kernel times out; tensor 1 was queued beside it.
-            (
-                |d| d.lose_flag_writes(1),
-                0,
-                1,
-                |e| *e == GpuError::NotArrived { frame: 0 },
-            ),
-        ];
+        let faults = |depth: usize| -> [Fault; 2] {
+            [
+                // Tensors 0 and 1 copy 4 frames; tensor 2's first copy passes, its
+                // second is refused after its kernel was launched: tensor 3 was never
+                // queued.
+                (
+                    |d| d.fail_copy(5),
+                    2,
+                    2,
+                    |e| matches!(e, GpuError::Driver(_)),
+                ),
+                // Tensor 0's kernel times out; the tensors after it up to the depth were
+                // queued beside it.
+                (
+                    |d| d.lose_flag_writes(1),
+                    0,
+                    (depth - 1).min(3),
+                    |e| *e == GpuError::NotArrived { frame: 0 },
+                ),
+            ]
+        };
         let marker = vec![0x3Cu8; 6000];
-        for (round, (fault, failed, zeroed, is)) in faults.into_iter().enumerate() {
+        let rounds = (1..=RESIDENT_LANES).flat_map(|depth| faults(depth).map(|f| (depth, f)));
+        for (round, (depth, (fault, failed, zeroed, is))) in rounds.enumerate() {
+            g.set_batch_depth(depth);
             let data: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(6000)).collect();
             // A warm opener: the first use's trial flag write is behind it.
             let warm = seal_tensor(&mut s, 1000 + round as u64, &data[0], 3000);
@@ -826,7 +832,7 @@ fn batch_faults_fail_closed() {
                 };
                 assert!(
                     got == want,
-                    "mode {mode}, round {round}: tensor {t} not {what}"
+                    "mode {mode}, depth {depth}: tensor {t} not {what}"
                 );
             }
             g.open_tensors_pinned(NOW, &pinned, &batch[failed..])
@@ -838,7 +844,10 @@ fn batch_faults_fail_closed() {
                 );
                 g.backend().free(dsts[t]).unwrap();
             }
-            println!("[fake-gpu] batch fault (kernel mode {mode}): {e}; zeroed, then opened");
+            println!(
+                "[fake-gpu] batch fault (kernel mode {mode}, depth {depth}): {e}; zeroed, \
+                 then opened"
+            );
         }
     });
 }
