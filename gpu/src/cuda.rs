@@ -491,22 +491,22 @@ pub enum OpenSchedule {
     /// One kernel per tensor, launched on a stream of its own (one of [`RESIDENT_LANES`],
     /// which tensors take in turn) right after the first copy is queued, that stays
     /// resident while the copies run. The copies go on the backend's streams as in the
-    /// other schedules; after each, its stream writes a flag
-    /// in VRAM (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait
-    /// for the flag of the frame they work on, open it, and the block that finishes a
-    /// frame checks its tag. No launch per frame and no memset per tensor (the kernel
-    /// zeroes its scratch for the next launch); the kernel's stream copies the verdicts
-    /// into a pinned host copy and records an event, and the host waits once, for that
-    /// event only: the kernel ends only after every frame's flag, so after every copy.
-    /// All frame headers are checked before anything is queued. In a batch
+    /// other schedules; after each, its stream writes a flag in VRAM
+    /// (`cuStreamWriteValue32`, ordered after the copy). The kernel's blocks wait for the
+    /// flag of the frame they work on, open it, and the block that finishes a frame checks
+    /// its tag. No launch per frame and no memset per tensor (the kernel zeroes its
+    /// scratch for the next launch); the kernel's stream copies the verdicts into a pinned
+    /// host copy and records an event, and the host waits once, for that event only: the
+    /// kernel ends only after every frame's flag, so after every copy. All frame headers
+    /// are checked before anything is queued. In a batch
     /// ([`GpuOpener::open_tensors_pinned`]) several tensors are on the GPU at once
-    /// ([`GpuOpener::set_batch_depth`]), their kernels on different streams (lanes): the next ones are
-    /// copied and start while this one finishes.
+    /// ([`GpuOpener::set_batch_depth`]), their kernels on different lanes: the next ones
+    /// are copied and start while this one finishes.
     ///
     /// For tensors of at most [`RESIDENT_FRAMES`] frames and [`RESIDENT_MAX_LEN`] bytes
     /// with headers short enough to travel in the launch; any other tensor takes the
-    /// `Persistent` path. A frame whose copy never arrives (a
-    /// failure while queueing) ends the wait after 10 s: [`GpuError::NotArrived`].
+    /// `Persistent` path. A frame whose copy never arrives (a failure while queueing) ends
+    /// the wait after 10 s: [`GpuError::NotArrived`].
     Resident,
 }
 
