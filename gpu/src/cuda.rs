@@ -1518,8 +1518,8 @@ impl<const W: usize> GpuOpener<W> {
     /// Queues everything of one resident tensor: each frame's copy on the backend's
     /// streams in turn (and its staging slot), as the other schedules do, each followed
     /// by the write of its flag (in lane `lane`'s part) on the same stream; the kernel on
-    /// `ks` right after the first frame's copy is queued (so that the copy does not wait for
-    /// the launch); then the copy of the status words back into lane `lane`'s part of
+    /// `ks` right after the first frame's copy is queued (so that the copy does not wait
+    /// for the launch); then the copy of the status words back into lane `lane`'s part of
     /// the pinned host copy and the lane's event, on `ks`. `launched` tells whether the
     /// kernel was queued.
     fn queue_resident(
