@@ -786,9 +786,9 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Times plain host→device copies of the first `len` bytes of `src` into `dst` in `chunk`-byte pieces spread
-    /// over the streams (the same split the opener uses), without decryption: the
-    /// anchor of `pqcc bench gpu`. Returns seconds of wall time (enqueue to completion).
+    /// Times plain host→device copies of the first `len` bytes of `src` into `dst` in
+    /// `chunk`-byte pieces spread over the streams (the same split the opener uses),
+    /// without decryption: the anchor of `pqcc bench gpu`. Returns seconds of wall time (enqueue to completion).
     pub fn time_plain_copy(
         &self,
         src: &PinnedBuffer,

@@ -119,6 +119,22 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         }
         // 2 MiB of batch: two tensors of either size (at least 2).
         assert_eq!(row["batch_tensors"], 2, "{row}");
+        assert_eq!(row["batch_depth"], 3, "the default depth: {row}");
+    }
+    // The batch depth is 1 to 4.
+    for bad in ["0", "5", "x"] {
+        let out = pqcc()
+            .args(["bench", "gpu", "--batch-depth", bad])
+            .env("LD_LIBRARY_PATH", &ld)
+            .env("PQCC_INSECURE_FAKE_CUDA", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("expected a number from 1 to 4"),
+            "{bad}: {stderr}"
+        );
     }
     // The table names every schedule.
     let (table, _) = bench_on_fake(

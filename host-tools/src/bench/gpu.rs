@@ -186,7 +186,8 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "pqcc bench gpu: {} (sm_{}{}, {} SMs, {:.1} GiB), {} streams, {} runs, kernel {:?}",
+        "pqcc bench gpu: {} (sm_{}{}, {} SMs, {:.1} GiB), {} streams, {} runs, batch depth \
+         {}, kernel {:?}",
         info.name,
         info.compute_capability.map_or(0, |c| c.0),
         info.compute_capability.map_or(0, |c| c.1),
@@ -194,6 +195,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         info.total_memory as f64 / (1u64 << 30) as f64,
         a.streams,
         a.runs,
+        a.batch_depth,
         cfg
     );
     if !a.json {
