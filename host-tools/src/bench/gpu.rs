@@ -19,8 +19,8 @@
 //! - **batch**: for the sizes `Resident` takes, a batch of tensors of that size (as many
 //!   as fit in `--batch-bytes`, 2 to 64), as a model load sees them: plain copies of all
 //!   of them into distinct destinations with one wait at the end, against
-//!   [`GpuOpener::open_tensors_pinned`] with `Resident` (two tensors on the GPU at once,
-//!   each committed after its verdicts).
+//!   [`GpuOpener::open_tensors_pinned`] with `Resident` (`--batch-depth` tensors on the
+//!   GPU at once, each committed after its verdicts).
 //!
 //! Plain and sealed runs alternate (plain, sealed, plain, kept, plain, resident, then
 //! plain batch, sealed batch), `--runs`
