@@ -103,11 +103,11 @@ const PARAMS_LEN: usize = 4 * 15 + INLINE_AAD;
 const CTX_MAGIC: &[u8; 8] = b"FAKECTX1";
 /// Most frames of one `gcm_open_tensor` launch (`RESIDENT_FRAMES`).
 const RESIDENT_FRAMES: usize = 8;
-/// Bytes of `struct tensor_params`: `data[8]`, `part_base[9]`, `n_frames`, `gen`, then
-/// eight `frame_params`, padded to 8.
+/// Bytes of `struct tensor_params`: `data[8]`, `part_base[9]`, `n_frames`, `gen`,
+/// `flag_group`, then eight `frame_params`.
 const TENSOR_PARAMS_LEN: usize = 2768;
 /// Offset of `tensor_params.f`.
-const TENSOR_FRAMES_AT: usize = 8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 8;
+const TENSOR_FRAMES_AT: usize = 8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 12;
 /// Words of `gcm_open_tensor`'s counters at the start of `work`: the part counter, per
 /// frame the finished parts and the gave-up mark (`STATUS_AT`); the status words follow.
 const WORK_WORDS: usize = 1 + 2 * RESIDENT_FRAMES;
@@ -1031,7 +1031,7 @@ impl State {
         let key = self.key(ctx)?;
         let mut counters = [0u32; WORK_WORDS];
         for (i, p) in t.f.iter().enumerate() {
-            let flag = arrived + 4 * i as u64;
+            let flag = arrived + 4 * t.flag_of(i) as u64;
             let here = loop {
                 if self.read_words(flag, 1)?[0] == t.generation {
                     break true;
@@ -1173,6 +1173,9 @@ struct TensorParams {
     part_base: [u32; RESIDENT_FRAMES + 1],
     /// `gen`: the value of a frame's arrival flag once it is in VRAM.
     generation: u32,
+    /// `flag_group`: 0, or k: frame f waits for the flag of the last frame on its
+    /// stream (frames go to k streams in turn).
+    flag_group: u32,
     /// `f[..n_frames]`.
     f: Vec<Params>,
 }
@@ -1199,6 +1202,12 @@ impl TensorParams {
             std::array::from_fn(|i| w(8 * RESIDENT_FRAMES + 4 * i));
         let n_frames = w(8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1));
         let generation = w(8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 4);
+        let flag_group = w(8 * RESIDENT_FRAMES + 4 * (RESIDENT_FRAMES + 1) + 8);
+        if flag_group as usize > RESIDENT_FRAMES {
+            return Err(format!(
+                "tensor_params: flag_group is {flag_group}, not 0..={RESIDENT_FRAMES}"
+            ));
+        }
         if !(1..=RESIDENT_FRAMES as u32).contains(&n_frames) {
             return Err(format!(
                 "tensor_params: n_frames is {n_frames}, not 1..={RESIDENT_FRAMES}"
@@ -1252,8 +1261,18 @@ impl TensorParams {
             data,
             part_base,
             generation,
+            flag_group,
             f,
         })
+    }
+
+    /// The frame whose arrival flag frame `i` waits for (as `gcm_open_tensor` computes
+    /// it): itself, or with grouped flags the last frame on its stream.
+    fn flag_of(&self, i: usize) -> usize {
+        match self.flag_group as usize {
+            0 => i,
+            k => i + (self.f.len() - 1 - i) / k * k,
+        }
     }
 
     /// Parts of all frames: `part_base[n_frames]`.

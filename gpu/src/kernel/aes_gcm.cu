@@ -491,11 +491,15 @@ __device__ __forceinline__ u64 now_ns() {
 #endif
 
 // The parameters of gcm_open_tensor, by value (2768 bytes, under the 4 KiB launch limit).
+// With flag_group k > 0 the frames were copied on k streams in turn and only each
+// stream's last frame got a flag (written after that stream's copies): frame f waits for
+// the flag of the last frame on its stream.
 struct tensor_params {
     u64 data[RESIDENT_FRAMES];           // each frame's bytes in VRAM (ciphertext, then plaintext)
     u32 part_base[RESIDENT_FRAMES + 1];  // prefix sums of the frames' n_parts
     u32 n_frames;
     u32 gen;                             // arrived[f] == gen once frame f is in VRAM
+    u32 flag_group;                      // 0, or k: only each of k streams' last frame has a flag
     frame_params f[RESIDENT_FRAMES];
 };
 
@@ -589,7 +593,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tenso
         while (f + 1 < nf && part >= tp.part_base[f + 1]) f++;
         const frame_params &p = tp.f[f];
         u8 *data = (u8 *)tp.data[f];
-        if (tid == 0) here_sh = wait_arrived(arrived + f, tp.gen);
+        const u32 fl = tp.flag_group ? f + (nf - 1 - f) / tp.flag_group * tp.flag_group : f;
+        if (tid == 0) here_sh = wait_arrived(arrived + fl, tp.gen);
         __syncthreads();
         if (here_sh) {
             open_part<true>(data, (const u8 *)p.aad_inline, ctx, p, part - tp.part_base[f], tsh, rk, red,

@@ -360,13 +360,15 @@ pub fn batch(dev: &dyn Device, schedule: OpenSchedule) {
     let key = rng.key();
     let mut s = sealer(&key);
     let mut g = gpu_opener_with(b, &key, schedule);
-    // 9 frames: not the resident kernel's; the others are.
+    // 9 frames: not the resident kernel's; the others are (6 frames: more than the
+    // streams, so in a batch only each stream's last frame has an arrival flag).
     let sizes = [
         (300_000, 100_000),
         (1 << 20, 256 << 10),
         (0, 1),
         (90_000, 10_000),
         (5000, 5000),
+        (60_000, 10_000),
         (70_001, 65_536),
     ];
     let (pinned, data, ranges) = batch_in_pinned(&mut g, &mut s, &mut rng, 1, &sizes);
