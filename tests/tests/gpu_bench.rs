@@ -49,6 +49,25 @@ fn bench_on_fake(ld: &str, args: &[&str], env: &[(&str, &str)]) -> (String, Stri
     (stdout, stderr)
 }
 
+/// `pqcc bench gpu ARGS` (with `ld` as the library path, if any, and the fake opted in
+/// or not) must exit 2 and say `why` on stderr.
+fn bench_refused(ld: Option<&str>, opt_in: bool, args: &[&str], why: &str) {
+    let mut cmd = pqcc();
+    cmd.args(["bench", "gpu"]).args(args);
+    if let Some(ld) = ld {
+        cmd.env("LD_LIBRARY_PATH", ld);
+    }
+    if opt_in {
+        cmd.env("PQCC_INSECURE_FAKE_CUDA", "1");
+    } else {
+        cmd.env_remove("PQCC_INSECURE_FAKE_CUDA");
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(why), "{args:?}: {stderr}");
+}
+
 #[test]
 fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     if let Err(e) = pqcc_gpu::kernel::nvrtc_available() {
@@ -58,17 +77,11 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     let dir = TempDir::new("fake-cuda");
     let ld = with_fake(&dir);
     // Without the opt-in the fake is refused: it is no GPU.
-    let out = pqcc()
-        .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
-        .env("LD_LIBRARY_PATH", &ld)
-        .env_remove("PQCC_INSECURE_FAKE_CUDA")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("the CUDA driver is a test fake"),
-        "{stderr}"
+    bench_refused(
+        Some(&ld),
+        false,
+        &["--sizes", "1M", "--runs", "1"],
+        "the CUDA driver is a test fake",
     );
     let (stdout, stderr) = bench_on_fake(
         &ld,
@@ -123,17 +136,11 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     }
     // The batch depth is 1 to 4.
     for bad in ["0", "5", "x"] {
-        let out = pqcc()
-            .args(["bench", "gpu", "--batch-depth", bad])
-            .env("LD_LIBRARY_PATH", &ld)
-            .env("PQCC_INSECURE_FAKE_CUDA", "1")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
-        assert!(
-            stderr.contains("expected a number from 1 to 4"),
-            "{bad}: {stderr}"
+        bench_refused(
+            Some(&ld),
+            true,
+            &["--batch-depth", bad],
+            "expected a number from 1 to 4",
         );
     }
     // The table names every schedule.
@@ -207,11 +214,10 @@ fn bench_gpu_without_a_driver_exits_2_and_says_why() {
         println!("[gpu-bench] a CUDA driver is installed: the no-driver case is not checked");
         return;
     }
-    let out = pqcc()
-        .args(["bench", "gpu", "--sizes", "1M", "--runs", "1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("needs a CUDA GPU"), "{stderr}");
+    bench_refused(
+        None,
+        false,
+        &["--sizes", "1M", "--runs", "1"],
+        "needs a CUDA GPU",
+    );
 }
