@@ -1245,7 +1245,8 @@ impl<const W: usize> GpuOpener<W> {
                 .iter()
                 .all(|(_, ct)| ct.len() <= GROUPED_FLAGS_MAX_FRAME)
         {
-            tp.flag_group = small_u32(self.slots.len())?;
+            tp.flag_group = u32::try_from(self.slots.len())
+                .map_err(|_| GpuError::InvalidArgument("too many streams"))?;
         }
         let res = self.resident_mut()?;
         let lane = res.lane;
@@ -2118,9 +2119,4 @@ impl<const W: usize> Drop for GpuOpener<W> {
         }
         let _ = self.key.wipe(&self.backend);
     }
-}
-
-/// `v` as a `u32` (small counts such as streams).
-fn small_u32(v: usize) -> Result<u32, GpuError> {
-    u32::try_from(v).map_err(|_| GpuError::InvalidArgument("count too large"))
 }

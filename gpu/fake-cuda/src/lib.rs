@@ -1764,8 +1764,6 @@ pub unsafe extern "C" fn cuMemHostAlloc(
 pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
     with(|s| {
         let base = p as u64;
-        // cuMemFreeHost waits for the device first (see cuMemHostAlloc).
-        s.run_all();
         let Some(len) = s
             .allocs
             .get(&base)
@@ -1781,6 +1779,10 @@ pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
             );
             return ILLEGAL_ADDRESS;
         }
+        // Then it waits for the device, as the driver's does (see cuMemHostAlloc). The
+        // check above comes first: pqcc-gpu zeroizes pinned memory before freeing it, so
+        // a copy still queued from it would read zeros even though the driver waits.
+        s.run_all();
         s.allocs.remove(&base);
         SUCCESS
     })
