@@ -235,6 +235,12 @@ impl FrameParams {
         }
         let parts = n.div_ceil(t * seg);
         let zpad = parts * t * seg - n;
+        let log_blk = (t * seg).trailing_zeros();
+        // The part weights cover log_blk up to WEIGHT_LB0 + WEIGHT_ROWS - 1 (frames of at
+        // most 256 MiB stay within it).
+        if log_blk >= kernel::WEIGHT_LB0 + kernel::WEIGHT_ROWS as u32 {
+            return Err(GpuError::InvalidArgument("frame too long"));
+        }
         let small =
             |v: u64| u32::try_from(v).map_err(|_| GpuError::InvalidArgument("frame too long"));
         Ok(Self {
@@ -244,7 +250,7 @@ impl FrameParams {
             n_blocks: small(n)?,
             zpad: small(zpad)?,
             seg: small(seg)?,
-            log_blk: (t * seg).trailing_zeros(),
+            log_blk,
             n_parts: small(parts)?,
             index,
             tag: le_words::<4>(tag),
@@ -691,7 +697,7 @@ impl CudaBackend {
                 .map_err(drv)?;
             let cfg = LaunchConfig {
                 grid_dim: (1, 1, 1),
-                block_dim: (1, 1, 1),
+                block_dim: (THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut b = s.launch_builder(&self.k.setup);

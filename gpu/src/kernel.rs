@@ -16,8 +16,15 @@ pub const SOURCE: &str = include_str!("kernel/aes_gcm.cu");
 pub const THREADS: u32 = 256;
 /// Threads of `gcm_open_final`, the most partials one frame may produce.
 pub const FINAL_THREADS: u32 = 1024;
-/// Words of a device key context (`CTX_WORDS`): round keys, H^(2^k), H^i for i < THREADS.
-pub const CTX_WORDS: usize = 64 + 4 * 64 + 4 * THREADS as usize;
+/// Rows of the part-weight table (`WEIGHT_ROWS`): one per `log_blk` from 8 to 15, i.e.
+/// parts of `THREADS * seg` virtual blocks with `seg` from 1 to 128.
+pub const WEIGHT_ROWS: usize = 8;
+/// The smallest `log_blk` (`WEIGHT_LB0`: log2 of [`THREADS`]).
+pub const WEIGHT_LB0: u32 = THREADS.trailing_zeros();
+/// Words of a device key context (`CTX_WORDS`): round keys, H^(2^k), H^i for i < THREADS,
+/// and the part weights, [`WEIGHT_ROWS`] × [`FINAL_THREADS`] elements of GF(2^128).
+pub const CTX_WORDS: usize =
+    64 + 4 * 64 + 4 * THREADS as usize + 4 * WEIGHT_ROWS * FINAL_THREADS as usize;
 /// Longest AAD the opener accepts.
 pub const MAX_AAD: usize = 4096;
 /// AAD up to this length (every channel frame header: `FRAME_HEADER_MAX_LEN` is 269)

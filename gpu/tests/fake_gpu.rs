@@ -342,8 +342,8 @@ fn kernel_source_emulated_on_the_cpu() {
         for schedule in SCHEDULES {
             cases::cross_check_shapes(d, schedule, shapes);
         }
-        // A 1 MiB frame has 257 parts: the resident kernel's tag reduction first folds
-        // pairs of partials on its 256 threads.
+        // A 1 MiB frame has 257 parts: in the resident kernel's tag check one of its 256
+        // threads weighs two partials.
         cases::cross_check_shapes(d, OpenSchedule::Resident, &[(1 << 20, 1 << 20)]);
         // Failed tags: each kernel must zero the frame itself (the fake checks after
         // every tag-checking kernel), not leave it to the host.

@@ -93,8 +93,11 @@ const NOT_SUPPORTED: CuResult = 801;
 const THREADS: u64 = 256;
 /// Most threads of `gcm_open_final`.
 const FINAL_THREADS: u64 = 1024;
-/// Words of a key context (`CTX_WORDS`).
-const CTX_WORDS: usize = 64 + 4 * 64 + 4 * THREADS as usize;
+/// Rows of the kernel's part-weight table (`WEIGHT_ROWS`: `log_blk` 8 to 15).
+const WEIGHT_ROWS: usize = 8;
+/// Words of a key context (`CTX_WORDS`): round keys, H^(2^k), H^i, part weights.
+const CTX_WORDS: usize =
+    64 + 4 * 64 + 4 * THREADS as usize + 4 * WEIGHT_ROWS * FINAL_THREADS as usize;
 /// Inline AAD bytes in `frame_params` (`INLINE_AAD`).
 const INLINE_AAD: usize = 272;
 /// Bytes of `struct frame_params`: 15 words and the inline AAD.
@@ -654,7 +657,7 @@ impl State {
         };
         match l.kernel {
             Kernel::Setup => {
-                geometry([1, 1, 1], [1, 1, 1], "")?;
+                geometry([1, 1, 1], [THREADS as u32, 1, 1], "")?;
                 self.device(l.ptrs[0], 32)?;
                 self.device(l.ptrs[1], 4 * CTX_WORDS)?;
                 Ok(Checked::Setup)
@@ -1131,8 +1134,12 @@ impl Params {
             ),
             (!self.seg.is_power_of_two(), "seg is not a power of two"),
             (
-                1u64 << self.log_blk != per,
+                1u64.checked_shl(self.log_blk) != Some(per),
                 "log_blk is not log2(THREADS * seg)",
+            ),
+            (
+                self.seg > 128,
+                "seg over 128 (log_blk beyond the part-weight table)",
             ),
             (
                 u64::from(self.n_parts) != n.div_ceil(per),

@@ -5,7 +5,7 @@
 //                   ciphertext in place, and GHASH (step 5) over the virtual sequence
 //                   zeros || A || 0-pad || C || 0-pad || len(A)||len(C), one partial
 //                   value per thread block;
-//   gcm_open_final  reduces the partials, S = GHASH, T' = MSB(GCTR(J0, S)) (step 6),
+//   gcm_open_final  combines the partials, S = GHASH, T' = MSB(GCTR(J0, S)) (step 6),
 //                   compares T' with the received tag in constant time (step 7), writes
 //                   status 1 (tag verified) or 2 (tag mismatch), and on a mismatch zeroes
 //                   the frame's bytes in VRAM, so a frame whose tag failed never leaves
@@ -13,14 +13,18 @@
 // gcm_open_tensor does the work of both for every frame of a small tensor in one launch
 // that waits for each frame's copy (see the section before it, at the end of the file).
 // Keys: gcm_setup expands the AES-256 key (FIPS 197, 5.2) and H = CIPH_K(0^128), and
-// stores H^(2^k) for k < 64 and H^i for i < THREADS, then zeroes the raw key it was given.
+// stores H^(2^k) for k < 64, H^i for i < THREADS and the part weights W(lb, m) (below),
+// then zeroes the raw key it was given.
 //
 // GHASH in parallel. With X_0..X_{N-1} the GHASH input blocks, GHASH = sum X_i H^(N-i)
 // = R * H with R = sum X_i H^(N-1-i). Leading zero blocks change nothing, so the input
 // is front-padded to V = blocks * THREADS * seg blocks. Thread t of a block handles the
 // virtual blocks t, t+THREADS, ... (Horner with H^THREADS); the threads' sums are
-// weighted by H^(THREADS-1-t) and XORed into one value per block; the blocks are
-// combined by a tree in powers H^(THREADS*seg*2^k) in gcm_open_final.
+// weighted by H^(THREADS-1-t) and XORed into one value per block (a part of 2^lb =
+// THREADS*seg virtual blocks). Part i of n is weighted by W(lb, n-1-i) = H^(2^lb (n-1-i)
+// + 1), its place in R times the final H, from a table the key setup computes: the
+// tag check multiplies every partial by its weight at once (one product per thread)
+// and XORs them, so nothing after the last part is a chain of products.
 //
 // Side channels: AES uses one T-table replicated 32 times in shared memory, entry x of
 // lane l at [x*32 + l], so every lane reads its own bank: no bank conflicts, and the
@@ -41,7 +45,10 @@ typedef unsigned char u8;
 #define CTX_RK 0
 #define CTX_HPOW 64
 #define CTX_HLIN (64 + 4 * 64)
-#define CTX_WORDS (CTX_HLIN + 4 * THREADS)
+#define CTX_WEIGHTS (CTX_HLIN + 4 * THREADS)
+#define WEIGHT_LB0 8     // log2(THREADS): the smallest log_blk (seg = 1)
+#define WEIGHT_ROWS 8    // log_blk from 8 to 15 (seg up to 128)
+#define CTX_WORDS (CTX_WEIGHTS + 4 * WEIGHT_ROWS * FINAL_THREADS)
 
 __device__ const u32 T0G[256] = {
     0xc66363a5u, 0xf87c7c84u, 0xee777799u, 0xf67b7b8du, 0xfff2f20du, 0xd66b6bbdu, 0xde6f6fb1u, 0x91c5c554u,
@@ -182,11 +189,12 @@ __device__ __forceinline__ gf ctx_hlin(const u32 *ctx, u32 i) {
     return r;
 }
 
-// Key setup, one thread: key = 32 raw bytes (8 little-endian words as copied), ctx out.
-extern "C" __global__ void gcm_setup(u32 *key, u32 *ctx) {
-    __shared__ u32 t[256];
-    __shared__ u32 rk[60];
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+__device__ __forceinline__ void gf_store(u32 *d, gf p) {
+    d[0] = (u32)p.lo; d[1] = (u32)(p.lo >> 32); d[2] = (u32)p.hi; d[3] = (u32)(p.hi >> 32);
+}
+
+// The serial part of gcm_setup (thread 0): round keys, H^(2^k), H^i; zeroes the raw key.
+__device__ void setup_serial(u32 *key, u32 *ctx, u32 *t, u32 *rk) {
     for (int i = 0; i < 256; i++) t[i] = T0G[i];
     // FIPS 197 5.2, Nk = 8, Nr = 14.
     for (int i = 0; i < 8; i++) rk[i] = bswap32(key[i]);
@@ -227,6 +235,29 @@ extern "C" __global__ void gcm_setup(u32 *key, u32 *ctx) {
     for (int i = 0; i < 8; i++) key[i] = 0;
     for (int i = 0; i < 60; i++) rk[i] = 0;
     hb[0] = hb[1] = hb[2] = hb[3] = 0;
+}
+
+// Key setup, one block of THREADS threads: key = 32 raw bytes (8 little-endian words as
+// copied), ctx out. Thread 0 expands the key and computes the powers of H; then every
+// thread computes its share of the part weights (below).
+extern "C" __global__ void __launch_bounds__(THREADS, 1) gcm_setup(u32 *key, u32 *ctx) {
+    __shared__ u32 t[256];
+    __shared__ u32 rk[60];
+    if (blockIdx.x != 0) return;
+    if (threadIdx.x == 0) setup_serial(key, ctx, t, rk);
+    __syncthreads();
+    // The weight of part i of a frame of n parts of 2^lb virtual blocks each is
+    // W(lb, n-1-i) with W(lb, m) = H^(2^lb * m + 1): the part's place in GHASH, times the
+    // final H (GHASH = R * H). Row lb - WEIGHT_LB0, column m < FINAL_THREADS. The
+    // exponent is public (a part number), so the products may depend on its bits.
+    for (u32 i = threadIdx.x; i < WEIGHT_ROWS * FINAL_THREADS; i += blockDim.x) {
+        const u32 lb = WEIGHT_LB0 + i / FINAL_THREADS, m = i % FINAL_THREADS;
+        gf w = ctx_pow(ctx, 0);
+        for (u32 k = 0; (m >> k) != 0; k++) {
+            if ((m >> k) & 1u) w = gf_mul(w, ctx_pow(ctx, lb + k));
+        }
+        gf_store(ctx + CTX_WEIGHTS + 4 * i, w);
+    }
 }
 
 // Parameters of one frame, passed by value.
@@ -324,6 +355,11 @@ __device__ __forceinline__ void load_tables(u32 *tsh, u32 *rk, const u32 *ctx, u
     if (tid < 60) rk[tid] = ctx[CTX_RK + tid];
 }
 
+// One Horner step y * hstep + x; the first step (y = 0) needs no product.
+__device__ __forceinline__ gf horner(gf y, gf hstep, gf x, bool first) {
+    return first ? x : gf_xor(gf_mul(y, hstep), x);
+}
+
 // Part `blk` of a frame (THREADS * seg virtual blocks): decrypts its ciphertext blocks in
 // place and stores its GHASH partial at `out` (written by thread 0). All threads of the
 // block call it; it ends with the block synchronised.
@@ -347,16 +383,31 @@ __device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ct
             uint4 c = ld16<CG>(d4 + j);
             u32 ks[4];
             aes_ctr(tsh, rk, p, j, lane, ks);
-            y = gf_xor(gf_mul(y, hstep), gf_from_words(c.x, c.y, c.z, c.w));
+            y = horner(y, hstep, gf_from_words(c.x, c.y, c.z, c.w), s == 0);
             uint4 o; o.x = c.x ^ ks[0]; o.y = c.y ^ ks[1]; o.z = c.z ^ ks[2]; o.w = c.w ^ ks[3];
             d4[j] = o;
         }
     } else {
+        // A part at an edge of the frame: the complete, aligned ciphertext blocks still
+        // go the fast way, one by one; the rest (padding, AAD, a last partial block, the
+        // lengths) byte by byte.
+        const bool aligned = (((size_t)data) & 15) == 0;
         u64 v = base + tid;
         for (u32 s = 0; s < p.seg; s++, v += THREADS) {
+            if (aligned && v >= first_ct && v < first_ct + full) {
+                uint4 *d4 = (uint4 *)data;
+                const u32 j = (u32)(v - first_ct);
+                uint4 c = ld16<CG>(d4 + j);
+                u32 ks[4];
+                aes_ctr(tsh, rk, p, j, lane, ks);
+                y = horner(y, hstep, gf_from_words(c.x, c.y, c.z, c.w), s == 0);
+                uint4 o; o.x = c.x ^ ks[0]; o.y = c.y ^ ks[1]; o.z = c.z ^ ks[2]; o.w = c.w ^ ks[3];
+                d4[j] = o;
+                continue;
+            }
             bool is_ct; u32 j = 0;
             gf x = ghash_block<CG>(p, data, aad, v, &is_ct, &j);
-            y = gf_xor(gf_mul(y, hstep), x);
+            y = horner(y, hstep, x, s == 0);
             if (is_ct) {
                 u32 ks[4];
                 aes_ctr(tsh, rk, p, j, lane, ks);
@@ -399,62 +450,77 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
     open_part<false>(data, aad, ctx, p, blockIdx.x, tsh, rk, red, (uint4 *)(partials + 4 * blockIdx.x));
 }
 
-// Thread 0: S = GHASH = R * H, T' = MSB(GCTR(J0, S)), compared with the received tag in
-// constant time. Returns 1 (verified) or 2 (mismatch). `t` is the unreplicated table.
-__device__ u32 tag_verdict(const u32 *t, const u32 *rk, const u32 *ctx, const frame_params &p, gf r) {
-    gf s = gf_mul(r, ctx_pow(ctx, 0));
-    u32 j0[4] = {bswap32(p.iv[0]), bswap32(p.iv[1]), bswap32(p.iv[2]), 1u}, e[4], sw[4];
-    aes_block_single(t, rk, j0, e);
-    gf_to_words(s, sw);
-    u32 diff = 0;
-    for (int k = 0; k < 4; k++) diff |= (sw[k] ^ bswap32(e[k])) ^ p.tag[k];
-    for (int k = 0; k < 4; k++) { e[k] = 0; sw[k] = 0; }
-    return diff == 0 ? 1u : 2u;
+__device__ __forceinline__ gf ctx_weight(const u32 *ctx, u32 i) {
+    const uint4 q = *(const uint4 *)(ctx + CTX_WEIGHTS + 4 * i);
+    gf r;
+    r.lo = (u64)q.x | ((u64)q.y << 32);
+    r.hi = (u64)q.z | ((u64)q.w << 32);
+    return r;
 }
 
-// Reduces the partials (one block of up to FINAL_THREADS threads), computes and checks the tag.
+// The tag check of frame p from its n_parts partials at `partials`, by every thread of
+// the block (a multiple of 32 threads, at most FINAL_THREADS). GHASH = sum_i P_i W(lb,
+// n-1-i): each thread multiplies its partials by their weights (a table from the key
+// setup: no products in a chain), the block XOR-reduces them (warp shuffles, then `red`),
+// and meanwhile the last thread computes the tag mask E_K(J0) with the unreplicated
+// table `t`. Thread 0 compares T' = GHASH xor E_K(J0) with the received tag in constant
+// time. Returns to every thread 1 (verified), 2 (mismatch) or 3 (`missing`: a part gave
+// up waiting for its frame). CG: read the partials through L2 (they were written during
+// the same launch).
+template <bool CG>
+__device__ u32 frame_verdict(const u32 *t, const u32 *rk, const u32 *ctx, const frame_params &p,
+                             const u32 *partials, u32 missing, u64 (*red)[2], u32 *mask, u32 *verdict) {
+    const u32 tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    const u32 row = (p.log_blk - WEIGHT_LB0) * FINAL_THREADS + p.n_parts - 1;
+    gf y; y.lo = 0; y.hi = 0;
+    for (u32 i = tid; i < p.n_parts; i += nt) {
+        const uint4 q = ld16<CG>((const uint4 *)(partials + 4 * i));
+        gf x;
+        x.lo = (u64)q.x | ((u64)q.y << 32);
+        x.hi = (u64)q.z | ((u64)q.w << 32);
+        y = gf_xor(y, gf_mul(x, ctx_weight(ctx, row - i)));
+    }
+    if (tid == nt - 1) {
+        u32 j0[4] = {bswap32(p.iv[0]), bswap32(p.iv[1]), bswap32(p.iv[2]), 1u}, e[4];
+        aes_block_single(t, rk, j0, e);
+        for (int k = 0; k < 4; k++) { mask[k] = bswap32(e[k]); e[k] = 0; }
+    }
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) {
+        y.lo ^= __shfl_xor_sync(0xffffffffu, y.lo, k);
+        y.hi ^= __shfl_xor_sync(0xffffffffu, y.hi, k);
+    }
+    if (lane == 0) { red[warp][0] = y.lo; red[warp][1] = y.hi; }
+    __syncthreads();
+    if (tid == 0) {
+        gf s; s.lo = 0; s.hi = 0;
+        for (u32 w = 0; w < nt / 32; w++) { s.lo ^= red[w][0]; s.hi ^= red[w][1]; }
+        u32 sw[4];
+        gf_to_words(s, sw);
+        u32 diff = 0;
+        for (int k = 0; k < 4; k++) diff |= sw[k] ^ mask[k] ^ p.tag[k];
+        for (int k = 0; k < 4; k++) { sw[k] = 0; mask[k] = 0; }
+        *verdict = missing ? 3u : (diff == 0 ? 1u : 2u);
+    }
+    __syncthreads();
+    return *verdict;
+}
+
+// Checks the tag from the partials (one block of 64 to FINAL_THREADS threads).
 extern "C" __global__ void __launch_bounds__(FINAL_THREADS) gcm_open_final(const u32 *ctx, const __grid_constant__ frame_params p, const u32 *partials, u32 *status, u8 *data) {
     __shared__ u32 verdict;
-    __shared__ u64 v[FINAL_THREADS][2];
+    __shared__ u64 red[FINAL_THREADS / 32][2];
     __shared__ u32 t[256];
     __shared__ u32 rk[60];
+    __shared__ u32 mask[4];
     const u32 tid = threadIdx.x;
     for (u32 i = tid; i < 256; i += blockDim.x) t[i] = T0G[i];
     if (tid < 60) rk[tid] = ctx[CTX_RK + tid];
-    // Front-pad with zeros to the next power of two (leading zeros do not change GHASH);
-    // launched with at least that many threads (at most FINAL_THREADS).
-    u32 np2 = 1;
-    while (np2 < p.n_parts) np2 <<= 1;
-    const u32 pad = np2 - p.n_parts;
-    if (tid < np2) {
-        if (tid < pad) { v[tid][0] = 0; v[tid][1] = 0; }
-        else {
-            const u32 *q = partials + 4 * (tid - pad);
-            v[tid][0] = (u64)q[0] | ((u64)q[1] << 32);
-            v[tid][1] = (u64)q[2] | ((u64)q[3] << 32);
-        }
-    }
     __syncthreads();
-    for (u32 k = 0, span = 1; span < np2; k++, span <<= 1) {
-        gf m;
-        bool act = tid < np2 && (tid % (2 * span)) == 0;
-        if (act) {
-            gf l; l.lo = v[tid][0]; l.hi = v[tid][1];
-            gf r; r.lo = v[tid + span][0]; r.hi = v[tid + span][1];
-            m = gf_xor(gf_mul(l, ctx_pow(ctx, p.log_blk + k)), r);
-        }
-        __syncthreads();
-        if (act) { v[tid][0] = m.lo; v[tid][1] = m.hi; }
-        __syncthreads();
-    }
-    if (tid == 0) {
-        gf r; r.lo = v[0][0]; r.hi = v[0][1];
-        verdict = tag_verdict(t, rk, ctx, p, r);
-        status[p.index] = verdict;
-    }
-    __syncthreads();
+    const u32 v = frame_verdict<false>(t, rk, ctx, p, partials, 0, red, mask, &verdict);
+    if (tid == 0) status[p.index] = v;
     // A frame whose tag failed is zeroed here, in stream order, before anyone can read it.
-    if (verdict != 1u) {
+    if (v != 1u) {
         for (u64 i = tid; i < p.len; i += blockDim.x) data[i] = 0;
     }
 }
@@ -518,62 +584,13 @@ __device__ u32 wait_arrived(const u32 *flag, u32 gen) {
     }
 }
 
-// The tag of frame p from its n_parts partials at `parts`, with THREADS threads (a frame
-// has up to FINAL_THREADS parts): each thread first folds np2 / THREADS consecutive
-// partials (Horner in H^(2^log_blk)), then a tree as in gcm_open_final. Returns the
-// verdict to every thread.
-__device__ u32 resident_final(const u32 *ctx, const frame_params &p, const u32 *parts, u32 missing,
-                              const u32 *t, const u32 *rk, u64 (*v)[2], u32 *verdict) {
-    const u32 tid = threadIdx.x;
-    u32 np2 = 1;
-    while (np2 < p.n_parts) np2 <<= 1;
-    const u32 pad = np2 - p.n_parts;
-    u32 g = 1, log_g = 0;
-    while (np2 / g > THREADS) { g <<= 1; log_g++; }
-    const u32 m = np2 / g;  // active threads, a power of two
-    if (tid < m) {
-        gf y; y.lo = 0; y.hi = 0;
-        const gf step = ctx_pow(ctx, p.log_blk);
-        for (u32 j = 0; j < g; j++) {
-            const u32 e = tid * g + j;
-            gf x; x.lo = 0; x.hi = 0;
-            if (e >= pad) {
-                const uint4 q = __ldcg((const uint4 *)(parts + 4 * (e - pad)));
-                x.lo = (u64)q.x | ((u64)q.y << 32);
-                x.hi = (u64)q.z | ((u64)q.w << 32);
-            }
-            y = gf_xor(gf_mul(y, step), x);
-        }
-        v[tid][0] = y.lo; v[tid][1] = y.hi;
-    }
-    __syncthreads();
-    for (u32 k = 0, span = 1; span < m; k++, span <<= 1) {
-        gf r;
-        const bool act = tid < m && (tid % (2 * span)) == 0;
-        if (act) {
-            gf l; l.lo = v[tid][0]; l.hi = v[tid][1];
-            gf q; q.lo = v[tid + span][0]; q.hi = v[tid + span][1];
-            r = gf_xor(gf_mul(l, ctx_pow(ctx, p.log_blk + log_g + k)), q);
-        }
-        __syncthreads();
-        if (act) { v[tid][0] = r.lo; v[tid][1] = r.hi; }
-        __syncthreads();
-    }
-    if (tid == 0) {
-        gf r; r.lo = v[0][0]; r.hi = v[0][1];
-        const u32 tv = tag_verdict(t, rk, ctx, p, r);
-        *verdict = missing ? 3u : tv;
-    }
-    __syncthreads();
-    return *verdict;
-}
-
 extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tensor(const u32 *ctx, const __grid_constant__ tensor_params tp, const u32 *arrived, u32 *work, u32 *next, u32 *partials) {
     __shared__ __align__(16) u32 tsh[256 * 32];
     __shared__ u32 rk[60];
     __shared__ u64 red[THREADS / 32][2];
-    __shared__ u64 v[THREADS][2];
+    __shared__ u64 fin[THREADS / 32][2];
     __shared__ u32 t[256];
+    __shared__ u32 mask[4];
     __shared__ u32 part_sh, here_sh, last_sh, verdict_sh;
     const u32 tid = threadIdx.x;
     load_tables(tsh, rk, ctx, tid);
@@ -610,7 +627,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_tenso
         if (last_sh) {
             __threadfence();
             const u32 missing = ((const volatile u32 *)work)[1 + RESIDENT_FRAMES + f];
-            const u32 verdict = resident_final(ctx, p, partials + 4 * tp.part_base[f], missing, t, rk, v, &verdict_sh);
+            const u32 verdict = frame_verdict<true>(t, rk, ctx, p, partials + 4 * tp.part_base[f], missing, fin, mask, &verdict_sh);
             if (tid == 0) work[STATUS_AT + p.index] = verdict;
             // A frame whose tag failed (or that never arrived) is zeroed before the kernel ends.
             if (verdict != 1u) {
