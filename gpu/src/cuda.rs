@@ -238,7 +238,7 @@ impl FrameParams {
         let log_blk = (t * seg).trailing_zeros();
         // The part weights cover log_blk up to WEIGHT_LB0 + WEIGHT_ROWS - 1 (frames of at
         // most 256 MiB stay within it).
-        if log_blk >= kernel::WEIGHT_LB0 + kernel::WEIGHT_ROWS as u32 {
+        if log_blk.saturating_sub(kernel::WEIGHT_LB0) as usize >= kernel::WEIGHT_ROWS {
             return Err(GpuError::InvalidArgument("frame too long"));
         }
         let small =
