@@ -97,7 +97,8 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
         &[],
     );
     assert!(
-        stderr.contains("WARNING: the device is FakeCuda, a test fake"),
+        stderr.contains("WARNING: the device is FakeCuda, a test fake")
+            && stderr.contains("device->host round trip (16 bytes, one wait)"),
         "{stderr}"
     );
     let rows: Vec<serde_json::Value> = stdout
@@ -127,6 +128,7 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
             "batch_plain_gbps",
             "batch_resident_gbps",
             "ratio_batch",
+            "readback_s_p50",
         ] {
             assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
         }

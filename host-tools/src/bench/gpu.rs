@@ -16,6 +16,10 @@
 //!   `Resident`'s one kernel, launched with every frame already arrived (what it can
 //!   add after the last copy, at most).
 //!
+//! - **readback**: once per run, a 16-byte device→host copy and the host's wait for it,
+//!   the least that returning a tensor's verdicts costs (printed to stderr, and
+//!   `readback_s_p50` in every JSON line).
+//!
 //! - **batch**: for the sizes `Resident` takes, a batch of tensors of that size (as many
 //!   as fit in `--batch-bytes`, 2 to 64), as a model load sees them: plain copies of all
 //!   of them into distinct destinations with one wait at the end, against
@@ -198,6 +202,13 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         a.batch_depth,
         cfg
     );
+    // The floor of what opening adds to one tensor: its verdicts' way back to the host.
+    let readback_s = g.backend_ref().time_readback(31)?;
+    eprintln!(
+        "  device->host round trip (16 bytes, one wait): {:.1} us, which every opened \
+         tensor pays after its last copy; plain copies do not",
+        readback_s * 1e6
+    );
     if !a.json {
         println!(
             "{:>9}  {:>9}  {:>11}  {:>11}  {:>7}  {:>11}  {:>7}  {:>13}  {:>7}  {:>11}  {:>14}  {:>5}  {:>7}",
@@ -367,6 +378,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                     "batch_tensors": batch_n, "batch_depth": a.batch_depth,
                     "batch_plain_gbps": batch_plain,
                     "batch_resident_gbps": batch_sealed, "ratio_batch": ratio_batch,
+                    "readback_s_p50": readback_s,
                 })
             );
         } else {
