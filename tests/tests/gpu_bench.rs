@@ -161,6 +161,31 @@ fn bench_gpu_runs_every_schedule_on_the_fake_device() {
     );
     println!("[gpu-bench] on FakeCuda:\n{table}");
 
+    // Frames laid out with their ciphertext 4 KiB-aligned, in chunks that are not a
+    // multiple of 16: every sealed run still opens the right bytes (the bench checks).
+    let (stdout, _) = bench_on_fake(
+        &ld,
+        &[
+            "--sizes",
+            "1M",
+            "--chunk",
+            "200000",
+            "--align",
+            "4K",
+            "--runs",
+            "1",
+            "--json",
+            "--batch-bytes",
+            "2M",
+        ],
+        &[],
+    );
+    let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(row["align"], 4096, "{row}");
+    for k in ["ratio", "ratio_kept", "ratio_resident", "ratio_batch"] {
+        assert!(row[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {row}");
+    }
+
     // A driver without stream memory operations, and one whose flag write is lost (the
     // second: the first is the trial write): the resident and batch columns stay empty,
     // the rest is measured.

@@ -93,6 +93,10 @@ pub struct GpuArgs {
     /// Bytes of each batch (2 to 64 tensors of the size); 0: no batch figures.
     #[arg(long, value_parser = parse_size, default_value = "64M")]
     pub batch_bytes: usize,
+    /// Place each frame so that its ciphertext starts at a multiple of this many bytes
+    /// of the pinned buffer (0: frames packed one after the other).
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    pub align: usize,
     /// Tensors of a batch on the GPU at once (1 to 4).
     #[arg(long, default_value_t = DEFAULT_BATCH_DEPTH, value_parser = parse_depth)]
     pub batch_depth: usize,
@@ -120,15 +124,33 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
+/// How the sealed frames lie in the pinned buffer: `chunk` plaintext bytes per frame, one
+/// frame after the other, and with `align > 0` each frame placed so that its ciphertext
+/// starts at a multiple of `align` (as a receiver that reads the header first can place
+/// it), the header right before it and the tag right after.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    chunk: usize,
+    align: usize,
+}
+
+impl Layout {
+    /// Bytes of pinned memory one tensor of `size` bytes takes.
+    fn bytes(&self, size: usize) -> usize {
+        let frames = size.div_ceil(self.chunk).max(1);
+        size + frames * (FRAME_HEADER_MAX_LEN + 16 + self.align)
+    }
+}
+
 /// Seals `data` as one tensor into `out` (pinned), returning the frame ranges.
 fn seal_into(
     sealer: &mut BenchSealer,
     id: u64,
     data: &[u8],
-    chunk: usize,
+    lay: Layout,
     out: &mut PinnedBuffer,
 ) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
-    seal_into_at(sealer, id, data, chunk, out, 0)
+    seal_into_at(sealer, id, data, lay, out, 0)
 }
 
 /// [`seal_into`] from byte `start` of `out` on.
@@ -136,7 +158,7 @@ fn seal_into_at(
     sealer: &mut BenchSealer,
     id: u64,
     data: &[u8],
-    chunk: usize,
+    lay: Layout,
     out: &mut PinnedBuffer,
     start: usize,
 ) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
@@ -145,12 +167,39 @@ fn seal_into_at(
     let out = out.as_mut_slice();
     let mut ranges = Vec::new();
     let mut at = start;
+    let chunk = lay.chunk;
     for (i, c) in data.chunks(chunk).enumerate() {
-        let n = sealer
-            .seal_chunk(unix_now(), 1, &meta, (i * chunk) as u64, c, &mut out[at..])
+        let offset = (i * chunk) as u64;
+        if lay.align == 0 {
+            let n = sealer
+                .seal_chunk(unix_now(), 1, &meta, offset, c, &mut out[at..])
+                .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
+            ranges.push(at..at + n);
+            at += n;
+            continue;
+        }
+        // The ciphertext at the first multiple of `align` that leaves room for a header.
+        let ct = (at + FRAME_HEADER_MAX_LEN).next_multiple_of(lay.align);
+        let end = ct + c.len();
+        let body = out
+            .get_mut(ct..end + 16)
+            .context("the pinned buffer is too small for the layout")?;
+        body[..c.len()].copy_from_slice(c);
+        let mut header = [0u8; FRAME_HEADER_MAX_LEN];
+        let (hlen, tag) = sealer
+            .seal_chunk_in_place(
+                unix_now(),
+                1,
+                &meta,
+                offset,
+                &mut body[..c.len()],
+                &mut header,
+            )
             .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
-        ranges.push(at..at + n);
-        at += n;
+        body[c.len()..].copy_from_slice(&tag);
+        out[ct - hlen..ct].copy_from_slice(&header[..hlen]);
+        ranges.push(ct - hlen..end + 16);
+        at = end + 16;
     }
     Ok(ranges)
 }
@@ -162,6 +211,9 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     }
     if a.chunk.is_some_and(|c| c == 0 || c > 16 << 20) {
         bail!("--chunk must be between 1 byte and 16 MiB");
+    }
+    if a.align > 1 << 20 {
+        bail!("--align must be at most 1 MiB");
     }
     cuda_available().context("pqcc bench gpu needs a CUDA GPU")?;
     let cfg = KernelConfig {
@@ -191,7 +243,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "pqcc bench gpu: {} (sm_{}{}, {} SMs, {:.1} GiB), {} streams, {} runs, batch depth \
-         {}, kernel {:?}",
+         {}, ciphertext alignment {}, kernel {:?}",
         info.name,
         info.compute_capability.map_or(0, |c| c.0),
         info.compute_capability.map_or(0, |c| c.1),
@@ -200,6 +252,11 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         a.streams,
         a.runs,
         a.batch_depth,
+        if a.align == 0 {
+            "none".to_string()
+        } else {
+            human_size(a.align)
+        },
         cfg
     );
     // The floor of what opening adds to one tensor: its verdicts' way back to the host.
@@ -232,17 +289,19 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
     let mut resident_ok = true;
     for &size in &a.sizes {
         let chunk = a.chunk.unwrap_or((size / 8).clamp(256 << 10, 4 << 20));
+        let lay = Layout {
+            chunk,
+            align: a.align,
+        };
         let t0 = Instant::now();
-        let frames = size.div_ceil(chunk).max(1);
-        let cap = size + frames * (FRAME_HEADER_MAX_LEN + 16);
-        let mut pinned = g.backend().alloc_pinned(cap)?;
+        let mut pinned = g.backend().alloc_pinned(lay.bytes(size))?;
         let mut data = vec![0u8; size];
         fill(&mut data, size as u64 ^ 0x9e37_79b9_7f4a_7c15);
         let dst = g.backend().alloc_zeroed(size)?;
 
         // Kernel-only throughput on one sealed copy (its frames are never committed).
         id += 1;
-        let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
+        let ranges = seal_into(&mut sealer, id, &data, lay, &mut pinned)?;
         let kernel_s = g.time_kernels(unix_now(), &pinned, &ranges, a.runs.max(3))?;
         let resident_kernel_s = if resident_ok {
             match g.time_resident_kernel(unix_now(), &pinned, &ranges, a.runs.max(3)) {
@@ -262,14 +321,14 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
         g.backend_ref().time_plain_copy(&pinned, size, dst, chunk)?;
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
         id += 1;
-        let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
+        let ranges = seal_into(&mut sealer, id, &data, lay, &mut pinned)?;
         g.set_schedule(OpenSchedule::Persistent);
         g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
         // The resident kernel only takes small tensors; elsewhere its column is empty.
         let mut resident = resident_ok && resident_applies(ranges.len(), size);
         if resident {
             id += 1;
-            let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
+            let ranges = seal_into(&mut sealer, id, &data, lay, &mut pinned)?;
             g.set_schedule(OpenSchedule::Resident);
             match g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst) {
                 Ok(()) => {}
@@ -305,7 +364,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
                 // plaintext the spot check below looks for).
                 plain.push(time_plain(&g, &pinned, size, dst, chunk)?);
                 id += 1;
-                let ranges = seal_into(&mut sealer, id, &data, chunk, &mut pinned)?;
+                let ranges = seal_into(&mut sealer, id, &data, lay, &mut pinned)?;
                 g.set_schedule(schedule);
                 let t = Instant::now();
                 g.open_tensor_pinned(unix_now(), &pinned, &ranges, dst)?;
@@ -323,7 +382,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             let n = (a.batch_bytes / size.max(1)).clamp(2, 64);
             Some((
                 n,
-                time_batch(&mut g, &mut sealer, &mut id, &data, chunk, n, a.runs)?,
+                time_batch(&mut g, &mut sealer, &mut id, &data, lay, n, a.runs)?,
             ))
         } else {
             None
@@ -365,7 +424,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
-                    "bench": "gpu", "device": info.name, "size": size, "chunk": chunk,
+                    "bench": "gpu", "device": info.name, "size": size, "chunk": chunk, "align": a.align,
                     "min_blocks": cfg.min_blocks_per_sm, "blocks_per_sm": cfg.blocks_per_sm,
                     "streams": a.streams, "runs": a.runs,
                     "plain_gbps": pg, "sealed_gbps": sg, "ratio": ratio, "kernel_gbps": kg,
@@ -412,18 +471,16 @@ fn time_batch(
     sealer: &mut BenchSealer,
     id: &mut u64,
     data: &[u8],
-    chunk: usize,
+    lay: Layout,
     n: usize,
     runs: usize,
 ) -> anyhow::Result<(Stats, Stats)> {
     let size = data.len();
-    let frames = size.div_ceil(chunk).max(1);
-    let per = size + frames * (FRAME_HEADER_MAX_LEN + 16);
-    let mut pinned = g.backend().alloc_pinned(n * per)?;
+    let mut pinned = g.backend().alloc_pinned(n * lay.bytes(size))?;
     let dsts = (0..n)
         .map(|_| g.backend().alloc_zeroed(size))
         .collect::<Result<Vec<_>, _>>()?;
-    let r = time_batch_runs(g, sealer, id, data, chunk, &mut pinned, &dsts, runs);
+    let r = time_batch_runs(g, sealer, id, data, lay, &mut pinned, &dsts, runs);
     for d in dsts {
         g.backend().free(d)?;
     }
@@ -437,7 +494,7 @@ fn time_batch_runs(
     sealer: &mut BenchSealer,
     id: &mut u64,
     data: &[u8],
-    chunk: usize,
+    lay: Layout,
     pinned: &mut PinnedBuffer,
     dsts: &[pqcc_gpu::BufferHandle],
     runs: usize,
@@ -452,13 +509,13 @@ fn time_batch_runs(
         let mut at = 0;
         for _ in dsts {
             *id += 1;
-            let r = seal_into_at(sealer, *id, data, chunk, pinned, at)?;
+            let r = seal_into_at(sealer, *id, data, lay, pinned, at)?;
             at = r.last().map_or(at, |x| x.end);
             ranges.push(r);
         }
         let plain_t = g
             .backend_ref()
-            .time_plain_copies(pinned, size, dsts, chunk)?;
+            .time_plain_copies(pinned, size, dsts, lay.chunk)?;
         let batch: Vec<_> = ranges
             .iter()
             .map(Vec::as_slice)
