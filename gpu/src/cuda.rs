@@ -407,10 +407,6 @@ struct Resident {
     done: Vec<CudaEvent>,
     /// The lane the next tensor takes.
     lane: usize,
-    /// The copy stream the next tensor's first frame takes: frames go to the streams in
-    /// turn across tensors, so that tensors of one frame alternate streams too (on one
-    /// stream, each copy would wait for the previous copy's flag write).
-    turn: usize,
     /// The value the last tensor's `arrived` words take; never 0 (the words start zeroed).
     generation: u32,
 }
@@ -1287,16 +1283,12 @@ impl<const W: usize> GpuOpener<W> {
             tp.flag_group = u32::try_from(self.slots.len())
                 .map_err(|_| GpuError::InvalidArgument("too many streams"))?;
         }
-        let streams = self.slots.len();
         let res = self.resident_mut()?;
         let lane = res.lane;
         res.lane = (lane + 1) % RESIDENT_LANES;
-        let first = res.turn;
-        res.turn = (first + parts.len()) % streams.max(1);
         let ks = res.lanes[lane].stream.clone();
         let mut launched = false;
-        let at = Turn { lane, first };
-        let r = self.queue_resident(&ks, &parts, pinned, &tp, at, &mut launched);
+        let r = self.queue_resident(&ks, &parts, pinned, &tp, lane, &mut launched);
         if let Err(e) = r {
             if launched {
                 self.release_resident(lane, tp.generation, parts.len());
@@ -1559,7 +1551,6 @@ impl<const W: usize> GpuOpener<W> {
                 .map(|_| event())
                 .collect::<Result<_, _>>()?,
             lane: 0,
-            turn: 0,
             generation: 0,
         });
         Ok(())
@@ -1585,8 +1576,8 @@ impl<const W: usize> GpuOpener<W> {
     }
 
     /// Queues everything of one resident tensor: each frame's copy on the backend's
-    /// streams in turn from stream `at.first` on (and its staging slot), each followed
-    /// by the write of its flag (in lane `at.lane`'s part) on the same stream; the kernel on
+    /// streams in turn (and its staging slot), as the other schedules do, each followed
+    /// by the write of its flag (in lane `lane`'s part) on the same stream; the kernel on
     /// `ks` right after the first frame's copy is queued (so that the copy does not wait
     /// for the launch); then the copy of the status words back into lane `lane`'s part of
     /// the pinned host copy and the lane's event, on `ks`. `launched` tells whether the
@@ -1597,20 +1588,19 @@ impl<const W: usize> GpuOpener<W> {
         parts: &[FrameParts<'_>],
         pinned: bool,
         tp: &TensorParams,
-        at: Turn,
+        lane: usize,
         launched: &mut bool,
     ) -> Result<(), GpuError> {
-        let Turn { lane, first } = at;
         if !pinned {
             // Before the launch: allocating or freeing page-locked memory synchronises
             // the device, which would wait for a kernel that waits for this tensor's
             // later frames (until it gives up, after RESIDENT_TIMEOUT_NS).
-            self.reserve_staging(parts, first)?;
+            self.reserve_staging(parts)?;
         }
         let arrived_p = self.resident()?.arrived_at(lane);
         let mut status_p = 0;
         for (i, (aad, ct)) in parts.iter().enumerate() {
-            let k = (first + i) % self.slots.len();
+            let k = i % self.slots.len();
             let s = self.backend.streams[k].clone();
             let aad_p = self.backend.ptr(&self.slots[k].aad);
             // SAFETY: tp.data[i] holds the frame's ciphertext length (checked against the
@@ -1848,16 +1838,16 @@ impl<const W: usize> GpuOpener<W> {
     }
 
     /// Grows the staging buffers now to what `copy_frame` will need for `parts` (frame i
-    /// takes slot (first + i) mod slots), so that no page-locked memory is allocated or
-    /// freed while the frames are queued.
-    fn reserve_staging(&mut self, parts: &[FrameParts<'_>], first: usize) -> Result<(), GpuError> {
+    /// takes slot i mod slots), so that no page-locked memory is allocated or freed while
+    /// the frames are queued.
+    fn reserve_staging(&mut self, parts: &[FrameParts<'_>]) -> Result<(), GpuError> {
         let n = self.slots.len();
         for k in 0..n {
             let need = parts
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| (first + i) % n == k)
-                .map(|(_, (_, ct))| ct.len())
+                .skip(k)
+                .step_by(n)
+                .map(|(_, ct)| ct.len())
                 .max();
             if let Some(need) = need {
                 self.grow_staging(k, MAX_AAD + need)?;
@@ -2139,13 +2129,6 @@ impl<const W: usize> GpuOpener<W> {
 
 /// A frame's header (the AAD) and ciphertext.
 type FrameParts<'a> = (&'a [u8], &'a [u8]);
-
-/// Where a resident tensor goes: its lane, and the copy stream of its first frame.
-#[derive(Debug, Clone, Copy)]
-struct Turn {
-    lane: usize,
-    first: usize,
-}
 
 /// The frames at `ranges` of the pinned buffer `src`.
 fn frames_in<'a>(
