@@ -407,6 +407,10 @@ struct Resident {
     done: Vec<CudaEvent>,
     /// The lane the next tensor takes.
     lane: usize,
+    /// Where the arrival flags of batch tensors are written, each after waiting for its
+    /// frame's copy (an event on the copy stream), so that the copy streams carry
+    /// nothing but copies and events.
+    flags: Arc<CudaStream>,
     /// The value the last tensor's `arrived` words take; never 0 (the words start zeroed).
     generation: u32,
 }
@@ -425,7 +429,7 @@ impl Resident {
         for l in &self.lanes {
             l.stream.synchronize().map_err(drv)?;
         }
-        Ok(())
+        self.flags.synchronize().map_err(drv)
     }
 
     /// The device address of lane `lane`'s `arrived` flags.
@@ -1245,10 +1249,15 @@ impl<const W: usize> GpuOpener<W> {
     /// `Ok(None)`, with nothing queued, for a tensor the kernel does not take. After an
     /// error, this tensor's kernel (if launched) is released; the caller waits for every
     /// stream before it zeroes the destination. Tensors queued earlier are not affected.
-    /// `grouped` (batches): when every frame is at most [`GROUPED_FLAGS_MAX_FRAME`] bytes,
-    /// only each stream's last frame of the tensor gets an arrival flag, which the
-    /// stream's other frames wait for: fewer operations on the copy streams, while the
-    /// kernel starts on a stream's frames only once all have arrived.
+    /// `batch`: two things that pay when tensors follow each other and not for one
+    /// tensor alone. The arrival flags are written on the opener's flag stream, each after
+    /// waiting for its copy's event, instead of on the copy stream: a flag write there
+    /// holds back the next copy (the write waits for the copy to end, the next copy for
+    /// the write), while the extra event costs a single tensor more than it saves. And
+    /// when every frame is at most [`GROUPED_FLAGS_MAX_FRAME`] bytes, only each stream's
+    /// last frame of the tensor gets a flag, which the stream's other frames wait for:
+    /// fewer operations, while the kernel starts on a stream's frames only once all have
+    /// arrived.
     fn queue_tensor(
         &mut self,
         now: u64,
@@ -1256,7 +1265,7 @@ impl<const W: usize> GpuOpener<W> {
         pinned: bool,
         dst_p: u64,
         dst_len: usize,
-        grouped: bool,
+        batch: bool,
     ) -> Result<Option<Queued>, GpuError> {
         // Too many frames for one launch: not worth checking the headers here.
         if frames.len() > RESIDENT_FRAMES {
@@ -1275,7 +1284,7 @@ impl<const W: usize> GpuOpener<W> {
         };
         self.ensure_resident()?;
         tp.generation = self.next_gen()?;
-        if grouped
+        if batch
             && parts
                 .iter()
                 .all(|(_, ct)| ct.len() <= GROUPED_FLAGS_MAX_FRAME)
@@ -1288,7 +1297,8 @@ impl<const W: usize> GpuOpener<W> {
         res.lane = (lane + 1) % RESIDENT_LANES;
         let ks = res.lanes[lane].stream.clone();
         let mut launched = false;
-        let r = self.queue_resident(&ks, &parts, pinned, &tp, lane, &mut launched);
+        let at = Turn { lane, batch };
+        let r = self.queue_resident(&ks, &parts, pinned, &tp, at, &mut launched);
         if let Err(e) = r {
             if launched {
                 self.release_resident(lane, tp.generation, parts.len());
@@ -1551,6 +1561,7 @@ impl<const W: usize> GpuOpener<W> {
                 .map(|_| event())
                 .collect::<Result<_, _>>()?,
             lane: 0,
+            flags: ctx.new_stream().map_err(drv)?,
             generation: 0,
         });
         Ok(())
@@ -1577,7 +1588,8 @@ impl<const W: usize> GpuOpener<W> {
 
     /// Queues everything of one resident tensor: each frame's copy on the backend's
     /// streams in turn (and its staging slot), as the other schedules do, each followed
-    /// by the write of its flag (in lane `lane`'s part) on the same stream; the kernel on
+    /// by the write of its flag (in lane `at.lane`'s part) on the same stream, or for a
+    /// batch (`at.batch`) on the flag stream after waiting for the copy; the kernel on
     /// `ks` right after the first frame's copy is queued (so that the copy does not wait
     /// for the launch); then the copy of the status words back into lane `lane`'s part of
     /// the pinned host copy and the lane's event, on `ks`. `launched` tells whether the
@@ -1588,9 +1600,10 @@ impl<const W: usize> GpuOpener<W> {
         parts: &[FrameParts<'_>],
         pinned: bool,
         tp: &TensorParams,
-        lane: usize,
+        at: Turn,
         launched: &mut bool,
     ) -> Result<(), GpuError> {
+        let Turn { lane, batch } = at;
         if !pinned {
             // Before the launch: allocating or freeing page-locked memory synchronises
             // the device, which would wait for a kernel that waits for this tensor's
@@ -1611,7 +1624,19 @@ impl<const W: usize> GpuOpener<W> {
             // With grouped flags only the stream's last frame of the tensor has one.
             let group = tp.flag_group as usize;
             if group == 0 || i + group >= parts.len() {
-                write_flag(&s, arrived_p + 4 * i as u64, tp.generation)?;
+                let flag_p = arrived_p + 4 * i as u64;
+                if batch {
+                    // After the copy, on the flag stream (staged copies already recorded
+                    // the slot's event).
+                    if pinned {
+                        self.slots[k].copied.record(&s).map_err(drv)?;
+                    }
+                    let fs = self.resident()?.flags.clone();
+                    fs.wait(&self.slots[k].copied).map_err(drv)?;
+                    write_flag(&fs, flag_p, tp.generation)?;
+                } else {
+                    write_flag(&s, flag_p, tp.generation)?;
+                }
             }
             if i == 0 {
                 status_p = self.launch_resident(ks, tp, arrived_p, lane)?;
@@ -2129,6 +2154,14 @@ impl<const W: usize> GpuOpener<W> {
 
 /// A frame's header (the AAD) and ciphertext.
 type FrameParts<'a> = (&'a [u8], &'a [u8]);
+
+/// Where a resident tensor's work goes: its lane, and whether it is part of a batch (its
+/// flags then go to the flag stream; see `GpuOpener::queue_tensor`).
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    lane: usize,
+    batch: bool,
+}
 
 /// The frames at `ranges` of the pinned buffer `src`.
 fn frames_in<'a>(

@@ -697,9 +697,11 @@ fn resident_batches_keep_several_tensors_on_the_gpu() {
                         "each tensor's kernel behind those still on the GPU"
                     );
                     assert_eq!(d.waits(), 6, "one host wait per tensor");
-                    // Per tensor: 8 copies, a flag after each of the 4 streams' last
-                    // frame only (grouped), the launch, the copy back and the event.
-                    assert_eq!(d.queued(), 6 * (8 + 4 + 3));
+                    // Per tensor: 8 copies; after each of the 4 streams' last frame
+                    // only (grouped), an event record on the copy stream, then a wait
+                    // for it and the flag write on the flag stream; the launch, the
+                    // copy back and the event.
+                    assert_eq!(d.queued(), 6 * (8 + 4 * 3 + 3));
                 }
                 (_, OpenSchedule::Persistent) => assert_eq!(d.tensors_behind(), 0),
                 _ => assert_eq!(d.tensors_behind(), behind),

@@ -484,8 +484,10 @@ impl State {
     /// operation may run unless the stream is busy (in the middle of an earlier one), it
     /// is a launch (this fake runs one kernel at a time), or it is an event wait whose
     /// stream has not reached the event yet (popping a satisfied wait counts as running
-    /// it). Streams are tried in ascending handle order (creation order), so the choice
-    /// is deterministic. An operation that fails leaves the usual sticky fault.
+    /// it). Streams are tried in descending handle order (the reverse of creation order),
+    /// so the choice is deterministic and streams created after the copy streams (a flag
+    /// stream, say) run ahead of them: a flag that does not wait for its copy is then
+    /// seen before the copy ran. An operation that fails leaves the usual sticky fault.
     fn progress_others(&mut self, except: usize) -> bool {
         let mut ids: Vec<usize> = self
             .streams
@@ -493,7 +495,7 @@ impl State {
             .copied()
             .filter(|&i| i != except)
             .collect();
-        ids.sort_unstable();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
         for id in ids {
             let runnable = self.streams.get(&id).is_some_and(|s| {
                 !s.busy
@@ -843,6 +845,20 @@ impl State {
         Ok(verdict)
     }
 
+    /// The stream on which a host-to-device copy into `addr .. addr + len` is queued and
+    /// has not run yet, if any.
+    fn copy_queued_into(&self, addr: u64, len: u64) -> Option<usize> {
+        self.streams.iter().find_map(|(id, st)| {
+            st.queue
+                .iter()
+                .any(|op| {
+                    matches!(op, Op::HtoD { dst, len: n, .. }
+                        if *n > 0 && addr < dst + *n as u64 && *dst < addr + len)
+                })
+                .then_some(*id)
+        })
+    }
+
     /// Whether `addr .. addr + len` meets a frame that a `gcm_open_tensor` running, or
     /// queued on any stream and not run yet, decrypts in place (it writes plaintext, or
     /// zeros, there); says which.
@@ -1043,6 +1059,13 @@ impl State {
                     break false;
                 }
             };
+            if here && let Some(id) = self.copy_queued_into(t.data[i], u64::from(p.len)) {
+                return Err(format!(
+                    "gcm_open_tensor: frame {i}'s arrival flag holds the generation while a \
+                     copy into the frame is still queued on stream {id:#x} (the flag must \
+                     follow the copy)"
+                ));
+            }
             let verdict = if here {
                 let aad = &p.aad_inline[..p.aad_len as usize];
                 if self.open_frame(&key, p, t.data[i], aad)? {

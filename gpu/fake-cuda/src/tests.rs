@@ -99,7 +99,10 @@ fn setup(key: &[u8; 32]) -> u64 {
     upload(raw, key);
     let (r, c) = (raw.to_ne_bytes(), ctx.to_ne_bytes());
     let f = function(c"gcm_setup");
-    assert_eq!(launch(f, 1, 1, std::ptr::null_mut(), &[&r, &c]), SUCCESS);
+    assert_eq!(
+        launch(f, 1, THREADS as u32, std::ptr::null_mut(), &[&r, &c]),
+        SUCCESS
+    );
     ctx
 }
 
