@@ -360,13 +360,46 @@ __device__ __forceinline__ gf horner(gf y, gf hstep, gf x, bool first) {
     return first ? x : gf_xor(gf_mul(y, hstep), x);
 }
 
+// Complete ciphertext block j of an aligned frame: decrypted in place (16-byte access),
+// its GHASH input folded into y (one Horner step). Returns the new y.
+template <bool CG>
+__device__ __forceinline__ gf open_block16(uint4 *d4, u32 j, const u32 *tsh, const u32 *rk, const frame_params &p,
+                                           u32 lane, gf y, gf hstep, bool first) {
+    const uint4 c = ld16<CG>(d4 + j);
+    u32 ks[4];
+    aes_ctr(tsh, rk, p, j, lane, ks);
+    y = horner(y, hstep, gf_from_words(c.x, c.y, c.z, c.w), first);
+    uint4 o; o.x = c.x ^ ks[0]; o.y = c.y ^ ks[1]; o.z = c.z ^ ks[2]; o.w = c.w ^ ks[3];
+    d4[j] = o;
+    return y;
+}
+
+// XOR of every thread's y over the block (blockDim.x threads, a multiple of 32): warp
+// shuffles, then the warps' sums through `red` (one entry per warp). The total is
+// returned to thread 0 only; every thread must call it (it ends after a barrier).
+__device__ __forceinline__ gf block_xor(gf y, u64 (*red)[2]) {
+    const u32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) {
+        y.lo ^= __shfl_xor_sync(0xffffffffu, y.lo, k);
+        y.hi ^= __shfl_xor_sync(0xffffffffu, y.hi, k);
+    }
+    if (lane == 0) { red[warp][0] = y.lo; red[warp][1] = y.hi; }
+    __syncthreads();
+    gf s; s.lo = 0; s.hi = 0;
+    if (tid == 0) {
+        for (u32 w = 0; w < blockDim.x / 32; w++) { s.lo ^= red[w][0]; s.hi ^= red[w][1]; }
+    }
+    return s;
+}
+
 // Part `blk` of a frame (THREADS * seg virtual blocks): decrypts its ciphertext blocks in
 // place and stores its GHASH partial at `out` (written by thread 0). All threads of the
 // block call it; it ends with the block synchronised.
 template <bool CG>
 __device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ctx, const frame_params &p, u32 blk,
                                           const u32 *tsh, const u32 *rk, u64 (*red)[2], uint4 *out) {
-    const u32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const u32 tid = threadIdx.x, lane = tid & 31;
     const gf hstep = ctx_pow(ctx, 8);  // H^THREADS
     const u64 base = (u64)blk << p.log_blk;
     const u32 a = (p.aad_len + 15) / 16;
@@ -377,15 +410,9 @@ __device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ct
     const bool fast = ((((size_t)data) & 15) == 0) && base >= first_ct && base + ((u64)1 << p.log_blk) <= first_ct + full;
     gf y; y.lo = 0; y.hi = 0;
     if (fast) {
-        uint4 *d4 = (uint4 *)data;
         u32 j = (u32)(base - first_ct) + tid;
         for (u32 s = 0; s < p.seg; s++, j += THREADS) {
-            uint4 c = ld16<CG>(d4 + j);
-            u32 ks[4];
-            aes_ctr(tsh, rk, p, j, lane, ks);
-            y = horner(y, hstep, gf_from_words(c.x, c.y, c.z, c.w), s == 0);
-            uint4 o; o.x = c.x ^ ks[0]; o.y = c.y ^ ks[1]; o.z = c.z ^ ks[2]; o.w = c.w ^ ks[3];
-            d4[j] = o;
+            y = open_block16<CG>((uint4 *)data, j, tsh, rk, p, lane, y, hstep, s == 0);
         }
     } else {
         // A part at an edge of the frame: the complete, aligned ciphertext blocks still
@@ -395,14 +422,7 @@ __device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ct
         u64 v = base + tid;
         for (u32 s = 0; s < p.seg; s++, v += THREADS) {
             if (aligned && v >= first_ct && v < first_ct + full) {
-                uint4 *d4 = (uint4 *)data;
-                const u32 j = (u32)(v - first_ct);
-                uint4 c = ld16<CG>(d4 + j);
-                u32 ks[4];
-                aes_ctr(tsh, rk, p, j, lane, ks);
-                y = horner(y, hstep, gf_from_words(c.x, c.y, c.z, c.w), s == 0);
-                uint4 o; o.x = c.x ^ ks[0]; o.y = c.y ^ ks[1]; o.z = c.z ^ ks[2]; o.w = c.w ^ ks[3];
-                d4[j] = o;
+                y = open_block16<CG>((uint4 *)data, (u32)(v - first_ct), tsh, rk, p, lane, y, hstep, s == 0);
                 continue;
             }
             bool is_ct; u32 j = 0;
@@ -421,18 +441,10 @@ __device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ct
     // value is sum_t y_t H^(THREADS-1-t): one product per thread with its weight (a
     // table from the key setup), then a plain XOR reduction.
     y = gf_mul(y, ctx_hlin(ctx, THREADS - 1 - tid));
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) {
-        y.lo ^= __shfl_xor_sync(0xffffffffu, y.lo, k);
-        y.hi ^= __shfl_xor_sync(0xffffffffu, y.hi, k);
-    }
-    if (lane == 0) { red[warp][0] = y.lo; red[warp][1] = y.hi; }
-    __syncthreads();
+    const gf sum = block_xor(y, red);
     if (tid == 0) {
-        u64 lo = 0, hi = 0;
-        for (int w = 0; w < THREADS / 32; w++) { lo ^= red[w][0]; hi ^= red[w][1]; }
         uint4 o;
-        o.x = (u32)lo; o.y = (u32)(lo >> 32); o.z = (u32)hi; o.w = (u32)(hi >> 32);
+        o.x = (u32)sum.lo; o.y = (u32)(sum.lo >> 32); o.z = (u32)sum.hi; o.w = (u32)(sum.hi >> 32);
         *out = o;
     }
     __syncthreads();
@@ -470,7 +482,7 @@ __device__ __forceinline__ gf ctx_weight(const u32 *ctx, u32 i) {
 template <bool CG>
 __device__ u32 frame_verdict(const u32 *t, const u32 *rk, const u32 *ctx, const frame_params &p,
                              const u32 *partials, u32 missing, u64 (*red)[2], u32 *mask, u32 *verdict) {
-    const u32 tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    const u32 tid = threadIdx.x, nt = blockDim.x;
     const u32 row = (p.log_blk - WEIGHT_LB0) * FINAL_THREADS + p.n_parts - 1;
     gf y; y.lo = 0; y.hi = 0;
     for (u32 i = tid; i < p.n_parts; i += nt) {
@@ -485,16 +497,8 @@ __device__ u32 frame_verdict(const u32 *t, const u32 *rk, const u32 *ctx, const 
         aes_block_single(t, rk, j0, e);
         for (int k = 0; k < 4; k++) { mask[k] = bswap32(e[k]); e[k] = 0; }
     }
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) {
-        y.lo ^= __shfl_xor_sync(0xffffffffu, y.lo, k);
-        y.hi ^= __shfl_xor_sync(0xffffffffu, y.hi, k);
-    }
-    if (lane == 0) { red[warp][0] = y.lo; red[warp][1] = y.hi; }
-    __syncthreads();
+    const gf s = block_xor(y, red);
     if (tid == 0) {
-        gf s; s.lo = 0; s.hi = 0;
-        for (u32 w = 0; w < nt / 32; w++) { s.lo ^= red[w][0]; s.hi ^= red[w][1]; }
         u32 sw[4];
         gf_to_words(s, sw);
         u32 diff = 0;
