@@ -181,12 +181,16 @@ __device__ void aes_block_single(const u32 *t, const u32 *rk, const u32 in[4], u
 #undef SB
 }
 
-__device__ __forceinline__ gf ctx_hlin(const u32 *ctx, u32 i) {
-    const uint4 q = *(const uint4 *)(ctx + CTX_HLIN + 4 * i);
+// An element stored as four little-endian words (low word first).
+__device__ __forceinline__ gf gf_from_u4(const uint4 q) {
     gf r;
     r.lo = (u64)q.x | ((u64)q.y << 32);
     r.hi = (u64)q.z | ((u64)q.w << 32);
     return r;
+}
+
+__device__ __forceinline__ gf ctx_hlin(const u32 *ctx, u32 i) {
+    return gf_from_u4(*(const uint4 *)(ctx + CTX_HLIN + 4 * i));
 }
 
 __device__ __forceinline__ void gf_store(u32 *d, gf p) {
@@ -463,11 +467,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gcm_open_main(
 }
 
 __device__ __forceinline__ gf ctx_weight(const u32 *ctx, u32 i) {
-    const uint4 q = *(const uint4 *)(ctx + CTX_WEIGHTS + 4 * i);
-    gf r;
-    r.lo = (u64)q.x | ((u64)q.y << 32);
-    r.hi = (u64)q.z | ((u64)q.w << 32);
-    return r;
+    return gf_from_u4(*(const uint4 *)(ctx + CTX_WEIGHTS + 4 * i));
 }
 
 // The tag check of frame p from its n_parts partials at `partials`, by every thread of
@@ -486,10 +486,7 @@ __device__ u32 frame_verdict(const u32 *t, const u32 *rk, const u32 *ctx, const 
     const u32 row = (p.log_blk - WEIGHT_LB0) * FINAL_THREADS + p.n_parts - 1;
     gf y; y.lo = 0; y.hi = 0;
     for (u32 i = tid; i < p.n_parts; i += nt) {
-        const uint4 q = ld16<CG>((const uint4 *)(partials + 4 * i));
-        gf x;
-        x.lo = (u64)q.x | ((u64)q.y << 32);
-        x.hi = (u64)q.z | ((u64)q.w << 32);
+        const gf x = gf_from_u4(ld16<CG>((const uint4 *)(partials + 4 * i)));
         y = gf_xor(y, gf_mul(x, ctx_weight(ctx, row - i)));
     }
     if (tid == nt - 1) {
