@@ -1297,7 +1297,7 @@ impl<const W: usize> GpuOpener<W> {
         res.lane = (lane + 1) % RESIDENT_LANES;
         let ks = res.lanes[lane].stream.clone();
         let mut launched = false;
-        let at = Turn { lane, batch };
+        let at = Placement { lane, batch };
         let r = self.queue_resident(&ks, &parts, pinned, &tp, at, &mut launched);
         if let Err(e) = r {
             if launched {
@@ -1600,10 +1600,10 @@ impl<const W: usize> GpuOpener<W> {
         parts: &[FrameParts<'_>],
         pinned: bool,
         tp: &TensorParams,
-        at: Turn,
+        at: Placement,
         launched: &mut bool,
     ) -> Result<(), GpuError> {
-        let Turn { lane, batch } = at;
+        let Placement { lane, batch } = at;
         if !pinned {
             // Before the launch: allocating or freeing page-locked memory synchronises
             // the device, which would wait for a kernel that waits for this tensor's
@@ -2158,7 +2158,7 @@ type FrameParts<'a> = (&'a [u8], &'a [u8]);
 /// Where a resident tensor's work goes: its lane, and whether it is part of a batch (its
 /// flags then go to the flag stream; see `GpuOpener::queue_tensor`).
 #[derive(Debug, Clone, Copy)]
-struct Turn {
+struct Placement {
     lane: usize,
     batch: bool,
 }
