@@ -224,16 +224,14 @@ __device__ void setup_serial(u32 *key, u32 *ctx, u32 *t, u32 *rk) {
     // hb is big-endian words of H; as little-endian memory words that is bswap32.
     gf p = gf_from_words(bswap32(hb[0]), bswap32(hb[1]), bswap32(hb[2]), bswap32(hb[3]));
     for (int k = 0; k < 64; k++) {
-        u32 *d = ctx + CTX_HPOW + 4 * k;
-        d[0] = (u32)p.lo; d[1] = (u32)(p.lo >> 32); d[2] = (u32)p.hi; d[3] = (u32)(p.hi >> 32);
+        gf_store(ctx + CTX_HPOW + 4 * k, p);
         p = gf_mul(p, p);
     }
     // H^i for i < THREADS: the weights of the threads' partial sums.
     gf h = ctx_pow(ctx, 0), q;
     q.lo = 1; q.hi = 0;
     for (int i = 0; i < THREADS; i++) {
-        u32 *d = ctx + CTX_HLIN + 4 * i;
-        d[0] = (u32)q.lo; d[1] = (u32)(q.lo >> 32); d[2] = (u32)q.hi; d[3] = (u32)(q.hi >> 32);
+        gf_store(ctx + CTX_HLIN + 4 * i, q);
         q = gf_mul(q, h);
     }
     for (int i = 0; i < 8; i++) key[i] = 0;
@@ -446,11 +444,7 @@ __device__ __forceinline__ void open_part(u8 *data, const u8 *aad, const u32 *ct
     // table from the key setup), then a plain XOR reduction.
     y = gf_mul(y, ctx_hlin(ctx, THREADS - 1 - tid));
     const gf sum = block_xor(y, red);
-    if (tid == 0) {
-        uint4 o;
-        o.x = (u32)sum.lo; o.y = (u32)(sum.lo >> 32); o.z = (u32)sum.hi; o.w = (u32)(sum.hi >> 32);
-        *out = o;
-    }
+    if (tid == 0) gf_store((u32 *)out, sum);
     __syncthreads();
 }
 
