@@ -27,6 +27,10 @@
 //!   decision is `Allow` or `Deny(reason)`.
 //! - [`attest`]: continuous attestation: an attester that hashes memory regions through a
 //!   backend trait and signs reports, with caller-supplied time, nonce and randomness.
+//! - [`sealed`]: the fixed parts of sealed models (encrypted at rest): the plaintext
+//!   preamble, key derivation (key id, model key, content id, file key), the tensor
+//!   table and manifest encodings, and sealing / opening frames in the channel's frame
+//!   format with the header checked against the table.
 //! - [`pair`]: `establish_channel`, running the real handshake between two in-process
 //!   peers (what pqc-gpu-driver's helper of the same name pretended to do).
 //!
@@ -65,6 +69,7 @@ pub mod kem;
 pub mod pair;
 pub mod policy;
 pub mod replay;
+pub mod sealed;
 pub mod secret;
 pub mod selftest;
 pub mod sign;
