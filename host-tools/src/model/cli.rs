@@ -30,6 +30,59 @@ pub enum ModelCommand {
     Build(BuildArgs),
     /// Re-check an archive against its hash file and a root hash.
     Verify(VerifyArgs),
+    /// Seal a Hugging Face-layout model directory with a data-encryption key: every
+    /// tensor and file encrypted with AES-256-GCM in frames (`docs/sealed-models.md`).
+    Seal(SealArgs),
+    /// Unseal a sealed model directory back to the original files, byte for byte.
+    Unseal(UnsealArgs),
+}
+
+/// Arguments of `pqcc model seal`.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The model directory (or a Hugging Face cache snapshot, or ORG/NAME[@REV] as for
+    /// `pqcc model build`).
+    pub source: String,
+    /// The data-encryption key file: 32 raw bytes or 64 hex digits.
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: PathBuf,
+    /// The sealed directory to create (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The salt in hex (64 digits); makes the output byte-reproducible [default: random].
+    #[arg(long)]
+    pub salt: Option<String>,
+    /// Model name [default: ORG/NAME for Hugging Face sources, else the directory's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Revision [default: the snapshot's commit, else `local`].
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Plaintext bytes per frame (4096 to 16777216) [default: 1048576].
+    #[arg(long)]
+    pub frame_size: Option<u32>,
+    /// Print a JSON object instead of the line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `pqcc model unseal`.
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    /// The sealed model directory.
+    pub sealed: PathBuf,
+    /// The data-encryption key file.
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: PathBuf,
+    /// The directory to create with the original files (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The model must be this name@revision.
+    #[arg(long, value_name = "NAME@REVISION")]
+    pub expect_model: Option<String>,
+    /// Print a JSON object instead of the line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `pqcc model build`.
@@ -63,6 +116,13 @@ pub struct BuildArgs {
     /// write it beside the archive as ARCHIVE.manifest.
     #[arg(long, value_name = "SIGNING_KEY")]
     pub key: Option<PathBuf>,
+    /// Seal the model with this data-encryption key first (as `pqcc model seal`) and
+    /// archive the sealed directory: the archive and its verity tree cover ciphertext.
+    #[arg(long, value_name = "KEYFILE")]
+    pub seal_key: Option<PathBuf>,
+    /// The sealing salt in hex, with --seal-key (byte-reproducible) [default: random].
+    #[arg(long, requires = "seal_key")]
+    pub seal_salt: Option<String>,
     /// Print a JSON object instead of the line.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +143,15 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
+/// A staging directory removed when dropped.
+struct StagedDir(PathBuf);
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The default output directory.
 pub fn default_out_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
@@ -98,14 +167,85 @@ pub fn run(cmd: ModelCommand) -> i32 {
     let r = match cmd {
         ModelCommand::Build(a) => run_build(a),
         ModelCommand::Verify(a) => run_verify(a),
+        ModelCommand::Seal(a) => run_seal(a),
+        ModelCommand::Unseal(a) => run_unseal(a),
     };
     match r {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pqcc: error: {e:#}");
-            EXIT_ERROR
+            match e.downcast_ref::<pqcc_sealed::Error>() {
+                Some(s) if s.is_refusal() => EXIT_MISMATCH,
+                _ => EXIT_ERROR,
+            }
         }
     }
+}
+
+fn parse_salt32(hex_text: &str, what: &str) -> anyhow::Result<[u8; 32]> {
+    let mut s = [0u8; 32];
+    pqcc_core::wire::hex_decode(hex_text, &mut s)
+        .map_err(|_| anyhow::anyhow!("{what}: 64 hex digits expected"))?;
+    Ok(s)
+}
+
+fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
+    let dek = pqcc_sealed::read_key_file(&a.key)?;
+    let salt = a
+        .salt
+        .as_deref()
+        .map(|s| parse_salt32(s, "--salt"))
+        .transpose()?;
+    let src = source::resolve(&a.source)?;
+    let name = a.name.unwrap_or_else(|| src.name.clone());
+    let revision = a.revision.unwrap_or_else(|| src.revision.clone());
+    let mut opts = pqcc_sealed::SealOptions::new(&format!("{name}@{revision}"));
+    opts.salt = salt;
+    if let Some(fs) = a.frame_size {
+        opts.frame_size = fs;
+    }
+    let s = pqcc_sealed::seal_dir(&src.dir, &a.out, &dek, &opts)?;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "model": s.model_id,
+                "out": s.out.display().to_string(),
+                "key_id": s.key_id,
+                "salt": s.salt,
+                "files": s.files,
+                "tensors": s.tensors,
+                "plain_bytes": s.plain_bytes,
+                "sealed_bytes": s.sealed_bytes,
+            })
+        );
+    } else {
+        println!("{} {}", s.model_id, s.out.display());
+    }
+    Ok(EXIT_OK)
+}
+
+fn run_unseal(a: UnsealArgs) -> anyhow::Result<i32> {
+    let dek = pqcc_sealed::read_key_file(&a.key)?;
+    if let Some(want) = &a.expect_model {
+        // Checked before anything is written.
+        pqcc_sealed::SealedModel::open(&a.sealed, &dek, Some(want))?;
+    }
+    let s = pqcc_sealed::unseal_dir(&a.sealed, &dek, &a.out, true)?;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "model": s.model_id,
+                "out": s.out.display().to_string(),
+                "files": s.files,
+                "bytes": s.bytes,
+            })
+        );
+    } else {
+        println!("{} {}", s.model_id, s.out.display());
+    }
+    Ok(EXIT_OK)
 }
 
 fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
@@ -116,7 +256,17 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
         .map(super::manifest::read_signing_key)
         .transpose()
         .context("--key")?;
-    let src = source::resolve(&a.source)?;
+    let dek = a
+        .seal_key
+        .as_deref()
+        .map(pqcc_sealed::read_key_file)
+        .transpose()?;
+    let seal_salt = a
+        .seal_salt
+        .as_deref()
+        .map(|s| parse_salt32(s, "--seal-salt"))
+        .transpose()?;
+    let mut src = source::resolve(&a.source)?;
     let flag_expected = a
         .expect
         .as_deref()
@@ -140,6 +290,30 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
         expected,
         progress: true,
         durable: true,
+    };
+    // --seal-key: seal into a staging directory beside the archive, archive that.
+    let _staged = match &dek {
+        Some(dek) => {
+            std::fs::create_dir_all(&opts.out_dir)
+                .with_context(|| format!("{}: cannot create", opts.out_dir.display()))?;
+            let staged = StagedDir(opts.out_dir.join(format!(
+                ".{}-{}.sealing-{}",
+                opts.name.replace('/', "--"),
+                opts.revision,
+                std::process::id()
+            )));
+            let mut so = pqcc_sealed::SealOptions::new(&format!("{}@{}", opts.name, opts.revision));
+            so.salt = seal_salt;
+            let s = pqcc_sealed::seal_dir(&src.dir, &staged.0, dek, &so)?;
+            eprintln!(
+                "pqcc: sealed {} files ({} tensors) for {} under key id {}",
+                s.files, s.tensors, s.model_id, s.key_id
+            );
+            src.dir = staged.0.clone();
+            src.links = super::scan::Links::Refuse;
+            Some(staged)
+        }
+        None => None,
     };
     match build::build(&src, &opts)? {
         Outcome::Done(out) => {
