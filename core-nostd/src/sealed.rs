@@ -596,12 +596,11 @@ impl<A: Aes256GcmProvider> FileCipher<A> {
     ) -> Result<&'f mut [u8], Error> {
         let mut h = [0u8; FRAME_HEADER_MAX_LEN];
         let hl = run.header(i, &mut h)?;
-        let (_, c) = run.chunk(i)?;
-        let c = c as usize;
-        let total = hl + c + TAG_LEN;
-        if frame.get(..hl).ok_or(Error::Truncated)? != &h[..hl] {
+        if *frame.get(..hl).ok_or(Error::Truncated)? != h[..hl] {
             return Err(Error::ChunkOutOfOrder);
         }
+        let (_, c) = run.chunk(i)?;
+        let total = hl + c as usize + TAG_LEN;
         if frame.len() < total {
             return Err(Error::Truncated);
         }
@@ -609,18 +608,43 @@ impl<A: Aes256GcmProvider> FileCipher<A> {
             return Err(Error::TrailingBytes);
         }
         let (head, rest) = frame.split_at_mut(hl);
-        let (body, tail) = rest.split_at_mut(c);
+        let (body, tail) = rest.split_at_mut(c as usize);
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(tail);
+        self.open_parts(run, i, head, body, &tag)?;
+        Ok(body)
+    }
+
+    /// Opens frame `i` of `run` from its parts: `header` (must equal the expected
+    /// header exactly), the ciphertext `body` (decrypted in place; zeroed when the tag
+    /// fails) and the `tag`. For readers that place the ciphertext straight where the
+    /// plaintext belongs.
+    pub fn open_parts(
+        &self,
+        run: &FrameRun<'_>,
+        i: u64,
+        header: &[u8],
+        body: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Error> {
+        let mut h = [0u8; FRAME_HEADER_MAX_LEN];
+        let hl = run.header(i, &mut h)?;
+        if *header != h[..hl] {
+            return Err(Error::ChunkOutOfOrder);
+        }
+        let (_, c) = run.chunk(i)?;
+        if body.len() != c as usize {
+            return Err(Error::Truncated);
+        }
         let seq = run.first_seq + i;
         if let Err(e) = self
             .aead
-            .open_in_place(&nonce(self.prefix, seq), head, body, &tag)
+            .open_in_place(&nonce(self.prefix, seq), header, body, tag)
         {
             body.fill(0);
             return Err(e);
         }
-        Ok(body)
+        Ok(())
     }
 }
 
