@@ -10,12 +10,15 @@
 //! frames: table frames (safetensors only), then each tensor's frames in file order
 //! ```
 //!
-//! and every frame is a pqcc channel frame (`header ‖ ciphertext ‖ tag`, see
-//! [`crate::channel`]): the header's exact bytes are the AAD, the nonce is the file's
-//! 4-byte prefix ‖ the frame's sequence number (big-endian u64), sequence numbers run
-//! from 0 through the whole file, and the last frame of each tensor carries FINAL.
-//! Sealed frames can therefore be opened by every channel opener pqcc has (CPU and
-//! GPU) once the header has been checked against the table.
+//! and every frame is `ciphertext ‖ tag` under the channel's frame rules (see
+//! [`crate::channel`]): the AAD is the channel frame header the frame's place in the
+//! table implies (tensor id, name, dtype, shape, length, offset, sequence number,
+//! FINAL), the nonce is the file's 4-byte prefix ‖ the frame's sequence number
+//! (big-endian u64), sequence numbers run from 0 through the whole file, and the last
+//! frame of each tensor carries FINAL. The header itself is not stored, so names,
+//! dtypes and shapes appear nowhere in plaintext; an opener rebuilds it from the sealed
+//! table, which makes `header ‖ ciphertext ‖ tag` an ordinary channel frame that every
+//! channel opener pqcc has (CPU and GPU) can open.
 //!
 //! ## Keys
 //! All derivations are SHAKE256 over a label and length-prefixed inputs (u32 BE):
@@ -32,7 +35,7 @@
 //! content id) and every preamble field; the AAD binds the tensor's name, dtype, shape
 //! and length, the frame's offset and sequence number and FINAL. A frame or tensor
 //! moved, swapped, dropped, repeated or truncated, within a file or between files or
-//! models, fails either the header check against the table or its tag. Because the
+//! models, fails its tag (or, for a dropped or added frame, the exact length check). Because the
 //! content id enters the key, sealing different plaintext with the same DEK and salt
 //! uses a different key, so a deterministic nonce never meets two plaintexts under one
 //! key.
@@ -498,23 +501,19 @@ impl<'a> FrameRun<'a> {
         f.emit(&self.meta, out)
     }
 
-    /// Length of frame `i` on disk: header, ciphertext, tag.
+    /// Length of frame `i` on disk: ciphertext and tag (the header is not stored: it is
+    /// recomputed from the sealed table, so names, dtypes and shapes stay sealed).
     pub fn frame_len(&self, i: u64) -> Result<usize, Error> {
-        let mut h = [0u8; FRAME_HEADER_MAX_LEN];
-        let hl = self.header(i, &mut h)?;
         let (_, c) = self.chunk(i)?;
-        Ok(hl + c as usize + TAG_LEN)
+        Ok(c as usize + TAG_LEN)
     }
 
-    /// Length of the whole run on disk.
+    /// Length of the whole run on disk: its plaintext plus one tag per frame.
     pub fn sealed_len(&self) -> Result<u64, Error> {
-        let mut total = 0u64;
-        for i in 0..self.frames() {
-            total = total
-                .checked_add(self.frame_len(i)? as u64)
-                .ok_or(Error::Oversize)?;
-        }
-        Ok(total)
+        self.frames()
+            .checked_mul(TAG_LEN as u64)
+            .and_then(|t| t.checked_add(self.meta.total_len))
+            .ok_or(Error::Oversize)
     }
 }
 
@@ -550,11 +549,9 @@ impl<A: Aes256GcmProvider> FileCipher<A> {
         }
     }
 
-    /// Seals frame `i` of `run` into `frame`, which must be exactly
-    /// [`FrameRun::frame_len`] bytes and hold the plaintext chunk at
-    /// `frame[header_len..header_len + chunk_len]` on entry, where `header_len` is the
-    /// length [`FrameRun::header`] gives; the header and tag are written around it.
-    /// Use [`FileCipher::seal_frame_from`] to seal from a separate buffer.
+    /// Seals frame `i` of `run`: `plaintext` (its chunk) is encrypted into
+    /// `frame[..chunk_len]` and the tag follows; the AAD is the header
+    /// [`FrameRun::header`] gives. Returns the frame's length on disk.
     pub fn seal_frame_from(
         &self,
         run: &FrameRun<'_>,
@@ -569,69 +566,57 @@ impl<A: Aes256GcmProvider> FileCipher<A> {
         if plaintext.len() != c {
             return Err(Error::InvalidArgument);
         }
-        let total = hl + c + TAG_LEN;
+        let total = c + TAG_LEN;
         let out = frame.get_mut(..total).ok_or(Error::BufferTooSmall)?;
-        let (head, rest) = out.split_at_mut(hl);
-        head.copy_from_slice(&h[..hl]);
-        let (body, tail) = rest.split_at_mut(c);
+        let (body, tail) = out.split_at_mut(c);
         body.copy_from_slice(plaintext);
         let seq = run.first_seq + i;
         let tag = self
             .aead
-            .seal_in_place(&nonce(self.prefix, seq), head, body)?;
+            .seal_in_place(&nonce(self.prefix, seq), &h[..hl], body)?;
         tail.copy_from_slice(&tag);
         Ok(total)
     }
 
-    /// Opens frame `i` of `run` in place. The frame's header must be byte for byte the
-    /// one [`FrameRun::header`] gives ([`Error::ChunkOutOfOrder`] otherwise: a frame
-    /// from another place), its length exact ([`Error::Truncated`] /
-    /// [`Error::TrailingBytes`]), and its tag valid ([`Error::Decrypt`]: the buffer is
-    /// zeroed). Returns the plaintext.
+    /// Opens frame `i` of `run` (`ciphertext ‖ tag`, exactly [`FrameRun::frame_len`]
+    /// bytes: [`Error::Truncated`] / [`Error::TrailingBytes`] otherwise) in place and
+    /// returns the plaintext. A frame from anywhere else (another place in the file,
+    /// another tensor, file or model) or with any changed byte fails its tag
+    /// ([`Error::Decrypt`]) and the buffer is zeroed.
     pub fn open_frame<'f>(
         &self,
         run: &FrameRun<'_>,
         i: u64,
         frame: &'f mut [u8],
     ) -> Result<&'f mut [u8], Error> {
-        let mut h = [0u8; FRAME_HEADER_MAX_LEN];
-        let hl = run.header(i, &mut h)?;
-        if *frame.get(..hl).ok_or(Error::Truncated)? != h[..hl] {
-            return Err(Error::ChunkOutOfOrder);
-        }
         let (_, c) = run.chunk(i)?;
-        let total = hl + c as usize + TAG_LEN;
+        let c = c as usize;
+        let total = c + TAG_LEN;
         if frame.len() < total {
             return Err(Error::Truncated);
         }
         if frame.len() > total {
             return Err(Error::TrailingBytes);
         }
-        let (head, rest) = frame.split_at_mut(hl);
-        let (body, tail) = rest.split_at_mut(c as usize);
+        let (body, tail) = frame.split_at_mut(c);
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(tail);
-        self.open_parts(run, i, head, body, &tag)?;
+        self.open_parts(run, i, body, &tag)?;
         Ok(body)
     }
 
-    /// Opens frame `i` of `run` from its parts: `header` (must equal the expected
-    /// header exactly), the ciphertext `body` (decrypted in place; zeroed when the tag
-    /// fails) and the `tag`. For readers that place the ciphertext straight where the
-    /// plaintext belongs.
+    /// Opens frame `i` of `run` from its parts: the ciphertext `body` (decrypted in
+    /// place; zeroed when the tag fails) and the `tag`. For readers that place the
+    /// ciphertext straight where the plaintext belongs.
     pub fn open_parts(
         &self,
         run: &FrameRun<'_>,
         i: u64,
-        header: &[u8],
         body: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Error> {
         let mut h = [0u8; FRAME_HEADER_MAX_LEN];
         let hl = run.header(i, &mut h)?;
-        if *header != h[..hl] {
-            return Err(Error::ChunkOutOfOrder);
-        }
         let (_, c) = run.chunk(i)?;
         if body.len() != c as usize {
             return Err(Error::Truncated);
@@ -639,7 +624,7 @@ impl<A: Aes256GcmProvider> FileCipher<A> {
         let seq = run.first_seq + i;
         if let Err(e) = self
             .aead
-            .open_in_place(&nonce(self.prefix, seq), header, body, tag)
+            .open_in_place(&nonce(self.prefix, seq), &h[..hl], body, tag)
         {
             body.fill(0);
             return Err(e);

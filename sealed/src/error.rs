@@ -132,10 +132,7 @@ pub(crate) fn frame_reason(e: pqcc_core::Error, frame: u64) -> String {
     use pqcc_core::Error as E;
     match e {
         E::Decrypt => format!(
-            "frame {frame}: authentication tag did not verify (changed bytes, or sealed under another key, file or model)"
-        ),
-        E::ChunkOutOfOrder => format!(
-            "frame {frame}: header is not the one this place in the file requires (frames moved, swapped or from another tensor)"
+            "frame {frame}: authentication tag did not verify (changed bytes, frames moved or swapped, or sealed under another key, file or model)"
         ),
         E::Truncated => format!("frame {frame}: truncated"),
         E::TrailingBytes => format!("frame {frame}: longer than its header says"),

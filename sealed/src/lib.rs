@@ -26,6 +26,7 @@
 
 pub mod aead;
 mod error;
+pub mod hf;
 mod io;
 mod layout;
 pub mod open;

@@ -2,7 +2,7 @@
 //! and tensors on demand; and unsealing it back to the original files.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     fs::File,
     path::{Path, PathBuf},
 };
@@ -143,9 +143,9 @@ impl SealedFile {
             .filter(|r| self.kind == FileKind::Safetensors && r.plain_off.is_some())
     }
 
-    /// Where each frame of tensor `name` lies in the sealed file: `(offset, length)`
-    /// of `header ‖ ciphertext ‖ tag`, in order, with the exact header each must carry
-    /// (compare before handing frames to an opener that trusts headers).
+    /// Where each frame of tensor `name` lies in the sealed file (`ciphertext ‖ tag`),
+    /// in order, with the header that is its AAD: `header ‖ ciphertext ‖ tag` is the
+    /// channel frame an opener outside this crate (the GPU's) opens with [`Self::key`].
     pub fn tensor_frames(&self, name: &str) -> Option<Result<Vec<FrameLoc>>> {
         let (ri, run) = self
             .runs
@@ -188,11 +188,11 @@ impl SealedFile {
 /// Where one frame lies and what its header must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameLoc {
-    /// Offset of the frame in the sealed file.
+    /// Offset of the frame (`ciphertext ‖ tag`) in the sealed file.
     pub offset: u64,
-    /// Length of the frame (header, ciphertext, tag).
+    /// Length of the frame on disk (ciphertext and tag).
     pub len: usize,
-    /// The exact header (= AAD) the frame must start with.
+    /// The channel frame header that is the frame's AAD (not stored on disk).
     pub header: Vec<u8>,
     /// Offset of its plaintext within the tensor.
     pub plain_offset: u64,
@@ -415,11 +415,39 @@ impl SealedModel {
                 }
             }
         }
-        Ok(Self {
+        let model = Self {
             dir: dir.to_path_buf(),
             model_id,
             files,
-        })
+        };
+        model.check_indexes()?;
+        Ok(model)
+    }
+
+    /// Every `*.safetensors.index.json` must name only shards and tensors that exist.
+    fn check_indexes(&self) -> Result<()> {
+        let names: BTreeMap<String, BTreeSet<String>> = self
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Safetensors)
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    f.tensor_runs().map(|r| r.name.clone()).collect(),
+                )
+            })
+            .collect();
+        for f in self.files.iter().filter(|f| crate::hf::is_index(&f.path)) {
+            let text = self.read_file(&f.path)?;
+            crate::hf::check_index(&f.path, text.as_slice(), &names).map_err(|r| {
+                Error::refused(
+                    &f.path,
+                    None,
+                    r.trim_start_matches(&format!("{}: ", f.path)),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// The model id `name@revision`.
@@ -702,8 +730,6 @@ fn run_open_jobs(
             let fr = run
                 .frame_run(sf.preamble.frame_size)
                 .map_err(|e| sf.bad(Some(&run.name), e))?;
-            let hl = p.sealed_len - p.chunk_len - TAG_LEN;
-            let mut head = [0u8; FRAME_HEADER_MAX_LEN];
             let mut tag = [0u8; TAG_LEN];
             let named = |e: Error| match e {
                 Error::Refused { reason, .. } => Error::refused(
@@ -713,23 +739,16 @@ fn run_open_jobs(
                 ),
                 e => e,
             };
-            read_at(&handles[fi], &sf.sealed_path, p.sealed_off, &mut head[..hl]).map_err(named)?;
+            read_at(&handles[fi], &sf.sealed_path, p.sealed_off, dest).map_err(named)?;
             read_at(
                 &handles[fi],
                 &sf.sealed_path,
-                p.sealed_off + hl as u64,
-                dest,
-            )
-            .map_err(named)?;
-            read_at(
-                &handles[fi],
-                &sf.sealed_path,
-                p.sealed_off + (hl + p.chunk_len) as u64,
+                p.sealed_off + p.chunk_len as u64,
                 &mut tag,
             )
             .map_err(named)?;
             ciphers[fi]
-                .open_parts(&fr, p.frame, &head[..hl], dest, &tag)
+                .open_parts(&fr, p.frame, dest, &tag)
                 .map_err(|e| {
                     Error::refused(
                         &sf.path,

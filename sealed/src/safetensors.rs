@@ -182,6 +182,55 @@ pub fn parse_json(json: &[u8], data_len: u64) -> std::result::Result<Vec<StTenso
     Ok(out)
 }
 
+/// Encodes a safetensors file: the tensors `(name, dtype, shape, bytes)` laid out in
+/// the order given, the optional `__metadata__` first, the JSON padded with spaces to a
+/// multiple of 8 bytes (as the reference writer does). Refuses a tensor whose bytes do
+/// not match its dtype and shape.
+pub fn encode(
+    tensors: &[(&str, DType, &[u64], &[u8])],
+    metadata: Option<&[(&str, &str)]>,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut hdr = serde_json::Map::new();
+    if let Some(m) = metadata {
+        let mm: serde_json::Map<String, Value> = m
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect();
+        hdr.insert("__metadata__".into(), Value::Object(mm));
+    }
+    let mut off = 0u64;
+    for (name, dtype, shape, bytes) in tensors {
+        let want = shape
+            .iter()
+            .try_fold(dtype.size(), |a, &d| a.checked_mul(d));
+        if want != Some(bytes.len() as u64) {
+            return Err(format!(
+                "tensor {name:?}: {} bytes do not fit its shape",
+                bytes.len()
+            ));
+        }
+        let dt =
+            dtype_name(*dtype).ok_or_else(|| format!("tensor {name:?}: no safetensors dtype"))?;
+        let end = off + bytes.len() as u64;
+        hdr.insert(
+            (*name).to_owned(),
+            serde_json::json!({"dtype": dt, "shape": shape, "data_offsets": [off, end]}),
+        );
+        off = end;
+    }
+    let mut json = serde_json::to_vec(&Value::Object(hdr)).map_err(|e| e.to_string())?;
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + off as usize);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, _, bytes) in tensors {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

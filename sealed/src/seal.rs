@@ -168,6 +168,23 @@ pub fn seal_dir(
             total: 0,
         });
     }
+    // A sharded checkpoint's index must agree with its shards.
+    let names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = plans
+        .iter()
+        .filter_map(|p| {
+            p.header.as_ref().map(|h| {
+                (
+                    p.rel.clone(),
+                    h.tensors.iter().map(|t| t.name.clone()).collect(),
+                )
+            })
+        })
+        .collect();
+    for p in plans.iter().filter(|p| crate::hf::is_index(&p.rel)) {
+        let text = std::fs::read(&p.src).map_err(|e| Error::io(&p.src, "reading", e))?;
+        crate::hf::check_index(&p.rel, &text, &names)
+            .map_err(|r| Error::bad_input(&p.rel, r.trim_start_matches(&format!("{}: ", p.rel))))?;
+    }
     let plain_bytes: u64 = plans.iter().map(|p| p.len).sum();
     let bar = progress_bar(opts.progress, plain_bytes.saturating_mul(2));
 

@@ -204,33 +204,64 @@ fn frames_round_trip_and_refuse_moves() {
         (lens[0] + lens[1]) as u64,
         "sealed_len sums the frames"
     );
-    // The last frame carries FINAL, the first does not.
-    let (h0, _) = crate::wire::FrameHeader::decode(&frames[0][..lens[0]]).unwrap();
-    let (h1, _) = crate::wire::FrameHeader::decode(&frames[1][..lens[1]]).unwrap();
-    assert!(!h0.is_final() && h1.is_final());
-    assert_eq!((h0.seq, h1.seq), (3, 4));
+    assert_eq!(
+        (lens[0], lens[1]),
+        (4096 + 16, 904 + 16),
+        "no header on disk"
+    );
+    // The AAD: the last frame's header carries FINAL, the first's does not.
+    let mut hb = [0u8; FRAME_HEADER_MAX_LEN];
+    let n = r.header(0, &mut hb).unwrap();
+    let (h0, _) = crate::wire::FrameHeader::decode(&hb[..n]).unwrap();
+    assert!(!h0.is_final());
+    assert_eq!((h0.seq, h0.meta.name, h0.offset), (3, "t", 0));
+    let n = r.header(1, &mut hb).unwrap();
+    let (h1, _) = crate::wire::FrameHeader::decode(&hb[..n]).unwrap();
+    assert!(h1.is_final());
+    assert_eq!((h1.seq, h1.offset, h1.chunk_len), (4, 4096, 904));
+    // Plaintext nowhere in the frame.
+    assert!(!frames[0].windows(16).any(|w| w == &plain[..16]));
 
     let mut f1 = frames[1];
     let pt = c.open_frame(&r, 1, &mut f1[..lens[1]]).unwrap();
     assert_eq!(pt, &plain[4096..]);
 
-    // Frame 1 presented as frame 0: the header differs.
+    // Frame 1 presented as frame 0 (the length check), frame 0 as a frame of
+    // another tensor of the same length, or at another place in the file, or as a
+    // tensor of another shape: the AAD or nonce differs, so the tag fails.
     let mut f1 = frames[1];
     assert_eq!(
         c.open_frame(&r, 0, &mut f1[..lens[1]]),
-        Err(Error::ChunkOutOfOrder)
+        Err(Error::Truncated)
     );
-    // The same tensor under another name, or at another place in the file.
-    let mut f0 = frames[0];
-    assert_eq!(
-        c.open_frame(&run("u", 5000, 3), 0, &mut f0[..lens[0]]),
-        Err(Error::ChunkOutOfOrder)
-    );
-    let mut f0 = frames[0];
-    assert_eq!(
-        c.open_frame(&run("t", 5000, 4), 0, &mut f0[..lens[0]]),
-        Err(Error::ChunkOutOfOrder)
-    );
+    let wrong = [
+        run("u", 5000, 3),
+        run("t", 5000, 4),
+        FrameRun {
+            meta: TensorMetadata::new(1, "t", DType::U8, &[50, 100]).unwrap(),
+            first_seq: 3,
+            frame_size: 4096,
+        },
+        FrameRun {
+            meta: TensorMetadata::new(1, "t", DType::I8, &[5000]).unwrap(),
+            first_seq: 3,
+            frame_size: 4096,
+        },
+        FrameRun {
+            meta: TensorMetadata::new(2, "t", DType::U8, &[5000]).unwrap(),
+            first_seq: 3,
+            frame_size: 4096,
+        },
+    ];
+    for w in &wrong {
+        let mut f0 = frames[0];
+        assert_eq!(
+            c.open_frame(w, 0, &mut f0[..lens[0]]),
+            Err(Error::Decrypt),
+            "{w:?}"
+        );
+        assert!(f0[..4096].iter().all(|&b| b == 0));
+    }
     // Truncated and extended frames.
     let mut f0 = frames[0];
     assert_eq!(
@@ -246,8 +277,7 @@ fn frames_round_trip_and_refuse_moves() {
     let mut f0 = frames[0];
     f0[100] ^= 1;
     assert_eq!(c.open_frame(&r, 0, &mut f0[..lens[0]]), Err(Error::Decrypt));
-    let hl = lens[0] - 4096 - TAG_LEN;
-    assert!(f0[hl..hl + 4096].iter().all(|&b| b == 0));
+    assert!(f0[..4096].iter().all(|&b| b == 0));
     // Another file's key.
     let other = FileCipher::<RustCryptoAesGcm>::new(&mk.file_key("g", &preamble().emit()).unwrap());
     let mut f0 = frames[0];
@@ -269,7 +299,10 @@ fn empty_tensor_is_one_final_frame() {
     let c = FileCipher::<RustCryptoAesGcm>::new(&fk);
     let mut f = [0u8; 128];
     let n = c.seal_frame_from(&r, 0, &[], &mut f).unwrap();
-    let (h, _) = crate::wire::FrameHeader::decode(&f[..n]).unwrap();
+    assert_eq!(n, TAG_LEN);
+    let mut hb = [0u8; FRAME_HEADER_MAX_LEN];
+    let hl = r.header(0, &mut hb).unwrap();
+    let (h, _) = crate::wire::FrameHeader::decode(&hb[..hl]).unwrap();
     assert!(h.is_final());
     assert_eq!(c.open_frame(&r, 0, &mut f[..n]).unwrap().len(), 0);
 }
