@@ -222,7 +222,7 @@ pub fn encode(
     while json.len() % 8 != 0 {
         json.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + json.len() + off as usize);
+    let mut out = Vec::with_capacity(8 + json.len() + usize::try_from(off).unwrap_or(0));
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
     for (_, _, _, bytes) in tensors {

@@ -1,3 +1,6 @@
+// Offsets of small test files.
+#![allow(clippy::cast_possible_truncation)]
+
 //! Sealing, opening and unsealing whole model directories: round trips, byte
 //! reproducibility, nonce separation on re-sealing, and every kind of tampering.
 
