@@ -75,6 +75,171 @@ fn fake_driver_allowed() -> bool {
         || std::env::var_os("PQCC_INSECURE_FAKE_CUDA").is_some_and(|v| v == "1")
 }
 
+/// The file name NVML is loaded by ([`CcState::detect`]).
+pub const NVML_LIBRARY: &str = "libnvidia-ml.so.1";
+
+/// The GPUs' confidential-computing (CC) mode, as NVML reports it
+/// (`nvmlSystemGetConfComputeState`, one state for the whole system: NVIDIA supports CC
+/// only with every GPU of the machine in CC mode). docs/gpu.md, "Confidential-computing
+/// mode", says what the mode changes and where that is from.
+///
+/// With CC on, the GPU cannot reach the confidential VM's memory: the driver refuses to
+/// register host memory (`cuMemHostRegister`), serves page-locked allocations
+/// (`cuMemHostAlloc`) from the guest's private memory and moves every copy between host
+/// memory and VRAM through encrypted bounce buffers, and host memory the GPU would read
+/// or write directly (mapped memory, flags or verdicts written by the GPU) is not
+/// available. [`CudaBackend`] detects the state when it is created
+/// ([`CudaBackend::cc_state`]); the opener runs only the schedules the state allows
+/// ([`CcState::allows`]). An unknown state is treated as on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CcState {
+    /// `ccFeature` 0: CC off.
+    Off,
+    /// `ccFeature` 1: CC on.
+    On {
+        /// `devToolsMode` 1: CC on in the developer-tools mode (same data path).
+        dev_tools: bool,
+        /// NVML's `environment`: 0 unavailable, 1 simulation, 2 production.
+        environment: u32,
+    },
+    /// NVML could not be loaded, failed, or answered something it does not define (the
+    /// text says which): treated as on, so that nothing relies on what CC mode refuses.
+    Unknown(String),
+}
+
+/// `nvmlConfComputeSystemState_t` (nvml.h).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct NvmlCcSystemState {
+    environment: std::ffi::c_uint,
+    cc_feature: std::ffi::c_uint,
+    dev_tools_mode: std::ffi::c_uint,
+}
+
+/// NVML's name for a return code (the ones its CC calls are documented to return).
+fn nvml_error(r: std::ffi::c_int) -> String {
+    let name = match r {
+        1 => "NVML_ERROR_UNINITIALIZED",
+        2 => "NVML_ERROR_INVALID_ARGUMENT",
+        3 => "NVML_ERROR_NOT_SUPPORTED",
+        9 => "NVML_ERROR_DRIVER_NOT_LOADED",
+        12 => "NVML_ERROR_LIBRARY_NOT_FOUND",
+        13 => "NVML_ERROR_FUNCTION_NOT_FOUND",
+        999 => "NVML_ERROR_UNKNOWN",
+        _ => "an NVML error",
+    };
+    format!("{name} ({r})")
+}
+
+/// Asks the NVML in `lib` for the CC state: `nvmlInit_v2`,
+/// `nvmlSystemGetConfComputeState`, `nvmlShutdown`. Anything but a defined answer is
+/// [`CcState::Unknown`].
+fn query_nvml(lib: &libloading::Library) -> CcState {
+    type Call = unsafe extern "C" fn() -> std::ffi::c_int;
+    type GetState = unsafe extern "C" fn(*mut NvmlCcSystemState) -> std::ffi::c_int;
+    // SAFETY: the symbols have these signatures in nvml.h (and in FakeCuda).
+    let (init, shutdown, get) = match unsafe {
+        (
+            lib.get::<Call>(b"nvmlInit_v2\0"),
+            lib.get::<Call>(b"nvmlShutdown\0"),
+            lib.get::<GetState>(b"nvmlSystemGetConfComputeState\0"),
+        )
+    } {
+        (Ok(i), Ok(s), Ok(g)) => (i, s, g),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return CcState::Unknown(format!(
+                "NVML lacks a function of the CC state query (a driver before R535?): {e}"
+            ));
+        }
+    };
+    // SAFETY: nvmlInit_v2 takes no arguments; NVML counts its initialisations.
+    let r = unsafe { init() };
+    if r != 0 {
+        return CcState::Unknown(format!("nvmlInit_v2 failed: {}", nvml_error(r)));
+    }
+    let mut st = NvmlCcSystemState::default();
+    // SAFETY: `st` is a writable nvmlConfComputeSystemState_t; NVML is initialised.
+    let r = unsafe { get(&raw mut st) };
+    // SAFETY: balances the successful nvmlInit_v2 above.
+    unsafe { shutdown() };
+    if r != 0 {
+        return CcState::Unknown(format!(
+            "nvmlSystemGetConfComputeState failed: {}",
+            nvml_error(r)
+        ));
+    }
+    match st.cc_feature {
+        0 => CcState::Off,
+        1 => CcState::On {
+            dev_tools: st.dev_tools_mode != 0,
+            environment: st.environment,
+        },
+        v => CcState::Unknown(format!(
+            "nvmlSystemGetConfComputeState reported ccFeature {v}, which NVML does not define"
+        )),
+    }
+}
+
+impl CcState {
+    /// Asks NVML ([`NVML_LIBRARY`], loaded at run time; the process's NVML
+    /// initialisation is balanced before this returns). No NVML, or an error:
+    /// [`CcState::Unknown`].
+    pub fn detect() -> Self {
+        Self::from_nvml_library(NVML_LIBRARY)
+    }
+
+    /// [`CcState::detect`] with NVML loaded from `library`: a file name the dynamic
+    /// loader searches for, or a path.
+    pub fn from_nvml_library(library: impl AsRef<std::ffi::OsStr>) -> Self {
+        let library = library.as_ref();
+        // SAFETY: loading NVML runs its initialisers, as any user of the driver does; the
+        // library is only used through the calls of `query_nvml`, and dropped after.
+        match unsafe { libloading::Library::new(library) } {
+            Ok(lib) => query_nvml(&lib),
+            Err(e) => CcState::Unknown(format!("NVML ({}) not loaded: {e}", library.display())),
+        }
+    }
+
+    /// Whether CC mode is known to be off.
+    pub fn is_off(&self) -> bool {
+        *self == CcState::Off
+    }
+
+    /// Whether [`GpuOpener`] runs `schedule` in this state; `Err`
+    /// ([`GpuError::Unavailable`]) says why not. With CC off, every schedule. With CC on
+    /// or unknown: never one that needs the GPU to reach host memory directly or host
+    /// memory registered (CC mode refuses both; none of the current schedules does), and
+    /// one that needs stream memory operations (`Resident`) only when `unverified` is set
+    /// ([`GpuOpener::allow_unverified_in_cc_mode`]): NVIDIA does not document them for CC
+    /// mode and they have not been run on a CC-on GPU here. `PerTensor` and `Persistent`,
+    /// the default, need nothing beyond what CC mode documents as working.
+    pub fn allows(&self, schedule: OpenSchedule, unverified: bool) -> Result<(), GpuError> {
+        let state = match self {
+            CcState::Off => return Ok(()),
+            CcState::On { .. } => "confidential-computing mode is on".to_string(),
+            CcState::Unknown(why) => format!(
+                "the confidential-computing state is unknown ({why}), so it is treated as on"
+            ),
+        };
+        let n = schedule.needs();
+        if n.gpu_access_to_host_memory || n.host_memory_registration {
+            return Err(GpuError::Unavailable(format!(
+                "the {schedule:?} schedule needs the GPU to reach host memory directly, which \
+                 a GPU in confidential-computing mode cannot: {state}"
+            )));
+        }
+        if n.stream_memory_operations && !unverified {
+            return Err(GpuError::Unavailable(format!(
+                "the {schedule:?} schedule is not used in confidential-computing mode: {state}; \
+                 it needs stream memory operations (cuStreamWriteValue32) beside the encrypted \
+                 copies, which NVIDIA does not document for CC mode and which have not run on a \
+                 CC-on GPU here (GpuOpener::allow_unverified_in_cc_mode tries it anyway)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Page-locked host memory: the source of asynchronous host→device copies. Zeroized
 /// before it is freed.
 pub struct PinnedBuffer {
@@ -495,6 +660,11 @@ struct Slot {
 /// takes (up to 1.4× `PerTensor` at 1–4 MiB) and is what batches use, but it needs
 /// stream memory operations and keeps the SMs busy while it waits for copies, so it is
 /// chosen explicitly.
+///
+/// In confidential-computing mode, or when that mode is unknown, the opener runs only
+/// the schedules [`CcState::allows`]: `PerTensor` and `Persistent`. A schedule it does not
+/// allow stays set but refuses every tensor with [`GpuError::Unavailable`] before anything
+/// is queued (the destination zeroed, nothing committed); there is no silent fallback.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OpenSchedule {
     /// Two kernel launches per frame, each after its frame's copy on the same stream. A
@@ -531,6 +701,48 @@ pub enum OpenSchedule {
     Resident,
 }
 
+/// What an [`OpenSchedule`] needs of the driver beyond device memory, copies between
+/// VRAM and host memory (page-locked from `cuMemHostAlloc`, or pageable), kernel
+/// launches and events, which every schedule uses and CC mode supports. [`CcState::allows`]
+/// decides from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleNeeds {
+    /// Stream memory operations (`cuStreamWriteValue32`) on device memory.
+    pub stream_memory_operations: bool,
+    /// The GPU reads or writes host memory itself (mapped, zero-copy memory; a flag or a
+    /// verdict the GPU writes to the host): refused in CC mode.
+    pub gpu_access_to_host_memory: bool,
+    /// Host memory registered with `cuMemHostRegister`: refused in CC mode.
+    pub host_memory_registration: bool,
+}
+
+impl OpenSchedule {
+    /// Every schedule.
+    pub const ALL: [OpenSchedule; 3] = [
+        OpenSchedule::PerTensor,
+        OpenSchedule::Persistent,
+        OpenSchedule::Resident,
+    ];
+
+    /// What the schedule needs of the driver ([`ScheduleNeeds`]). No schedule lets the
+    /// GPU write verdicts or flags into host memory: the verdicts come back as a copy
+    /// from VRAM that the driver makes, and `Resident`'s arrival flags are in VRAM.
+    pub const fn needs(self) -> ScheduleNeeds {
+        let none = ScheduleNeeds {
+            stream_memory_operations: false,
+            gpu_access_to_host_memory: false,
+            host_memory_registration: false,
+        };
+        match self {
+            OpenSchedule::PerTensor | OpenSchedule::Persistent => none,
+            OpenSchedule::Resident => ScheduleNeeds {
+                stream_memory_operations: true,
+                ..none
+            },
+        }
+    }
+}
+
 /// The opener's kept status words ([`OpenSchedule::Persistent`]).
 struct Verdicts {
     dev: CudaSlice<u32>,
@@ -554,6 +766,8 @@ pub struct CudaBackend {
     info: DeviceInfo,
     /// Thread blocks a frame's grid aims for (SMs × blocks per SM).
     grid_target: u32,
+    /// The GPU's confidential-computing mode, detected at creation.
+    cc: CcState,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -562,13 +776,15 @@ impl std::fmt::Debug for CudaBackend {
             .field("device", &self.info.name)
             .field("streams", &self.streams.len())
             .field("buffers", &self.buffers.len())
+            .field("cc", &self.cc)
             .finish()
     }
 }
 
 impl CudaBackend {
-    /// Opens device `ordinal` with `streams` streams (at least 1) and compiles the kernel
-    /// for its compute capability.
+    /// Opens device `ordinal` with `streams` streams (at least 1), compiles the kernel
+    /// for its compute capability and detects the confidential-computing mode
+    /// ([`CcState::detect`]; on FakeCuda, the fake's own NVML answer).
     pub fn new(ordinal: usize, streams: usize) -> Result<Self, GpuError> {
         Self::with_config(ordinal, streams, KernelConfig::default())
     }
@@ -601,6 +817,14 @@ impl CudaBackend {
                  PQCC_INSECURE_FAKE_CUDA=1)"
             )));
         }
+        let cc = if name.starts_with(FAKE_DEVICE_PREFIX) {
+            // FakeCuda (allowed above, tests only) answers NVML's CC query itself.
+            // SAFETY: `culib` is the driver library cudarc loaded (it is loaded: a context
+            // exists); only the NVML functions `query_nvml` names are looked up in it.
+            query_nvml(unsafe { sys::culib() })
+        } else {
+            CcState::detect()
+        };
         let info = DeviceInfo {
             name,
             total_memory: ctx.total_mem().map_err(drv)? as u64,
@@ -630,7 +854,13 @@ impl CudaBackend {
             next: 0,
             info,
             grid_target,
+            cc,
         })
+    }
+
+    /// The GPU's confidential-computing mode, as detected when the backend was created.
+    pub fn cc_state(&self) -> &CcState {
+        &self.cc
     }
 
     /// The number of streams.
@@ -987,6 +1217,8 @@ pub struct GpuOpener<const W: usize = DEFAULT_WINDOW_WORDS> {
     batch_depth: usize,
     verdicts: Option<Verdicts>,
     resident: Option<Resident>,
+    /// [`GpuOpener::allow_unverified_in_cc_mode`].
+    unverified_in_cc: bool,
 }
 
 impl<const W: usize> std::fmt::Debug for GpuOpener<W> {
@@ -995,6 +1227,7 @@ impl<const W: usize> std::fmt::Debug for GpuOpener<W> {
             .field("backend", &self.backend)
             .field("key", &self.key)
             .field("epoch", &self.channel.epoch())
+            .field("schedule", &self.schedule)
             .finish()
     }
 }
@@ -1030,12 +1263,35 @@ impl<const W: usize> GpuOpener<W> {
             batch_depth: DEFAULT_BATCH_DEPTH,
             verdicts: None,
             resident: None,
+            unverified_in_cc: false,
         })
     }
 
     /// How tensors are scheduled on the GPU ([`OpenSchedule`]); the default is `Persistent`.
+    /// A schedule the confidential-computing state does not allow
+    /// ([`GpuOpener::schedule_allowed`]) is kept, and then every tensor fails with
+    /// [`GpuError::Unavailable`] before anything is queued.
     pub fn set_schedule(&mut self, schedule: OpenSchedule) {
         self.schedule = schedule;
+    }
+
+    /// Whether `schedule` runs here: [`CcState::allows`] for the backend's CC state.
+    pub fn schedule_allowed(&self, schedule: OpenSchedule) -> Result<(), GpuError> {
+        self.backend.cc.allows(schedule, self.unverified_in_cc)
+    }
+
+    /// The GPU's confidential-computing mode ([`CudaBackend::cc_state`]).
+    pub fn cc_state(&self) -> &CcState {
+        self.backend.cc_state()
+    }
+
+    /// Lets schedules that were never run on a GPU in CC mode (`Resident`: stream memory
+    /// operations) run when CC is on or unknown: for trying them on such a GPU. Their
+    /// failures there fail closed like any other (the destination zeroed, nothing
+    /// committed); a flag that never arrives costs the resident kernel's 10 s timeout.
+    /// Schedules CC mode refuses outright stay refused. Off by default.
+    pub fn allow_unverified_in_cc_mode(&mut self, allow: bool) {
+        self.unverified_in_cc = allow;
     }
 
     /// The current [`OpenSchedule`].
@@ -1158,6 +1414,8 @@ impl<const W: usize> GpuOpener<W> {
         dst_p: u64,
         dst_len: usize,
     ) -> Result<TensorPlan, GpuError> {
+        // Before anything is queued: a schedule the CC state does not allow.
+        self.schedule_allowed(self.schedule)?;
         match self.schedule {
             OpenSchedule::PerTensor => {}
             OpenSchedule::Persistent => {
@@ -1267,6 +1525,7 @@ impl<const W: usize> GpuOpener<W> {
         dst_len: usize,
         batch: bool,
     ) -> Result<Option<Queued>, GpuError> {
+        self.schedule_allowed(OpenSchedule::Resident)?;
         // Too many frames for one launch: not worth checking the headers here.
         if frames.len() > RESIDENT_FRAMES {
             return Ok(None);
@@ -1963,6 +2222,8 @@ impl<const W: usize> GpuOpener<W> {
         ranges: &[std::ops::Range<usize>],
         iterations: usize,
     ) -> Result<f64, GpuError> {
+        // The per-frame kernels of `PerTensor` and `Persistent`.
+        self.schedule_allowed(OpenSchedule::PerTensor)?;
         let frames = frames_in(src, ranges)?;
         let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
         let total = plan.total_len;
@@ -2082,6 +2343,7 @@ impl<const W: usize> GpuOpener<W> {
         ranges: &[std::ops::Range<usize>],
         iterations: usize,
     ) -> Result<Option<f64>, GpuError> {
+        self.schedule_allowed(OpenSchedule::Resident)?;
         let frames = frames_in(src, ranges)?;
         let plan = plan_tensor(&self.channel, now, frames.iter().copied())?;
         let total = plan.total_len;

@@ -18,6 +18,14 @@
 //!   the GPU itself, in stream order, before the host learns the outcome; the whole
 //!   destination is then zeroed and the call fails with [`GpuError::TagMismatch`].
 //!
+//! ## Confidential-computing mode
+//! An H100/H200 in CC mode cannot reach the guest's memory: host memory cannot be
+//! registered, page-locked memory is copied through the driver's encrypted bounce
+//! buffers, and nothing the GPU would write directly into host memory is available. The
+//! CUDA backend reads the mode from NVML when it is created ([`cuda::CcState`]) and the
+//! opener then runs only the schedules that need nothing of that
+//! ([`cuda::CcState::allows`]); an unknown state counts as on.
+//!
 //! ## Parts
 //! - [`backend`]: the device-memory interface (upload / download / free /
 //!   device_info) with an in-memory implementation for tests ([`MemoryBackend`]).

@@ -10,7 +10,9 @@
 //! FakeCuda runs queued work only when the host waits for it, so a missing wait shows
 //! up as stale data or an error every time. These tests also count host waits and
 //! launches per tensor for each schedule, and lose a resident kernel's arrival flag on
-//! purpose.
+//! purpose. In FakeCuda's confidential-computing mode they check the opener's reading
+//! of NVML's CC state and every schedule: opened through the bounce buffers, or refused
+//! as documented (docs/gpu.md, "Confidential-computing mode").
 //!
 //! Needs libnvrtc (the kernel is still compiled to PTX, and the fake checks its entry
 //! points); without it every test prints why and returns. The fake library is built
@@ -28,7 +30,7 @@ use common::*;
 use pqcc_gpu::{
     Backend, GpuError,
     cuda::{
-        CudaBackend, DEFAULT_BATCH_DEPTH, OpenSchedule, RESIDENT_LANES, cuda_available,
+        CcState, CudaBackend, DEFAULT_BATCH_DEPTH, OpenSchedule, RESIDENT_LANES, cuda_available,
         insecure_allow_fake_driver,
     },
     kernel,
@@ -36,7 +38,7 @@ use pqcc_gpu::{
 
 /// FakeCuda's state is one per process: the tests take turns.
 static TURN: Mutex<()> = Mutex::new(());
-static LIB: OnceLock<libloading::Library> = OnceLock::new();
+static LIB: OnceLock<(libloading::Library, std::path::PathBuf)> = OnceLock::new();
 
 fn turn() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
@@ -44,13 +46,21 @@ fn turn() -> MutexGuard<'static, ()> {
 
 /// Loads FakeCuda by path (once), before anything asks for `libcuda.so`.
 fn fake() -> &'static libloading::Library {
-    LIB.get_or_init(|| {
+    &LIB.get_or_init(|| {
         let path = fake::build();
         // SAFETY: FakeCuda has no initialisers beyond Rust statics; loading it runs no
         // foreign code.
-        unsafe { libloading::Library::new(&path) }
-            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+        let lib = unsafe { libloading::Library::new(&path) }
+            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+        (lib, path)
     })
+    .0
+}
+
+/// Where FakeCuda's shared library is (loaded by [`fake`]).
+fn fake_path() -> &'static std::path::Path {
+    fake();
+    &LIB.get().expect("loaded above").1
 }
 
 struct FakeGpu;
@@ -119,6 +129,27 @@ impl FakeGpu {
         self.control(b"pqcc_fake_cuda_fail_copy", n);
     }
 
+    /// FakeCuda's confidential-computing mode: 0 off, 1 on, 2 on with developer tools.
+    fn set_cc(&self, mode: u32) {
+        self.control(b"pqcc_fake_cuda_set_cc", mode);
+    }
+
+    /// How FakeCuda's NVML answers: 0 as it should, 1 `nvmlInit_v2` fails, 2 the CC state
+    /// query fails, 3 it reports an undefined `ccFeature`.
+    fn set_nvml(&self, fault: u32) {
+        self.control(b"pqcc_fake_cuda_set_nvml", fault);
+    }
+
+    /// FakeCuda's `nvmlShutdown` (its NVML return code).
+    fn nvml_shutdown(&self) -> i32 {
+        // SAFETY: the NVML entry point has this signature in gpu/fake-cuda.
+        unsafe {
+            let f: libloading::Symbol<'_, extern "C" fn() -> i32> =
+                fake().get(b"nvmlShutdown").unwrap();
+            f()
+        }
+    }
+
     fn live_allocations(&self) -> usize {
         // SAFETY: as above.
         unsafe {
@@ -146,7 +177,7 @@ impl FakeGpu {
 }
 
 /// FakeCuda's counters (`pqcc_fake_cuda_counters`).
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 14;
 
 #[derive(Debug, Clone, Copy)]
 struct Counters([u64; COUNTERS]);
@@ -180,6 +211,14 @@ impl Counters {
     /// Per resident kernel queued, the earlier ones that had not run yet, summed.
     fn tensors_behind(&self) -> u64 {
         self.0[11]
+    }
+    /// Copies between host memory and VRAM through the driver's bounce buffers (CC mode).
+    fn bounced(&self) -> u64 {
+        self.0[12]
+    }
+    /// Their bytes.
+    fn bounced_bytes(&self) -> u64 {
+        self.0[13]
     }
     fn minus(self, before: Counters) -> Counters {
         let mut d = [0u64; COUNTERS];
@@ -853,5 +892,283 @@ fn batch_faults_fail_closed() {
                  then opened"
             );
         }
+    });
+}
+
+/// FakeCuda's confidential-computing mode and NVML answer for one test: restored (CC
+/// off, NVML answering, cases without `allow_unverified_in_cc_mode`) when dropped, also
+/// after a panic.
+struct CcMode<'a>(&'a FakeGpu);
+
+impl<'a> CcMode<'a> {
+    fn set(dev: &'a FakeGpu, cc: u32, nvml: u32) -> Self {
+        dev.set_cc(cc);
+        dev.set_nvml(nvml);
+        Self(dev)
+    }
+}
+
+impl Drop for CcMode<'_> {
+    fn drop(&mut self) {
+        self.0.set_cc(0);
+        self.0.set_nvml(0);
+        cases::UNVERIFIED_IN_CC.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// FakeCuda's CC mode, its NVML fault, and a check of the state the opener reads.
+type CcSetting = (u32, u32, fn(&CcState) -> bool);
+
+/// The fake's (CC mode, NVML fault) settings of the CC tests, with what the opener must
+/// make of them: off, on, on with developer tools, and three unknown states (NVML does not
+/// initialise; its CC query fails; it answers an undefined `ccFeature`).
+fn cc_settings() -> [CcSetting; 6] {
+    [
+        (0, 0, |s| *s == CcState::Off),
+        (1, 0, |s| {
+            *s == CcState::On {
+                dev_tools: false,
+                environment: 2,
+            }
+        }),
+        (2, 0, |s| {
+            *s == CcState::On {
+                dev_tools: true,
+                environment: 2,
+            }
+        }),
+        (
+            0,
+            1,
+            |s| matches!(s, CcState::Unknown(w) if w.contains("nvmlInit_v2") && w.contains("(9)")),
+        ),
+        (
+            1,
+            2,
+            |s| matches!(s, CcState::Unknown(w) if w.contains("NVML_ERROR_NOT_SUPPORTED")),
+        ),
+        (
+            1,
+            3,
+            |s| matches!(s, CcState::Unknown(w) if w.contains("ccFeature 7")),
+        ),
+    ]
+}
+
+/// The opener reads the CC state from NVML: on FakeCuda from the fake itself, and through
+/// `CcState::from_nvml_library` from the fake loaded as NVML by path (the code path of
+/// the real `libnvidia-ml.so.1`). Every NVML initialisation is balanced. No NVML library
+/// at all is an unknown state. Which schedules each state allows.
+#[test]
+fn the_cc_state_comes_from_nvml() {
+    checked(|dev| {
+        let Some(_) = dev.backend("cc state") else {
+            return;
+        };
+        for (cc, nvml, expect) in cc_settings() {
+            let _mode = CcMode::set(dev, cc, nvml);
+            let b = dev.another();
+            let state = b.cc_state().clone();
+            assert!(expect(&state), "cc {cc}, nvml {nvml}: {state:?}");
+            let by_path = CcState::from_nvml_library(fake_path());
+            assert_eq!(
+                by_path, state,
+                "cc {cc}, nvml {nvml}: loaded as NVML by path"
+            );
+            // Balanced: a further shutdown finds NVML uninitialised.
+            assert_eq!(dev.nvml_shutdown(), 1, "NVML_ERROR_UNINITIALIZED");
+            for schedule in OpenSchedule::ALL {
+                let allowed = state.allows(schedule, false);
+                let needs = schedule.needs();
+                assert!(!needs.gpu_access_to_host_memory && !needs.host_memory_registration);
+                match (&state, schedule) {
+                    (CcState::Off, _) | (_, OpenSchedule::PerTensor | OpenSchedule::Persistent) => {
+                        assert_eq!(allowed, Ok(()), "{state:?} {schedule:?}");
+                    }
+                    (_, OpenSchedule::Resident) => {
+                        let Err(GpuError::Unavailable(why)) = allowed else {
+                            panic!("{state:?}: Resident allowed");
+                        };
+                        assert!(why.contains("cuStreamWriteValue32"), "{why}");
+                        assert_eq!(state.allows(schedule, true), Ok(()));
+                    }
+                }
+            }
+            println!("[fake-gpu] cc {cc}, nvml fault {nvml}: {state:?}");
+        }
+        let none = CcState::from_nvml_library("/nonexistent/libnvidia-ml.so.1");
+        assert!(
+            matches!(&none, CcState::Unknown(w) if w.contains("not loaded")),
+            "{none:?}"
+        );
+        println!(
+            "[fake-gpu] this machine's own NVML: {:?}",
+            CcState::detect()
+        );
+    });
+}
+
+/// Every `OpenSchedule` with FakeCuda in CC mode (on, on with developer tools, and on
+/// while NVML cannot tell): `PerTensor` and `Persistent` open every case correctly,
+/// every copy between host memory and VRAM going through the bounce buffers, the key
+/// upload too; `Resident` is refused before anything runs (no launch, no flag write),
+/// single tensors, batches and its kernel timing alike, the destination zeroed, nothing
+/// committed. Tried anyway (`allow_unverified_in_cc_mode`), `Resident` opens them too
+/// on the fake. With CC off nothing is bounced.
+#[test]
+fn every_schedule_in_cc_mode_opens_or_is_refused() {
+    checked(|dev| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] cc schedules: skipped: no libnvrtc");
+            return;
+        }
+        let shapes: &[(usize, usize)] = &[
+            (0, 1),
+            (17, 16),
+            (65_539, 65_536),
+            (100_000, 1000),
+            (7_003, 1000),
+            ((1 << 20) + 5, 1 << 18),
+            (9 << 20, 4 << 20),
+        ];
+        // Every case with CC on; the same rule (and the fake's same data path) for the
+        // other two states, so fewer cases there (each backend compiles the kernel).
+        for (cc, nvml, what) in [(1, 0, "on"), (2, 0, "devtools"), (1, 2, "unknown")] {
+            let _mode = CcMode::set(dev, cc, nvml);
+            let before = dev.counters();
+            let all = what == "on";
+            if all {
+                cases::wycheproof(dev);
+                cases::rekey(dev);
+            }
+            for schedule in SCHEDULES {
+                if schedule == OpenSchedule::Resident {
+                    resident_refused_in_cc(dev, what);
+                    continue;
+                }
+                cases::pinned(dev, schedule);
+                if all {
+                    cases::cross_check_shapes(dev, schedule, shapes);
+                    cases::refused_midway(dev, schedule);
+                    cases::batch(dev, schedule);
+                }
+            }
+            let d = dev.counters().minus(before);
+            assert!(d.bounced() > 0 && d.bounced_bytes() > 6 << 20, "{what}");
+            if all {
+                assert_eq!(cases::schedules_here(dev), SCHEDULES[..2].to_vec());
+            }
+            println!(
+                "[fake-gpu] CC {what}: PerTensor and Persistent opened every case, Resident \
+                 refused; {} copies ({} MiB) through the bounce buffers",
+                d.bounced(),
+                d.bounced_bytes() >> 20
+            );
+        }
+        // Tried anyway: the fake in CC mode runs the resident kernel like any other.
+        let _mode = CcMode::set(dev, 1, 0);
+        cases::UNVERIFIED_IN_CC.store(true, std::sync::atomic::Ordering::Relaxed);
+        cases::cross_check_shapes(dev, OpenSchedule::Resident, shapes);
+        cases::batch(dev, OpenSchedule::Resident);
+        drop(_mode);
+        // CC off: nothing goes through bounce buffers.
+        let before = dev.counters();
+        cases::pinned(dev, OpenSchedule::Persistent);
+        assert_eq!(dev.counters().minus(before).bounced(), 0);
+    });
+}
+
+/// `Resident` under a CC state that does not allow it (`what`): refused before anything
+/// is queued, for a tensor from pinned memory, one from pageable memory, a batch and the
+/// kernel timing; the destinations named zeroed, the others untouched, nothing
+/// committed (the frames then open under `Persistent`).
+fn resident_refused_in_cc(dev: &FakeGpu, what: &str) {
+    let Some(b) = dev.backend("cc resident") else {
+        return;
+    };
+    let mut rng = Rng(0xCC00);
+    let key = rng.key();
+    let mut s = sealer(&key);
+    let mut g = cases::gpu_opener_with(b, &key, OpenSchedule::Resident);
+    assert!(!g.cc_state().is_off(), "{what}");
+    assert!(g.schedule_allowed(OpenSchedule::Persistent).is_ok());
+    let refused = |e: &GpuError| {
+        matches!(e, GpuError::Unavailable(why)
+            if why.contains("confidential-computing") && why.contains("cuStreamWriteValue32"))
+    };
+    let data = rng.bytes(100_000);
+    let frames = seal_tensor(&mut s, 1, &data, 30_000);
+    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    let (pinned, ranges) = cases::in_pinned(&mut g, &frames);
+    let marker = vec![0x77u8; data.len()];
+    let dst = g.backend().upload(&marker).unwrap();
+    let other = g.backend().upload(&marker).unwrap();
+    let before = dev.counters();
+    let e = g
+        .open_tensor_pinned(NOW, &pinned, &ranges, dst)
+        .unwrap_err();
+    assert!(refused(&e), "{what}: {e}");
+    assert_eq!(g.backend().download(dst).unwrap(), vec![0u8; data.len()]);
+    let e = g.open_tensor(NOW, &refs).unwrap_err();
+    assert!(refused(&e), "{what}: {e}");
+    g.backend().free(dst).unwrap();
+    let dst = g.backend().upload(&marker).unwrap();
+    let e = g
+        .open_tensors_pinned(NOW, &pinned, &[(&ranges, dst), (&ranges, other)])
+        .unwrap_err();
+    assert_eq!(e.tensor, 0, "{what}");
+    assert!(refused(&e.error), "{what}: {e}");
+    assert_eq!(g.backend().download(dst).unwrap(), vec![0u8; data.len()]);
+    assert_eq!(g.backend().download(other).unwrap(), marker, "untouched");
+    let e = g
+        .time_resident_kernel(NOW, &pinned, &ranges, 1)
+        .unwrap_err();
+    assert!(refused(&e), "{what}: {e}");
+    let d = dev.counters().minus(before);
+    assert_eq!((d.launches(), d.flag_writes()), (0, 0), "{what}");
+    // Nothing was committed.
+    g.set_schedule(OpenSchedule::Persistent);
+    g.open_tensor_pinned(NOW, &pinned, &ranges, dst).unwrap();
+    assert_eq!(g.backend().download(dst).unwrap(), data);
+    g.backend().free(dst).unwrap();
+    g.backend().free(other).unwrap();
+    println!("[fake-gpu] CC {what}: Resident refused ({e}); nothing queued or committed");
+}
+
+/// A tampered frame (ciphertext or tag), and a wrong key, fail closed in CC mode too:
+/// `TagMismatch` naming the frame, the destination zeroed, nothing committed; under
+/// every schedule CC mode allows, and under `Resident` tried anyway, also in the emulated
+/// kernels (the kernel source itself); and with the state unknown.
+#[test]
+fn tampered_frames_fail_closed_in_cc_mode() {
+    checked(|dev| {
+        if kernel::nvrtc_available().is_err() {
+            println!("[fake-gpu] cc tamper: skipped: no libnvrtc");
+            return;
+        }
+        struct Computed<'a>(&'a FakeGpu);
+        impl Drop for Computed<'_> {
+            fn drop(&mut self) {
+                self.0.set_kernels(0);
+            }
+        }
+        let _computed = Computed(dev);
+        // CC on: the schedules it allows, then `Resident` tried anyway, in both kernel
+        // modes.
+        let mode = CcMode::set(dev, 1, 0);
+        for schedule in [OpenSchedule::PerTensor, OpenSchedule::Persistent] {
+            cases::tamper(dev, schedule);
+        }
+        cases::UNVERIFIED_IN_CC.store(true, std::sync::atomic::Ordering::Relaxed);
+        cases::tamper(dev, OpenSchedule::Resident);
+        dev.set_kernels(1);
+        for schedule in [OpenSchedule::Persistent, OpenSchedule::Resident] {
+            cases::tamper_sized(dev, schedule, 8192);
+        }
+        dev.set_kernels(0);
+        drop(mode);
+        // The state unknown (NVML does not initialise): the default schedule.
+        let _mode = CcMode::set(dev, 1, 1);
+        cases::tamper(dev, OpenSchedule::default());
     });
 }

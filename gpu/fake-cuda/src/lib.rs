@@ -45,6 +45,21 @@
 //!   every later synchronising call. [`pqcc_fake_cuda_last_error`] says what it was.
 //! - **Host waits are counted** ([`pqcc_fake_cuda_counters`]), so tests can check how
 //!   many round trips a tensor costs; so are launches and stream memory writes.
+//! - **Confidential-computing mode** ([`pqcc_fake_cuda_set_cc`], or
+//!   `PQCC_FAKE_CUDA_CC=on|devtools|off` at `cuInit` / `nvmlInit_v2`): what an H100/H200
+//!   driver does with CC on (docs/gpu.md, "Confidential-computing mode"). Registering
+//!   host memory (`cuMemHostRegister`) is refused with `CUDA_ERROR_NOT_SUPPORTED`, as the
+//!   driver does; page-locked allocations (`cuMemHostAlloc`) still work, and every copy
+//!   between host memory (page-locked or pageable) and VRAM is counted as going through
+//!   the driver's encrypted bounce buffers; the GPU reaches no host memory directly:
+//!   `cuMemHostGetDevicePointer` and `cuStreamWriteValue32` on host memory are refused
+//!   with `CUDA_ERROR_NOT_SUPPORTED` (codes chosen here: not confirmed on a CC-on GPU),
+//!   and a kernel given a host address fails its launch. With CC off the fake allows the
+//!   last two, as a driver with unified addressing does.
+//! - **NVML's CC state**: the library also exports `nvmlInit_v2`, `nvmlShutdown`,
+//!   `nvmlErrorString` and `nvmlSystemGetConfComputeState` with NVML's ABI, answering
+//!   from the CC mode above ([`pqcc_fake_cuda_set_nvml`] makes them fail), so that
+//!   pqcc-gpu's detection of CC mode runs against it.
 //!
 //! pqcc-gpu refuses a device of this driver unless told it is a test
 //! (`pqcc_gpu::cuda::insecure_allow_fake_driver`, or `PQCC_INSECURE_FAKE_CUDA=1`).
@@ -140,7 +155,62 @@ const C_QUEUED: usize = 10;
 /// For each `gcm_open_tensor` launch, how many earlier ones had not run yet when it was
 /// queued, summed (tensors on the GPU at once).
 const C_TENSOR_BEHIND: usize = 11;
-const COUNTERS: usize = 12;
+/// Copies between host memory and VRAM made in CC mode, which the driver stages through
+/// its encrypted bounce buffers.
+const C_BOUNCED: usize = 12;
+/// Their bytes.
+const C_BOUNCED_BYTES: usize = 13;
+const COUNTERS: usize = 14;
+
+/// `CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED`.
+const HOST_MEMORY_ALREADY_REGISTERED: CuResult = 712;
+/// `CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED`.
+const HOST_MEMORY_NOT_REGISTERED: CuResult = 713;
+
+/// The GPU's confidential-computing mode ([`pqcc_fake_cuda_set_cc`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum Cc {
+    #[default]
+    Off,
+    On,
+    /// CC on with the developer tools mode (NVML's `devToolsMode` 1): the same data path.
+    DevTools,
+}
+
+impl Cc {
+    fn on(self) -> bool {
+        self != Cc::Off
+    }
+
+    /// `PQCC_FAKE_CUDA_CC`: `on` / `1`, `devtools` / `2`, `off` / `0`; anything else
+    /// leaves the mode as it is.
+    fn from_env() -> Option<Cc> {
+        match std::env::var("PQCC_FAKE_CUDA_CC").ok()?.as_str() {
+            "on" | "1" => Some(Cc::On),
+            "devtools" | "2" => Some(Cc::DevTools),
+            "off" | "0" => Some(Cc::Off),
+            _ => None,
+        }
+    }
+}
+
+// NVML (`nvml.h`): return codes and the CC state values the fake reports.
+const NVML_SUCCESS: c_int = 0;
+const NVML_ERROR_UNINITIALIZED: c_int = 1;
+const NVML_ERROR_INVALID_ARGUMENT: c_int = 2;
+const NVML_ERROR_NOT_SUPPORTED: c_int = 3;
+const NVML_ERROR_DRIVER_NOT_LOADED: c_int = 9;
+/// `NVML_CC_SYSTEM_ENVIRONMENT_PROD`: what an H100/H200 in a confidential VM reports.
+const NVML_CC_ENVIRONMENT_PROD: c_uint = 2;
+
+/// `nvmlConfComputeSystemState_t`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NvmlConfComputeSystemState {
+    pub environment: c_uint,
+    pub cc_feature: c_uint,
+    pub dev_tools_mode: c_uint,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -151,7 +221,8 @@ enum Kind {
 struct Alloc {
     /// The memory, 256 bytes longer than asked for: the allocation starts at the first
     /// 256-byte boundary in it, as cudaMalloc's do. Only held (accessed by address).
-    _buf: Box<[u8]>,
+    /// `None` for host memory registered with `cuMemHostRegister` (the caller's).
+    _buf: Option<Box<[u8]>>,
     len: usize,
     kind: Kind,
     live: bool,
@@ -286,6 +357,12 @@ struct State {
     /// Set while [`State::force`] runs other streams first: `run` stops before a
     /// `gcm_open_tensor` launch.
     hold_resident: bool,
+    /// [`pqcc_fake_cuda_set_cc`] (or `PQCC_FAKE_CUDA_CC`): the GPU's CC mode.
+    cc: Cc,
+    /// [`pqcc_fake_cuda_set_nvml`]: how the fake's NVML answers (0 as it should).
+    nvml_fault: c_uint,
+    /// `nvmlInit_v2` calls not yet balanced by `nvmlShutdown`.
+    nvml_inits: u32,
 }
 
 /// The emulator's progress callback: lets queued work progress, nonzero if some did.
@@ -378,8 +455,13 @@ impl State {
             .ok_or_else(|| format!("{kind:?} address {addr:#x} is in no allocation"))?;
         let end = base + a.len as u64;
         if a.kind != kind {
+            let cc = if self.cc.on() && kind == Kind::Device {
+                " (in CC mode the GPU cannot reach host memory: the guest's memory is private)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "address {addr:#x} is {:?} memory, not {kind:?}",
+                "address {addr:#x} is {:?} memory, not {kind:?}{cc}",
                 a.kind
             ));
         }
@@ -396,6 +478,15 @@ impl State {
             ));
         }
         Ok(base)
+    }
+
+    /// In CC mode, a copy of `len` bytes between host memory and VRAM goes through the
+    /// driver's encrypted bounce buffers: counted.
+    fn bounce(&mut self, len: usize) {
+        if self.cc.on() {
+            self.counters[C_BOUNCED] += 1;
+            self.counters[C_BOUNCED_BYTES] += len as u64;
+        }
     }
 
     fn device(&self, addr: u64, len: usize) -> Result<*mut u8, String> {
@@ -559,6 +650,8 @@ impl State {
         }
     }
 
+    /// Whether work still queued uses host memory `base .. base + len`: copies from or
+    /// into it, or (CC off) stream value writes to it.
     fn pending_reads_of(&self, base: usize, len: usize) -> bool {
         self.streams
             .values()
@@ -570,6 +663,9 @@ impl State {
                     ..
                 } => *p < base + len && base < p + n,
                 Op::DtoH { dst, len: n, .. } => *dst < base + len && base < dst + n,
+                Op::WriteValue { addr, .. } => {
+                    (*addr as usize) < base + len && base < *addr as usize + 4
+                }
                 _ => false,
             })
     }
@@ -590,12 +686,14 @@ impl State {
                 // SAFETY: both ranges were checked to lie in live buffers of `len` bytes
                 // (the snapshot is exactly `len` bytes); they are distinct allocations.
                 unsafe { std::ptr::copy(s, d, len) };
+                self.bounce(len);
             }
             Op::DtoH { dst, src, len } => {
                 let s = self.device(src, len).map_err(bad)?;
                 self.find(dst as u64, len, Kind::Pinned).map_err(bad)?;
                 // SAFETY: as above.
                 unsafe { std::ptr::copy(s, dst as *mut u8, len) };
+                self.bounce(len);
             }
             Op::DtoD { dst, src, len } => {
                 let d = self.device(dst, len).map_err(bad)?;
@@ -633,9 +731,16 @@ impl State {
             Op::Launch(l) => self.launch(stream, l).map_err(|why| (LAUNCH_FAILED, why))?,
             Op::Wait { .. } => {}
             Op::WriteValue { addr, value } => {
-                let d = self
-                    .device(addr, 4)
-                    .map_err(|why| bad(format!("cuStreamWriteValue32 to {addr:#x}: {why}")))?;
+                // To VRAM, or (CC off: the GPU reaches page-locked host memory through
+                // unified addressing) to host memory; `write_value32` refused the latter
+                // in CC mode.
+                let host = !self.cc.on() && self.find(addr, 4, Kind::Pinned).is_ok();
+                let d = if host {
+                    addr as *mut u8
+                } else {
+                    self.device(addr, 4)
+                        .map_err(|why| bad(format!("cuStreamWriteValue32 to {addr:#x}: {why}")))?
+                };
                 // SAFETY: checked range of 4 bytes in a live allocation.
                 unsafe { std::ptr::copy_nonoverlapping(value.to_ne_bytes().as_ptr(), d, 4) };
             }
@@ -1318,7 +1423,7 @@ pub extern "C" fn cuInit(_flags: c_uint) -> CuResult {
     let mut g = lock();
     let s = g.get_or_insert_with(State::default);
     s.initialised = true;
-    // The two controls a test may need in another process (`pqcc bench gpu`).
+    // The controls a test may need in another process (`pqcc bench gpu`).
     if std::env::var_os("PQCC_FAKE_CUDA_NO_STREAM_MEMOPS").is_some_and(|v| v == "1") {
         s.no_stream_memops = true;
     }
@@ -1327,6 +1432,9 @@ pub extern "C" fn cuInit(_flags: c_uint) -> CuResult {
         .and_then(|v| v.parse().ok())
     {
         s.lose_writes = n;
+    }
+    if let Some(cc) = Cc::from_env() {
+        s.cc = cc;
     }
     SUCCESS
 }
@@ -1699,7 +1807,7 @@ fn new_alloc(s: &mut State, len: usize, kind: Kind, live: bool, pool: bool) -> u
     s.allocs.insert(
         base,
         Alloc {
-            _buf: buf,
+            _buf: Some(buf),
             len,
             kind,
             live,
@@ -1794,10 +1902,11 @@ pub unsafe extern "C" fn cuMemHostAlloc(
 pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
     with(|s| {
         let base = p as u64;
+        // Not registered memory: that is the caller's, released by cuMemHostUnregister.
         let Some(len) = s
             .allocs
             .get(&base)
-            .filter(|a| a.kind == Kind::Pinned)
+            .filter(|a| a.kind == Kind::Pinned && a._buf.is_some())
             .map(|a| a.len)
         else {
             return INVALID_VALUE;
@@ -1816,6 +1925,110 @@ pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
         s.allocs.remove(&base);
         SUCCESS
     })
+}
+
+/// `cuMemHostRegister`: page-locks the caller's `p .. p + len` for copies (as pinned
+/// memory). In CC mode the driver refuses it: `CUDA_ERROR_NOT_SUPPORTED`, as measured
+/// on an H200 with CC on (docs/gpu.md, "Confidential-computing mode").
+fn host_register(p: *mut c_void, len: usize) -> CuResult {
+    with(|s| {
+        if s.cc.on() {
+            return NOT_SUPPORTED;
+        }
+        let base = p as u64;
+        if p.is_null() || len == 0 {
+            return INVALID_VALUE;
+        }
+        let end = base.saturating_add(len as u64);
+        let overlaps = s
+            .allocs
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&b, a)| b + a.len as u64 > base);
+        if overlaps {
+            return HOST_MEMORY_ALREADY_REGISTERED;
+        }
+        s.allocs.insert(
+            base,
+            Alloc {
+                _buf: None,
+                len,
+                kind: Kind::Pinned,
+                live: true,
+                pool: false,
+            },
+        );
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemHostRegister_v2(p: *mut c_void, len: usize, _flags: c_uint) -> CuResult {
+    host_register(p, len)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemHostRegister(p: *mut c_void, len: usize, _flags: c_uint) -> CuResult {
+    host_register(p, len)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemHostUnregister(p: *mut c_void) -> CuResult {
+    with(|s| {
+        let base = p as u64;
+        let Some(len) = s
+            .allocs
+            .get(&base)
+            .filter(|a| a.kind == Kind::Pinned && a._buf.is_none())
+            .map(|a| a.len)
+        else {
+            return HOST_MEMORY_NOT_REGISTERED;
+        };
+        if s.pending_reads_of(base as usize, len) {
+            s.fail(
+                ILLEGAL_ADDRESS,
+                format!("host memory {base:#x} unregistered while a queued copy still uses it"),
+            );
+            return ILLEGAL_ADDRESS;
+        }
+        s.allocs.remove(&base);
+        SUCCESS
+    })
+}
+
+/// `cuMemHostGetDevicePointer`: the device address of page-locked host memory. CC off:
+/// the same address (unified addressing). CC on: refused, `CUDA_ERROR_NOT_SUPPORTED` (the
+/// GPU cannot reach the guest's private memory; the code is this fake's choice).
+fn host_device_pointer(dptr: *mut u64, p: *mut c_void) -> CuResult {
+    with(|s| {
+        if s.cc.on() {
+            return NOT_SUPPORTED;
+        }
+        if dptr.is_null() || s.find(p as u64, 1, Kind::Pinned).is_err() {
+            return INVALID_VALUE;
+        }
+        // SAFETY: checked non-null out-pointer (driver API contract).
+        unsafe { *dptr = p as u64 };
+        SUCCESS
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemHostGetDevicePointer_v2(
+    dptr: *mut u64,
+    p: *mut c_void,
+    _flags: c_uint,
+) -> CuResult {
+    host_device_pointer(dptr, p)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemHostGetDevicePointer(
+    dptr: *mut u64,
+    p: *mut c_void,
+    _flags: c_uint,
+) -> CuResult {
+    host_device_pointer(dptr, p)
 }
 
 fn htod(s: &mut State, dst: u64, src: *const c_void, len: usize, st: usize) -> CuResult {
@@ -1893,6 +2106,7 @@ fn dtoh_now(s: &mut State, dst: *mut c_void, src: u64, len: usize) -> CuResult {
         Ok(p) => {
             // SAFETY: checked device range; the caller's buffer holds `len` bytes.
             unsafe { std::ptr::copy(p, dst.cast::<u8>(), len) };
+            s.bounce(len);
             SUCCESS
         }
         Err(why) => {
@@ -2016,6 +2230,12 @@ fn write_value32(st: *mut c_void, addr: u64, value: u32, flags: c_uint) -> CuRes
         if flags != WRITE_VALUE_DEFAULT || !addr.is_multiple_of(4) {
             return INVALID_VALUE;
         }
+        // In CC mode the GPU cannot write the guest's (private) host memory: a flag or
+        // verdict the GPU would write there directly is refused. (The code is this fake's
+        // choice; what a CC-on driver returns here has not been seen.)
+        if s.cc.on() && s.find(addr, 4, Kind::Pinned).is_ok() {
+            return NOT_SUPPORTED;
+        }
         // As the driver: not to memory of the stream-ordered pool.
         if s.allocs
             .range(..=addr)
@@ -2084,15 +2304,90 @@ pub unsafe extern "C" fn cuGetErrorName(e: CuResult, out: *mut *const c_char) ->
     unsafe { cuGetErrorString(e, out) }
 }
 
+// ---- NVML's confidential-computing state (the subset pqcc-gpu reads) ----
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nvmlInit_v2() -> c_int {
+    let mut g = lock();
+    let s = g.get_or_insert_with(State::default);
+    if let Some(cc) = Cc::from_env() {
+        s.cc = cc;
+    }
+    if s.nvml_fault == 1 {
+        return NVML_ERROR_DRIVER_NOT_LOADED;
+    }
+    s.nvml_inits += 1;
+    NVML_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nvmlShutdown() -> c_int {
+    let mut g = lock();
+    match g.as_mut() {
+        Some(s) if s.nvml_inits > 0 => {
+            s.nvml_inits -= 1;
+            NVML_SUCCESS
+        }
+        _ => NVML_ERROR_UNINITIALIZED,
+    }
+}
+
+/// `nvmlSystemGetConfComputeState`: `ccFeature` 1 (and `environment` PROD) in CC mode,
+/// with `devToolsMode` 1 in the developer tools mode; 0 everywhere with CC off.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlSystemGetConfComputeState(
+    state: *mut NvmlConfComputeSystemState,
+) -> c_int {
+    let g = lock();
+    let Some(s) = g.as_ref().filter(|s| s.nvml_inits > 0) else {
+        return NVML_ERROR_UNINITIALIZED;
+    };
+    if state.is_null() {
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    let answer = match (s.nvml_fault, s.cc) {
+        (2, _) => return NVML_ERROR_NOT_SUPPORTED,
+        // A value NVML does not define.
+        (3, _) => NvmlConfComputeSystemState {
+            environment: NVML_CC_ENVIRONMENT_PROD,
+            cc_feature: 7,
+            dev_tools_mode: 0,
+        },
+        (_, Cc::Off) => NvmlConfComputeSystemState::default(),
+        (_, cc) => NvmlConfComputeSystemState {
+            environment: NVML_CC_ENVIRONMENT_PROD,
+            cc_feature: 1,
+            dev_tools_mode: c_uint::from(cc == Cc::DevTools),
+        },
+    };
+    // SAFETY: checked non-null; the caller's struct has this layout (nvml.h).
+    unsafe { *state = answer };
+    NVML_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn nvmlErrorString(r: c_int) -> *const c_char {
+    match r {
+        NVML_SUCCESS => c"Success",
+        NVML_ERROR_UNINITIALIZED => c"Uninitialized",
+        NVML_ERROR_INVALID_ARGUMENT => c"Invalid Argument",
+        NVML_ERROR_NOT_SUPPORTED => c"Not Supported",
+        NVML_ERROR_DRIVER_NOT_LOADED => c"Driver Not Loaded",
+        _ => c"Unknown Error (FakeCuda)",
+    }
+    .as_ptr()
+}
+
 // ---- For the tests ----
 
 /// Copies the host-side counters into `out` (at most `n`): stream synchronizes, event
 /// synchronizes, context synchronizes, synchronous copies, device allocations, device
 /// frees, kernel launches, pinned allocations, stream memory writes
 /// (`cuStreamWriteValue32`), frames a resident kernel gave up waiting for, driver
-/// calls that queue work on a stream (operations of any kind, and event records), and
-/// `gcm_open_tensor` launches queued while an earlier one had not run yet. Returns how
-/// many there are.
+/// calls that queue work on a stream (operations of any kind, and event records),
+/// `gcm_open_tensor` launches queued while an earlier one had not run yet, and in CC mode
+/// the copies between host memory and VRAM (through the driver's bounce buffers) and
+/// their bytes. Returns how many there are.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pqcc_fake_cuda_counters(out: *mut u64, n: usize) -> usize {
     let g = lock();
@@ -2183,6 +2478,31 @@ pub extern "C" fn pqcc_fake_cuda_no_stream_memops(on: c_uint) -> CuResult {
 #[unsafe(no_mangle)]
 pub extern "C" fn pqcc_fake_cuda_fail_copy(n: c_uint) -> CuResult {
     configure(|s| s.fail_copy = (n != u32::MAX).then_some(n));
+    SUCCESS
+}
+
+/// The GPU's confidential-computing mode: 0 off (the default), 1 on, 2 on with the
+/// developer tools mode. What it changes: see the crate documentation. Switch only
+/// between tests (no allocation or queued work of another mode around).
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_set_cc(mode: c_uint) -> CuResult {
+    configure(|s| {
+        s.cc = match mode {
+            0 => Cc::Off,
+            2 => Cc::DevTools,
+            _ => Cc::On,
+        }
+    });
+    SUCCESS
+}
+
+/// How the fake's NVML answers: 0 as it should; 1 `nvmlInit_v2` fails
+/// (`NVML_ERROR_DRIVER_NOT_LOADED`); 2 `nvmlSystemGetConfComputeState` fails
+/// (`NVML_ERROR_NOT_SUPPORTED`, as a driver older than the CC releases might); 3 it
+/// reports a `ccFeature` value NVML does not define.
+#[unsafe(no_mangle)]
+pub extern "C" fn pqcc_fake_cuda_set_nvml(fault: c_uint) -> CuResult {
+    configure(|s| s.nvml_fault = fault);
     SUCCESS
 }
 

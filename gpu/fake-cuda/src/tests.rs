@@ -526,3 +526,136 @@ fn freeing_what_the_waiting_kernel_uses_is_a_fault() {
         );
     });
 }
+
+fn pinned(len: usize) -> u64 {
+    let mut p = std::ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { cuMemHostAlloc(&raw mut p, len, 0) }, SUCCESS);
+    p as u64
+}
+
+fn counter(i: usize) -> u64 {
+    lock().as_ref().map_or(0, |s| s.counters[i])
+}
+
+/// CC off and on (and on with developer tools): host memory registration, the device
+/// address of host memory, the GPU writing a flag into host memory, a kernel given a host
+/// address, and which copies go through the bounce buffers.
+#[test]
+fn cc_mode_refuses_what_the_gpu_cannot_reach() {
+    for cc in [0, 1, 2] {
+        let _t = fresh(false);
+        assert_eq!(pqcc_fake_cuda_set_cc(cc), SUCCESS);
+        let on = cc != 0;
+        let s = stream();
+        let d = alloc(256);
+        let h = pinned(256);
+        // cuMemHostRegister: refused in CC mode, as by the driver.
+        let mut mine = vec![7u8; 4096];
+        let p = mine.as_mut_ptr().cast::<c_void>();
+        if on {
+            assert_eq!(cuMemHostRegister_v2(p, mine.len(), 0), NOT_SUPPORTED);
+            assert_eq!(cuMemHostRegister(p, mine.len(), 2), NOT_SUPPORTED);
+            assert_eq!(cuMemHostUnregister(p), HOST_MEMORY_NOT_REGISTERED);
+        } else {
+            assert_eq!(cuMemHostRegister_v2(p, mine.len(), 0), SUCCESS);
+            assert_eq!(
+                cuMemHostRegister_v2(p.wrapping_add(100), 16, 0),
+                HOST_MEMORY_ALREADY_REGISTERED
+            );
+            // A copy from registered memory reads it when it runs, as from pinned memory.
+            assert_eq!(cuMemcpyHtoDAsync_v2(d, p, 64, s), SUCCESS);
+            mine[0] = 9;
+            assert_eq!(cuStreamSynchronize(s), SUCCESS);
+            assert_eq!(download(d, 2), [9, 7]);
+            assert_eq!(cuMemFreeHost(p), INVALID_VALUE, "not the driver's to free");
+            assert_eq!(cuMemHostUnregister(p), SUCCESS);
+            assert_eq!(cuMemHostUnregister(p), HOST_MEMORY_NOT_REGISTERED);
+        }
+        // The device address of page-locked memory: none in CC mode.
+        let mut dp = 0u64;
+        let r = cuMemHostGetDevicePointer_v2(&raw mut dp, h as *mut c_void, 0);
+        if on {
+            assert_eq!(r, NOT_SUPPORTED);
+        } else {
+            assert_eq!((r, dp), (SUCCESS, h));
+        }
+        let r = cuMemHostGetDevicePointer(&raw mut dp, d as *mut c_void, 0);
+        assert_eq!(r, if on { NOT_SUPPORTED } else { INVALID_VALUE });
+        // The GPU writing a flag (or a verdict) into host memory: refused in CC mode.
+        let r = cuStreamWriteValue32_v2(s, h + 8, 0xF1A6, 0);
+        if on {
+            assert_eq!(r, NOT_SUPPORTED);
+        } else {
+            assert_eq!(r, SUCCESS);
+            assert_eq!(cuStreamSynchronize(s), SUCCESS);
+            // SAFETY: `h` is a live pinned allocation of 256 bytes.
+            let w = unsafe { std::ptr::read_unaligned((h + 8) as *const u32) };
+            assert_eq!(w, 0xF1A6);
+        }
+        // To VRAM, flags work either way.
+        assert_eq!(cuStreamWriteValue32_v2(s, d + 8, 5, 0), SUCCESS);
+        assert_eq!(cuStreamSynchronize(s), SUCCESS);
+        assert_eq!(words(d + 8, 1), [5]);
+        // Copies between host memory and VRAM: through the bounce buffers in CC mode.
+        let (n0, b0) = (counter(C_BOUNCED), counter(C_BOUNCED_BYTES));
+        assert_eq!(cuMemcpyHtoDAsync_v2(d, h as *const c_void, 64, s), SUCCESS);
+        upload(d + 64, &[1u8; 16]);
+        assert_eq!(cuMemcpyDtoHAsync_v2(h as *mut c_void, d, 32, s), SUCCESS);
+        assert_eq!(cuMemcpyDtoDAsync_v2(d + 128, d, 64, s), SUCCESS);
+        assert_eq!(cuStreamSynchronize(s), SUCCESS);
+        assert_eq!(download(d, 8).len(), 8);
+        let bounced = (counter(C_BOUNCED) - n0, counter(C_BOUNCED_BYTES) - b0);
+        assert_eq!(bounced, if on { (4, 64 + 16 + 32 + 8) } else { (0, 0) });
+        assert_eq!(cuMemFreeHost(h as *mut c_void), SUCCESS);
+        assert_eq!(last_error().0, SUCCESS);
+        // A kernel given a host address fails its launch; CC mode says why.
+        let h = pinned(4 * CTX_WORDS);
+        let (r, c) = (h.to_ne_bytes(), d.to_ne_bytes());
+        assert_eq!(
+            launch(function(c"gcm_setup"), 1, THREADS as u32, s, &[&r, &c]),
+            SUCCESS
+        );
+        assert_eq!(cuStreamSynchronize(s), LAUNCH_FAILED);
+        let why = last_error().1;
+        assert!(why.contains("Pinned memory, not Device"), "{why}");
+        assert_eq!(why.contains("CC mode"), on, "{why}");
+    }
+}
+
+/// NVML's CC state: what the mode says, only between `nvmlInit_v2` and `nvmlShutdown`,
+/// and the faults of [`pqcc_fake_cuda_set_nvml`].
+#[test]
+fn nvml_reports_the_cc_mode() {
+    let _t = fresh(false);
+    let state = || {
+        let mut st = NvmlConfComputeSystemState::default();
+        // SAFETY: valid out-pointer.
+        let r = unsafe { nvmlSystemGetConfComputeState(&raw mut st) };
+        (r, st.environment, st.cc_feature, st.dev_tools_mode)
+    };
+    assert_eq!(state().0, NVML_ERROR_UNINITIALIZED);
+    assert_eq!(nvmlShutdown(), NVML_ERROR_UNINITIALIZED);
+    for (cc, want) in [(0, (0, 0, 0)), (1, (2, 1, 0)), (2, (2, 1, 1))] {
+        assert_eq!(pqcc_fake_cuda_set_cc(cc), SUCCESS);
+        assert_eq!(nvmlInit_v2(), NVML_SUCCESS);
+        let (r, e, f, d) = state();
+        assert_eq!((r, (e, f, d)), (NVML_SUCCESS, want), "cc {cc}");
+        assert_eq!(nvmlShutdown(), NVML_SUCCESS);
+    }
+    assert_eq!(nvmlInit_v2(), NVML_SUCCESS);
+    // SAFETY: a null pointer is refused before it is written.
+    let r = unsafe { nvmlSystemGetConfComputeState(std::ptr::null_mut()) };
+    assert_eq!(r, NVML_ERROR_INVALID_ARGUMENT);
+    assert_eq!(pqcc_fake_cuda_set_nvml(2), SUCCESS);
+    assert_eq!(state().0, NVML_ERROR_NOT_SUPPORTED);
+    assert_eq!(pqcc_fake_cuda_set_nvml(3), SUCCESS);
+    assert_eq!(state().2, 7);
+    assert_eq!(nvmlShutdown(), NVML_SUCCESS);
+    assert_eq!(pqcc_fake_cuda_set_nvml(1), SUCCESS);
+    assert_eq!(nvmlInit_v2(), NVML_ERROR_DRIVER_NOT_LOADED);
+    assert_eq!(state().0, NVML_ERROR_UNINITIALIZED);
+    // SAFETY: NVML's error strings are static NUL-terminated strings.
+    let text = unsafe { CStr::from_ptr(nvmlErrorString(NVML_ERROR_NOT_SUPPORTED)) };
+    assert_eq!(text, c"Not Supported");
+}

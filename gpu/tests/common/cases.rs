@@ -3,6 +3,7 @@
 //! (`gpu/tests/fake_gpu.rs`).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pqcc_core::{Error, channel::Limits, secret::Secret};
 use pqcc_gpu::{
@@ -31,14 +32,62 @@ pub trait Device {
     fn another(&self) -> CudaBackend;
 }
 
+/// While set, the openers these cases make try schedules never run in
+/// confidential-computing mode (`GpuOpener::allow_unverified_in_cc_mode`): FakeCuda's
+/// CC-mode tests run `Resident` through the cases that way.
+pub static UNVERIFIED_IN_CC: AtomicBool = AtomicBool::new(false);
+
 pub fn gpu_opener(b: CudaBackend, key: &[u8; 32]) -> GpuOpener {
-    GpuOpener::new(b, Secret::new(*key), PREFIX, Limits::default(), NOW).unwrap()
+    let mut g = GpuOpener::new(b, Secret::new(*key), PREFIX, Limits::default(), NOW).unwrap();
+    g.allow_unverified_in_cc_mode(UNVERIFIED_IN_CC.load(Ordering::Relaxed));
+    g
 }
 
 pub fn gpu_opener_with(b: CudaBackend, key: &[u8; 32], schedule: OpenSchedule) -> GpuOpener {
     let mut g = gpu_opener(b, key);
     g.set_schedule(schedule);
     g
+}
+
+/// The schedules the device runs in its confidential-computing state
+/// (`CcState::allows`), which the callers then test. For each schedule the state does not
+/// allow, checks that the opener refuses a tensor under it before anything runs
+/// (`Unavailable`, the destination zeroed, nothing committed: the tensor then opens under
+/// the default schedule). Without a device, every schedule (the cases skip themselves).
+pub fn schedules_here(dev: &dyn Device) -> Vec<OpenSchedule> {
+    let Some(b) = dev.backend("confidential-computing state") else {
+        return SCHEDULES.to_vec();
+    };
+    let cc = b.cc_state().clone();
+    println!("[{}] confidential-computing state: {cc:?}", dev.tag());
+    let mut rng = Rng(0xCC);
+    let key = rng.key();
+    let mut s = sealer(&key);
+    let mut g = gpu_opener(b, &key);
+    let mut here = Vec::new();
+    for (id, schedule) in SCHEDULES.into_iter().enumerate() {
+        let Err(why) = g.schedule_allowed(schedule) else {
+            here.push(schedule);
+            continue;
+        };
+        assert!(matches!(why, GpuError::Unavailable(_)), "{why}");
+        let data = rng.bytes(70_000);
+        let frames = seal_tensor(&mut s, id as u64, &data, 30_000);
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let dst = g.backend().upload(&vec![0x77; data.len()]).unwrap();
+        g.set_schedule(schedule);
+        assert_eq!(g.open_tensor_into(NOW, &refs, dst).unwrap_err(), why);
+        assert!(g.backend().download(dst).unwrap().iter().all(|&x| x == 0));
+        g.set_schedule(OpenSchedule::default());
+        g.open_tensor_into(NOW, &refs, dst).unwrap();
+        assert_eq!(g.backend().download(dst).unwrap(), data);
+        g.backend().free(dst).unwrap();
+        println!(
+            "[{}] {schedule:?}: not run in this state, and refused: {why}",
+            dev.tag()
+        );
+    }
+    here
 }
 
 /// `frames` one after another in a new pinned buffer, and where each lies.
