@@ -36,7 +36,7 @@ run_targets() {
 }
 
 run_targets "$ROOT/core-nostd/fuzz" decode_message frame_header open_frame handshake_response \
-    statement_envelope statement_body policy_check evidence_bundle
+    statement_envelope statement_body policy_check evidence_bundle sealed_parsers
 
 # pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs,
 # and the launch-measurement parsers: OVMF metadata, PE images, kernel headers).

@@ -512,3 +512,48 @@ fn bad_input_is_refused_with_nothing_written() {
     let e = seal_dir(&src, &out, &key(1), &opts("alice/m@v1", 7)).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
 }
+
+/// The worked example of `docs/sealed-models.md`: its inputs, and the SHA3-256 of
+/// every sealed file (any change to the format shows here first).
+#[test]
+fn worked_example_of_the_docs_is_pinned() {
+    let t = Tmp::new("example");
+    let src = t.0.join("m");
+    fs::create_dir_all(&src).unwrap();
+    let mut st = Vec::new();
+    let json = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  "#;
+    st.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    st.extend_from_slice(json);
+    st.extend_from_slice(&1.0f32.to_le_bytes());
+    st.extend_from_slice(&2.0f32.to_le_bytes());
+    fs::write(src.join("model.safetensors"), &st).unwrap();
+    fs::write(src.join("config.json"), b"{\"a\":1}\n").unwrap();
+    let dek = Secret::new(core::array::from_fn(|i| i as u8));
+    let mut o = opts("demo@v1", 0x11);
+    o.frame_size = 4096;
+    let out = t.0.join("s");
+    seal_dir(&src, &out, &dek, &o).unwrap();
+    let sha = |f: &str| {
+        hex(&pqcc_core::hash::sha3_256(&[
+            &fs::read(out.join(f)).unwrap()
+        ]))
+    };
+    assert_eq!(
+        pqcc_sealed::key_id_hex(&dek),
+        "1640e1d1e6308fcffc594721d408127daad1ce87e473432f85726e8ab1e6e07a"
+    );
+    assert_eq!(
+        sha("model.safetensors.sealed"),
+        "09c183c78b6ae29a4d8464c1962418eb06e9574a4c537820b788cc8c7cb59bb1"
+    );
+    assert_eq!(
+        sha("config.json.sealed"),
+        "da9aafe5d4e544b4587af5ecf24715716a32ccda87bc8ee4c528851a0705fdc9"
+    );
+    assert_eq!(
+        sha("pqcc-manifest.sealed"),
+        "4748bed50b97d5cfca76de9cca7545203cc31721dfed52e76fd0434e5c0107b1"
+    );
+    let sealed = fs::read(out.join("model.safetensors.sealed")).unwrap();
+    assert_eq!(sealed.len(), 160 + (72 + 16) + (8 + 16));
+}
