@@ -1339,6 +1339,27 @@ impl<const W: usize> GpuOpener<W> {
         old.wipe(&self.backend)
     }
 
+    /// Switches to another frame key and nonce prefix at epoch 0 with a fresh replay
+    /// window (the next file of a sealed model, or a new channel): waits for all queued
+    /// work, uploads `key`, and zeroes the old key context in VRAM.
+    pub fn reset_key(
+        &mut self,
+        now: u64,
+        key: Secret<32>,
+        prefix: [u8; 4],
+        limits: Limits,
+    ) -> Result<(), GpuError> {
+        self.backend.sync_all()?;
+        if let Some(r) = &self.resident {
+            r.sync_lanes()?;
+        }
+        let new = self.backend.upload_key(key)?;
+        let old = std::mem::replace(&mut self.key, new);
+        let placeholder = Secret::new([0u8; 32]);
+        self.channel = Opener::new(&placeholder, prefix, limits, now);
+        old.wipe(&self.backend)
+    }
+
     /// Opens the frames of one tensor (all chunks, in order, FINAL last; in pageable
     /// memory, staged through pinned buffers) into a new device buffer of the tensor's
     /// length. All frames verify or none is accepted.

@@ -44,6 +44,7 @@ pub mod cuda;
 mod error;
 pub mod kernel;
 mod plan;
+pub mod sealed;
 
 pub use backend::{Backend, BufferHandle, DeviceInfo, MemoryBackend};
 pub use error::{BatchError, GpuError};

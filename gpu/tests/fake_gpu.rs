@@ -296,6 +296,11 @@ fn fake_gpu_matches_cpu_on_random_tensors() {
 }
 
 #[test]
+fn sealed_models_open_into_vram() {
+    each_schedule(cases::sealed_model);
+}
+
+#[test]
 fn pinned_frames_open_in_place_of_staging() {
     each_schedule(cases::pinned);
 }

@@ -52,6 +52,13 @@ fn gpu_matches_cpu_on_random_tensors() {
 }
 
 #[test]
+fn sealed_models_open_into_vram() {
+    for schedule in cases::schedules_here(&RealGpu) {
+        cases::sealed_model(&RealGpu, schedule);
+    }
+}
+
+#[test]
 fn pinned_frames_open_in_place_of_staging() {
     for schedule in cases::schedules_here(&RealGpu) {
         cases::pinned(&RealGpu, schedule);

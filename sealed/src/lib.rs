@@ -24,6 +24,7 @@
 //!
 //! Format byte by byte, key handling and a worked example: `docs/sealed-models.md`.
 
+#[cfg(feature = "aws-lc")]
 pub mod aead;
 mod error;
 pub mod hf;

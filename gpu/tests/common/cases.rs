@@ -543,3 +543,101 @@ fn assert_replay(e: &BatchError, tensor: usize) {
         "{e}"
     );
 }
+
+/// A sealed Hugging Face-layout model (two shards, an index, a config) sealed by
+/// `pqcc-sealed` with 16 KiB frames, opened into VRAM by `pqcc_gpu::sealed::load_sealed`
+/// under `schedule`: every tensor equals the CPU opener's bytes. Then one changed byte of
+/// the second shard's ciphertext: the load fails naming file and tensor, and every
+/// buffer is freed (the caller checks the allocations).
+pub fn sealed_model(dev: &dyn Device, schedule: OpenSchedule) {
+    use pqcc_core::wire::DType;
+    use pqcc_sealed::{SealOptions, SealedModel, safetensors::encode, seal_dir};
+    let Some(b) = dev.backend("sealed model") else {
+        return;
+    };
+    let mut rng = Rng(0x5ea1 + schedule as u64);
+    let dir = std::env::temp_dir().join(format!(
+        "pqcc-gpu-sealed-{}-{}-{schedule:?}",
+        dev.tag(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = dir.join("m");
+    std::fs::create_dir_all(&src).unwrap();
+    let (a, c, d) = (rng.bytes(70_000), rng.bytes(16_384 * 3), rng.bytes(4_000));
+    std::fs::write(
+        src.join("model-00001-of-00002.safetensors"),
+        encode(
+            &[
+                ("model.embed_tokens.weight", DType::BF16, &[35_000], &a),
+                ("model.norm.weight", DType::F32, &[0], &[]),
+            ],
+            None,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("model-00002-of-00002.safetensors"),
+        encode(
+            &[
+                ("model.layers.0.mlp.weight", DType::F32, &[3, 4_096], &c),
+                ("lm_head.weight", DType::U8, &[4_000], &d),
+            ],
+            None,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(src.join("config.json"), b"{}").unwrap();
+    let dek = Secret::new(rng.key());
+    let mut o = SealOptions::new("test/sealed@v1");
+    o.frame_size = 16_384;
+    o.progress = false;
+    seal_dir(&src, &dir.join("s"), &dek, &o).unwrap();
+    let model = SealedModel::open(&dir.join("s"), &dek, Some("test/sealed@v1")).unwrap();
+    let cpu = model.load_tensors().unwrap();
+
+    let mut vram = pqcc_gpu::sealed::load_sealed(b, &model, schedule)
+        .unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
+    assert_eq!(vram.tensors().len(), 4);
+    assert_eq!(vram.bytes(), 70_000 + 16_384 * 3 + 4_000);
+    for t in vram.tensors().to_vec() {
+        let want = cpu[&t.name].data();
+        match t.buffer {
+            Some(h) => assert_eq!(vram.backend().download(h).unwrap(), want, "{}", t.name),
+            None => assert!(want.is_empty()),
+        }
+        assert_eq!(t.shape, cpu[&t.name].shape);
+    }
+    vram.free().unwrap();
+
+    // One changed byte in the second shard's ciphertext.
+    let shard = dir.join("s/model-00002-of-00002.safetensors.sealed");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&shard, bytes).unwrap();
+    let model = SealedModel::open(&dir.join("s"), &dek, None).unwrap();
+    let e = pqcc_gpu::sealed::load_sealed(dev.another(), &model, schedule).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("model-00002-of-00002.safetensors") && m.contains("lm_head.weight"),
+        "{m}"
+    );
+    assert!(
+        matches!(
+            e,
+            pqcc_gpu::sealed::LoadError::Gpu {
+                error: GpuError::TagMismatch { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    println!(
+        "[{}] {schedule:?}: sealed model opened in VRAM; tampered shard refused: {m}",
+        dev.tag()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
