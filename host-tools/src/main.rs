@@ -157,6 +157,9 @@ enum BenchCommand {
     /// Building a model archive against GNU tar + `veritysetup format` on the same
     /// generated tree, with a byte-for-byte comparison.
     Model(bench::model::ModelArgs),
+    /// Sealing and opening a sealed model (`pqcc model seal`) against the raw AES-256-GCM
+    /// on the same bytes, on one core and on all cores.
+    Sealed(bench::sealed::SealedArgs),
     /// Sealed frames opened in VRAM (AES-256-GCM kernel) against plain pinned
     /// host→device copies, 1 MiB to 1 GiB, with the kernel's own throughput (`docs/gpu.md`).
     Gpu(bench::gpu::GpuArgs),
@@ -323,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             outcome(statements::policy_check(&a)?)
         }
         Command::Bench(BenchCommand::Model(a)) => bench::model::run(&a),
+        Command::Bench(BenchCommand::Sealed(a)) => bench::sealed::run(&a),
         Command::Bench(BenchCommand::Gpu(a)) => bench::gpu::run(&a),
         Command::Bench(BenchCommand::GpuVerify(a)) => {
             bench::gpu_verify::run(&bench::gpu_verify::Options {

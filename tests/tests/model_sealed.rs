@@ -378,3 +378,38 @@ fn a_killed_seal_leaves_nothing_under_the_final_name() {
         "every run finished before its kill: the test proves nothing"
     );
 }
+
+#[test]
+fn bench_sealed_reports_every_op_against_its_anchors() {
+    let t = TempDir::new("bench-sealed");
+    let (code, stdout, stderr) = run(pqcc()
+        .args([
+            "bench",
+            "sealed",
+            "--size",
+            "2M",
+            "--frame-size",
+            "64K",
+            "--runs",
+            "1",
+            "--json",
+        ])
+        .arg("--dir")
+        .arg(t.path()));
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for op in ["raw-seal", "raw-open", "read+aead", "seal", "open"] {
+        let r = rows
+            .iter()
+            .find(|r| r["op"] == op && r["threads"] == 1)
+            .unwrap_or_else(|| panic!("no {op} row: {stdout}"));
+        assert_eq!(r["bytes"], 2 << 20);
+        assert!(r["gbps_best"].as_f64().unwrap() > 0.0);
+    }
+    let open = rows.iter().find(|r| r["op"] == "open").unwrap();
+    assert!(open["ratio_to_raw_best"].as_f64().is_some());
+    assert!(open["ratio_to_read_aead_best"].as_f64().is_some());
+}

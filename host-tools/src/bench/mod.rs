@@ -12,6 +12,7 @@ pub mod gpu_verify;
 pub mod handshake;
 pub mod model;
 pub mod openssl;
+pub mod sealed;
 pub mod sign;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
