@@ -10,8 +10,9 @@
 #
 # `run` executes the GPU tests (every opener case under every schedule, Wycheproof through
 # the kernel) and `pqcc bench gpu --json [BENCH-ARG...]` (e.g. `--sizes 1M,4M,16M --runs
-# 9`), printing as it goes and writing gpu-tests.log,
-# bench.jsonl and bench.log to OUTDIR (default target/gpu-check/out). It needs libnvrtc:
+# 9`) and `pqcc bench sealed --gpu` (a sealed model of GPU_CHECK_SEALED_SIZE, default 1G,
+# loaded into VRAM against the plain safetensors), printing as it goes and writing
+# gpu-tests.log, bench.jsonl, bench.log, bench-sealed.jsonl and bench-sealed.log to OUTDIR (default target/gpu-check/out). It needs libnvrtc:
 # from LD_LIBRARY_PATH, the system's library cache, a CUDA installation, or an
 # nvidia-cuda-nvrtc wheel in a Python environment. The tests are stopped after
 # GPU_CHECK_TEST_SECONDS (default 300: a driver that ran the resident kernel's stream
@@ -86,6 +87,12 @@ run() {
     local b=0
     "$dir/pqcc" bench gpu --json "$@" 2> >(tee "$out/bench.log" >&2) | tee "$out/bench.jsonl" ||
         b=$?
+    [ "$rc" != 0 ] || rc=$b
+    # A sealed model of GPU_CHECK_SEALED_SIZE (default 1G) loaded into VRAM against the
+    # same safetensors copied plain, with the CPU seal/open figures beside the raw AEAD.
+    b=0
+    "$dir/pqcc" bench sealed --gpu --json --size "${GPU_CHECK_SEALED_SIZE:-1G}" --runs 5 \
+        2> >(tee "$out/bench-sealed.log" >&2) | tee "$out/bench-sealed.jsonl" || b=$?
     [ "$rc" != 0 ] || rc=$b
     return "$rc"
 }

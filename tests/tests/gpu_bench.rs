@@ -248,3 +248,55 @@ fn bench_gpu_without_a_driver_exits_2_and_says_why() {
         "needs a CUDA GPU",
     );
 }
+
+/// `pqcc bench sealed --gpu` on FakeCuda: the sealed model loaded into VRAM beside the
+/// plain load, the bytes checked after every sealed run, one row each (no figure means
+/// anything on the fake).
+#[test]
+fn bench_sealed_gpu_loads_into_vram_on_the_fake_device() {
+    if let Err(e) = pqcc_gpu::kernel::nvrtc_available() {
+        println!("[gpu-bench] skipped: {e}");
+        return;
+    }
+    let dir = TempDir::new("fake-cuda-sealed");
+    let ld = with_fake(&dir);
+    let work = TempDir::new("bench-sealed-gpu");
+    let out = pqcc()
+        .args([
+            "bench",
+            "sealed",
+            "--gpu",
+            "--size",
+            "3M",
+            "--frame-size",
+            "256K",
+            "--runs",
+            "2",
+            "--json",
+        ])
+        .arg("--dir")
+        .arg(work.path())
+        .env("LD_LIBRARY_PATH", &ld)
+        .env("PQCC_INSECURE_FAKE_CUDA", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: the device is FakeCuda"),
+        "{stderr}"
+    );
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sealed = rows
+        .iter()
+        .find(|r| r["op"] == "vram-sealed")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(rows.iter().any(|r| r["op"] == "vram-plain"), "{stdout}");
+    assert!(sealed["ratio_to_raw_best"].as_f64().unwrap() > 0.0);
+}

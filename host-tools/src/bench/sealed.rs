@@ -50,6 +50,14 @@ pub struct SealedArgs {
     /// [default: a new directory under $TMPDIR or /tmp].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also load the model into GPU memory: the sealed model opened in VRAM
+    /// (`pqcc_gpu::sealed::load_sealed`) against the same safetensors read into pinned
+    /// memory and copied plain, alternately (needs a CUDA GPU).
+    #[arg(long)]
+    pub gpu: bool,
+    /// The GPU, with --gpu.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
     /// One JSON object per line on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +153,18 @@ pub fn run(a: &SealedArgs) -> anyhow::Result<()> {
             });
         }
     }
+    if a.gpu {
+        let (plain, sealed) = gpu_rows(a, &src, &dir, &dek, fs_u32)?;
+        for (op, v) in [("vram-plain", plain), ("vram-sealed", sealed)] {
+            let (best, median) = best_median(v);
+            rows.push(Row {
+                op,
+                threads: cores,
+                best,
+                median,
+            });
+        }
+    }
     let rate = |r: &Row| gbps(total, r.best);
     let find = |op: &str, t: usize| rows.iter().find(|r| r.op == op && r.threads == t);
     if a.json {
@@ -152,6 +172,7 @@ pub fn run(a: &SealedArgs) -> anyhow::Result<()> {
             let anchor = match r.op {
                 "seal" => find("raw-seal", r.threads),
                 "open" => find("raw-open", r.threads),
+                "vram-sealed" => find("vram-plain", r.threads),
                 _ => None,
             };
             println!(
@@ -188,6 +209,7 @@ pub fn run(a: &SealedArgs) -> anyhow::Result<()> {
             let anchor = match r.op {
                 "seal" => find("raw-seal", r.threads),
                 "open" => find("raw-open", r.threads),
+                "vram-sealed" => find("vram-plain", r.threads),
                 _ => None,
             };
             let ratio = anchor.map_or(String::from("anchor"), |x| {
@@ -241,6 +263,98 @@ fn raw_aead(total: u64, frame: usize) -> (f64, f64) {
             aead.open_in_place(&nonce(i), b"aad", b, tag).expect("open");
         });
     (seal, t.elapsed().as_secs_f64())
+}
+
+/// Seconds per run of loading the model into VRAM: plain (each tensor read from its
+/// safetensors file into pinned memory and copied to a new device buffer in frame-size
+/// pieces) and sealed (`load_sealed` on a fresh backend), alternately, `--runs` times.
+/// Every sealed run's tensors are checked against the plaintext.
+fn gpu_rows(
+    a: &SealedArgs,
+    src: &Path,
+    dir: &Path,
+    dek: &Secret<32>,
+    frame_size: u32,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    use pqcc_gpu::{Backend, cuda::CudaBackend};
+    use std::os::unix::fs::FileExt;
+    pqcc_gpu::cuda::cuda_available().context("pqcc bench sealed --gpu needs a CUDA GPU")?;
+    let out = dir.join("sealed-gpu");
+    let _ = fs::remove_dir_all(&out);
+    let mut opts = SealOptions::new("bench/model@v1");
+    opts.frame_size = frame_size;
+    opts.progress = false;
+    seal_dir(src, &out, dek, &opts)?;
+    warm(&out)?;
+    let model = SealedModel::open(&out, dek, Some("bench/model@v1"))?;
+    let mut plain_backend = CudaBackend::new(a.device, 4)?;
+    let info = plain_backend.device_info();
+    if info.name.starts_with(pqcc_gpu::cuda::FAKE_DEVICE_PREFIX) {
+        eprintln!(
+            "WARNING: the device is FakeCuda, a test fake running on the CPU: these figures \
+             measure nothing about a GPU"
+        );
+    }
+    eprintln!("pqcc bench sealed --gpu: {}", info.name);
+    // The plain side's work list: every tensor of every shard.
+    let mut work = Vec::new();
+    let mut biggest = 0usize;
+    for e in fs::read_dir(src)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let f = fs::File::open(&p)?;
+            let len = f.metadata()?.len();
+            let h = pqcc_sealed::safetensors::read_header(&f, &p.display().to_string(), len)?;
+            let base = h.raw.len() as u64;
+            for t in &h.tensors {
+                let n = usize::try_from(t.end - t.begin)?;
+                biggest = biggest.max(n);
+                work.push((p.clone(), base + t.begin, n, t.name.clone()));
+            }
+        }
+    }
+    let mut pinned = plain_backend.alloc_pinned(biggest.max(1))?;
+    let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        let mut dsts = Vec::new();
+        for (p, off, n, _) in &work {
+            let f = fs::File::open(p)?;
+            f.read_exact_at(&mut pinned.as_mut_slice()[..*n], *off)?;
+            let d = plain_backend.alloc_zeroed(*n)?;
+            plain_backend.time_plain_copy(&pinned, *n, d, a.frame_size)?;
+            dsts.push(d);
+        }
+        plain.push(t.elapsed().as_secs_f64());
+        for d in dsts {
+            plain_backend.free(d)?;
+        }
+
+        let b = CudaBackend::new(a.device, 4)?;
+        let t = Instant::now();
+        let mut vram = pqcc_gpu::sealed::load_sealed(
+            b,
+            &model,
+            pqcc_gpu::cuda::OpenSchedule::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        sealed.push(t.elapsed().as_secs_f64());
+        // The first tensor's bytes, checked outside the timing.
+        if let Some(t0) = vram.tensors().first().cloned()
+            && let Some(h) = t0.buffer
+        {
+            let got = vram.backend().download(h)?;
+            let (p, off, n, _) = work
+                .iter()
+                .find(|w| w.3 == t0.name)
+                .context("a sealed tensor the model does not have")?;
+            let mut want = vec![0u8; *n];
+            fs::File::open(p)?.read_exact_at(&mut want, *off)?;
+            anyhow::ensure!(got == want, "{}: VRAM bytes differ from the plaintext", t0.name);
+        }
+        vram.free()?;
+    }
+    Ok((plain, sealed))
 }
 
 /// Seconds to read every safetensors file of the sealed directory `dir` in frames of
