@@ -332,12 +332,9 @@ fn gpu_rows(
 
         let b = CudaBackend::new(a.device, 4)?;
         let t = Instant::now();
-        let mut vram = pqcc_gpu::sealed::load_sealed(
-            b,
-            &model,
-            pqcc_gpu::cuda::OpenSchedule::default(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut vram =
+            pqcc_gpu::sealed::load_sealed(b, &model, pqcc_gpu::cuda::OpenSchedule::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         sealed.push(t.elapsed().as_secs_f64());
         // The first tensor's bytes, checked outside the timing.
         if let Some(t0) = vram.tensors().first().cloned()
@@ -350,7 +347,11 @@ fn gpu_rows(
                 .context("a sealed tensor the model does not have")?;
             let mut want = vec![0u8; *n];
             fs::File::open(p)?.read_exact_at(&mut want, *off)?;
-            anyhow::ensure!(got == want, "{}: VRAM bytes differ from the plaintext", t0.name);
+            anyhow::ensure!(
+                got == want,
+                "{}: VRAM bytes differ from the plaintext",
+                t0.name
+            );
         }
         vram.free()?;
     }
