@@ -3,12 +3,18 @@
 # bundled model, build the guest's initramfs, start the key broker, boot the guest under
 # QEMU, and show each stage with its time:
 #   evidence → policy → verity → channel → secret received → workload output → power-off
+# The workload (pqcc-workload, workload/) is a small Llama-architecture transformer
+# trained here on demo/corpus.txt, written as a Hugging Face directory, sealed with the
+# model owner's key (pqcc model seal) and served in the guest with candle once the
+# broker released that key.
 #
 #   scripts/demo.sh                      # the happy path; exit 0
 #   scripts/demo.sh --tamper model       # one byte of the model disk changed → refused
 #   scripts/demo.sh --tamper broker-key  # the broker signs with a key the guest does not trust
 #   scripts/demo.sh --tamper policy      # the broker's policy names another model
 #   scripts/demo.sh --tamper broker-down # no broker: the guest gives up after its wait
+#   scripts/demo.sh --tamper key         # the broker releases a wrong model key: the
+#                                        # workload cannot open the weights
 # With --tamper the demo shows the refusal and exits 1. Work files: target/demo/.
 # Installs what it needs (Debian packages, the guest kernel) idempotently.
 set -euo pipefail
@@ -20,13 +26,13 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --tamper) TAMPER=${2:-}; shift 2 || true ;;
         --tamper=*) TAMPER=${1#--tamper=}; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "demo: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case "$TAMPER" in
-    ""|model|broker-key|policy|broker-down) ;;
-    *) echo "demo: --tamper model|broker-key|policy|broker-down" >&2; exit 2 ;;
+    ""|model|broker-key|policy|broker-down|key) ;;
+    *) echo "demo: --tamper model|broker-key|policy|broker-down|key" >&2; exit 2 ;;
 esac
 
 T0=$(date +%s.%N)
@@ -52,15 +58,19 @@ rm -rf "$W"
 mkdir -p "$W"
 LOG=$W/build.log
 
-stage build "pqcc (host tools), pqcc-init and the demo workload (static)"
+stage build "pqcc (host tools), pqcc-init and pqcc-workload (static)"
 cargo build -q -p pqcc-tools --bin pqcc >>"$LOG" 2>&1 || { tail -30 "$LOG"; exit 2; }
 PQCC=$REPO/target/debug/pqcc
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --profile guest -p pqcc-init \
-    --target x86_64-unknown-linux-gnu --bin pqcc-init --example demo-workload >>"$LOG" 2>&1 \
-    || { tail -30 "$LOG"; exit 2; }
+# Two builds, so that pqcc-init's dependencies keep their own features.
+for crate in pqcc-init pqcc-workload; do
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --profile guest -p "$crate" \
+        --target x86_64-unknown-linux-gnu --bin "$crate" >>"$LOG" 2>&1 \
+        || { tail -30 "$LOG"; exit 2; }
+done
 GUEST=$REPO/target/x86_64-unknown-linux-gnu/guest
 INIT=$GUEST/pqcc-init
-WORKLOAD=$GUEST/examples/demo-workload
+WORKLOAD=$GUEST/pqcc-workload
+echo "           pqcc-workload $(( $(stat -c %s "$WORKLOAD") / 1024 )) KiB (static), pqcc-init $(( $(stat -c %s "$INIT") / 1024 )) KiB"
 
 stage kernel "Debian guest kernel and modules (cached in target/guest-kernel)"
 KDIR=$(bash scripts/guest-kernel.sh "$REPO/target/guest-kernel" | tail -1)
@@ -71,18 +81,17 @@ head -c 32 /dev/urandom >"$W/model-key"
 chmod 600 "$W/model-key"
 echo "           broker $(cat "$W/broker.id")"
 
-stage model "train the bundled bigram model, seal its weights, build the archive"
-mkdir -p "$W/model"
-cp demo/model/config.json demo/model/vocab.txt "$W/model/"
-"$WORKLOAD" train demo/corpus.txt "$W/model" | sed 's/^/           /'
-"$WORKLOAD" seal "$W/model-key" "$W/model/weights.bin" "$W/model/weights.sealed"
-rm "$W/model/weights.bin"
-"$PQCC" model build --name alice-bigram --revision v1 --out "$W/archive" --json "$W/model" \
+stage model "train a tiny Llama on demo/corpus.txt (Hugging Face layout, 2 shards)"
+"$WORKLOAD" train demo/corpus.txt "$W/model" --shards 2 | sed 's/^/           /'
+stage seal "seal every tensor and file with the model key, build the archive of the sealed model"
+"$PQCC" model seal "$W/model" --key "$W/model-key" --out "$W/sealed" \
+    --name alice-llama --revision v1 2>>"$LOG" | sed 's/^/           sealed /'
+"$PQCC" model build --name alice-llama --revision v1 --out "$W/archive" --json "$W/sealed" \
     >"$W/model.json" 2>>"$LOG"
 ROOT=$(sed -n 's/.*"root_hash": *"\([0-9a-f]*\)".*/\1/p' "$W/model.json")
 ARCHIVE=$(sed -n 's/.*"archive": *"\([^"]*\)".*/\1/p' "$W/model.json")
 BLOCKS=$(( $(stat -c %s "$ARCHIVE") / 4096 ))
-MODEL="alice-bigram@v1:$ROOT"
+MODEL="alice-llama@v1:$ROOT"
 echo "           $MODEL"
 
 stage image "initramfs: pqcc-init, measured init.toml, workload, modules"
@@ -91,7 +100,7 @@ PK=$("$PQCC" id --json "$W/broker.key.pub" | sed -n 's/.*"public_key_hex": *"\([
 MODULES=$(sed 's|.*/||; s|^|"/lib/modules/|; s|$|"|' "$KDIR/modules.list" | paste -sd, -)
 cat >"$W/init.toml" <<TOML
 [model]
-name = "alice-bigram"
+name = "alice-llama"
 revision = "v1"
 root_hash = "$ROOT"
 salt = "$SALT"
@@ -119,13 +128,17 @@ qemu_debug_exit = true
 TOML
 "$PQCC" image build --init "$INIT" --config "$W/init.toml" --workload "$WORKLOAD" \
     --kernel-release "$KDIR" -o "$W/initrd.img" | sed 's/^/           /'
+echo "           initrd.img $(( $(stat -c %s "$W/initrd.img") / 1024 )) KiB"
 
 POLICY_ROOT=$ROOT
 BROKER_KEY=$W/broker.key
+SECRET_FILE=model-key
 case "$TAMPER" in
     policy) POLICY_ROOT=$(printf '%064d' 0) ;;
     broker-key) "$PQCC" keygen --alg ml-dsa-65 --out "$W/rogue.key" >/dev/null; BROKER_KEY=$W/rogue.key ;;
     model) printf '\x01' | dd of="$ARCHIVE" bs=1 seek=$((BLOCKS * 4096 / 2)) conv=notrunc status=none ;;
+    key) head -c 32 /dev/urandom >"$W/wrong-model-key"; chmod 600 "$W/wrong-model-key"
+         SECRET_FILE=wrong-model-key ;;   # released under the same name, model-key
 esac
 [ -n "$TAMPER" ] && stage tamper "$TAMPER"
 
@@ -133,13 +146,13 @@ cat >"$W/broker.toml" <<TOML
 handshake_timeout_s = 30
 
 [secrets.model-key]
-file = "model-key"
+file = "$SECRET_FILE"
 
 [[rule]]
 name = "demo"
 platform = "none"
 insecure_no_tee = true   # the demo runs without a TEE; a production policy names snp or tdx
-models = ["alice-bigram@v1:$POLICY_ROOT"]
+models = ["alice-llama@v1:$POLICY_ROOT"]
 secrets = ["model-key"]
 TOML
 
@@ -179,8 +192,8 @@ show evidence "attest: (INSECURE|evidence)"
 show policy "broker: .*(ACCEPT|REJECT)" "$W/broker.log"
 show channel "attest: channel up"
 show secret "attest: secrets received"
-grep -a "demo-workload:" "$W/console.log" | sed 's/\r//; s/^/           workload  /' || true
-show power-off "powering off|FATAL"
+grep -a "pqcc-workload:" "$W/console.log" | sed 's/\r//; s/^/           workload  /' || true
+show power-off "pqcc-init: .*(powering off|FATAL)"
 echo
 "$PQCC" audit verify "$W/audit.log" | sed 's/^/           audit     /' || true
 
@@ -189,10 +202,19 @@ if [ -n "$TAMPER" ]; then
         stage refused "the guest refused to go on ($TAMPER): $(grep -a -m1 'pqcc-init: FATAL' "$W/console.log" | tr -d '\r')"
         exit 1
     fi
+    # A wrong key gets past attestation (the broker released it): the workload is what
+    # refuses it, and pqcc-init reports the failed workload and powers off.
+    if [ "$TAMPER" = key ] && [ "$STATUS" -eq 1 ] \
+        && grep -aq "pqcc-workload: FATAL" "$W/console.log" \
+        && grep -aq "workload exited with status 1; powering off" "$W/console.log" \
+        && ! grep -aq "pqcc-workload: text" "$W/console.log"; then
+        stage refused "the workload refused the released key ($TAMPER): $(grep -a -m1 'pqcc-workload: FATAL' "$W/console.log" | tr -d '\r')"
+        exit 1
+    fi
     stage ERROR "tampering with $TAMPER was NOT detected"
     exit 3
 fi
-if [ "$STATUS" -ne 0 ] || ! grep -aq "demo-workload: prompt" "$W/console.log"; then
+if [ "$STATUS" -ne 0 ] || ! grep -aq "pqcc-workload: text" "$W/console.log"; then
     stage FAILED "launch exit $STATUS; console: $W/console.log, broker: $W/broker.log"
     tail -5 "$W/console.log" >&2 || true
     exit 1

@@ -36,7 +36,7 @@ step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
-PACKAGES=(pqcc-core pqcc-init pqcc-tools pqcc-verify pqcc-sealed pqcc-gpu pqcc-fake-cuda pqcc-tests)
+PACKAGES=(pqcc-core pqcc-init pqcc-tools pqcc-verify pqcc-sealed pqcc-gpu pqcc-fake-cuda pqcc-tests pqcc-workload)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -47,7 +47,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 step "cargo doc -D warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools -p pqcc-sealed -p pqcc-gpu -p pqcc-fake-cuda
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p pqcc-core -p pqcc-tools -p pqcc-sealed -p pqcc-gpu -p pqcc-fake-cuda -p pqcc-workload
 
 # NVRTC needs no GPU: the nvidia-cuda-nvrtc wheel (CUDA 13, matching pqcc-gpu's cudarc
 # feature) carries libnvrtc, so the GPU kernel is compiled to PTX here too

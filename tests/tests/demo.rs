@@ -1,7 +1,11 @@
 //! The README's demo, end to end: `scripts/demo.sh` builds everything, starts the real
 //! broker, boots the guest under QEMU (TCG) and must reach the workload through
-//! evidence → policy → verity → channel → secret; each `--tamper` mode must end in the
-//! guest's FATAL line and power-off, the workload never run, and a non-zero exit.
+//! evidence → policy → verity → channel → secret, and the workload (pqcc-workload, a
+//! tiny Llama served with candle from sealed weights) must open the weights with the
+//! released key and generate text. Each attestation `--tamper` mode must end in the
+//! guest's FATAL line and power-off, the workload never run, and a non-zero exit;
+//! `--tamper key` (the broker releases a wrong model key) must end in the workload's
+//! own FATAL line, its exit status 1 reported by pqcc-init, no text, and exit 1.
 //! One test, run in order: the modes share `target/demo/`.
 
 use std::path::PathBuf;
@@ -34,14 +38,20 @@ fn demo_happy_path_and_each_refusal() {
         "policy    broker: unix#1: ACCEPT rule `demo`",
         "channel   ",
         "secret    ",
-        "workload  demo-workload: weights opened with the released model-key",
-        "workload  demo-workload: prompt \"Alice was \"",
+        "workload  pqcc-workload: weights opened with the released model-key (21 tensors, ",
+        "[alice-llama@v1]",
+        "workload  pqcc-workload: llama: 2 layers, hidden 64, 4 heads / 2 key-value, context 64, vocab 257",
+        "workload  pqcc-workload: prompt \"Alice was \"",
+        "workload  pqcc-workload: text \"Alice was ",
+        " tokens/s; prompt: 10 tokens in ",
         "power-off ",
+        "workload exited with status 0; powering off",
         "audit     valid: 1 records",
     ] {
         assert!(out.contains(stage), "missing `{stage}`:\n{out}");
     }
     assert!(out.contains("secrets received: model-key (32 B)"), "{out}");
+    assert!(!out.contains("FATAL"), "{out}");
 
     for (mode, fatal) in [
         ("model", "pqcc-init: FATAL verity: "),
@@ -65,7 +75,7 @@ fn demo_happy_path_and_each_refusal() {
             "--tamper {mode}: expected `{fatal}`:\n{out}"
         );
         assert!(
-            !out.contains("demo-workload: prompt"),
+            !out.contains("workload  pqcc-workload:"),
             "--tamper {mode}: workload ran:\n{out}"
         );
         assert!(
@@ -73,4 +83,30 @@ fn demo_happy_path_and_each_refusal() {
             "--tamper {mode}: secret arrived:\n{out}"
         );
     }
+
+    // The broker releases a wrong model key: attestation succeeds and the secret
+    // arrives, but the sealed weights do not open with it.
+    let (code, out) = demo(Some("key"));
+    assert_eq!(code, 1, "--tamper key: {out}");
+    assert!(out.contains("secrets received: model-key (32 B)"), "{out}");
+    assert!(
+        out.contains(
+            "workload  pqcc-workload: FATAL sealed model: pqcc-manifest.sealed: wrong key"
+        ),
+        "--tamper key: {out}"
+    );
+    assert!(
+        out.contains("workload exited with status 1; powering off"),
+        "--tamper key: {out}"
+    );
+    assert!(
+        out.contains("the workload refused the released key (key)"),
+        "--tamper key: {out}"
+    );
+    assert!(!out.contains("pqcc-workload: text"), "--tamper key: {out}");
+    assert!(
+        !out.contains("pqcc-workload: weights opened"),
+        "--tamper key: {out}"
+    );
+    assert!(!out.contains("pqcc-init: FATAL"), "--tamper key: {out}");
 }
