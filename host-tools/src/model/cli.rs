@@ -40,7 +40,7 @@ pub enum ModelCommand {
 /// Arguments of `pqcc model seal`.
 #[derive(Debug, Args)]
 pub struct SealArgs {
-    /// The model directory (or a Hugging Face cache snapshot, or ORG/NAME[@REV] as for
+    /// The model directory (or a Hugging Face cache snapshot, or `ORG/NAME[@REV]` as for
     /// `pqcc model build`).
     pub source: String,
     /// The data-encryption key file: 32 raw bytes or 64 hex digits.
