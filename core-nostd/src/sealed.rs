@@ -756,14 +756,10 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
-    /// A varint.
-    pub fn varint(&mut self, mut v: u64) -> Result<(), Error> {
-        while v >= 0x80 {
-            // The low 7 bits with the continuation bit; the cast keeps exactly those.
-            self.byte((v & 0x7f) as u8 | 0x80)?;
-            v >>= 7;
-        }
-        self.byte((v & 0x7f) as u8)
+    /// A varint (the channel header's encoder, `wire::put_varint`).
+    pub fn varint(&mut self, v: u64) -> Result<(), Error> {
+        self.pos = crate::wire::put_varint(self.buf, self.pos, v)?;
+        Ok(())
     }
 
     /// A length-prefixed string.
