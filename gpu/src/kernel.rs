@@ -80,6 +80,26 @@ pub fn compile_ptx_with(major: u32, minor: u32, cfg: &KernelConfig) -> Result<Pt
             "min_blocks_per_sm must be 1 to 8",
         ));
     }
+    // The same source and options give the same PTX: compile each (architecture,
+    // launch bound) once per process, as every opener on a device (and every device of
+    // the same kind) would otherwise spend NVRTC's seconds again.
+    static COMPILED: std::sync::Mutex<Vec<((u32, u32, u32), Ptx)>> =
+        std::sync::Mutex::new(Vec::new());
+    let key = (major, minor, cfg.min_blocks_per_sm);
+    let cached =
+        |c: &[((u32, u32, u32), Ptx)]| c.iter().find(|(k, _)| *k == key).map(|(_, p)| p.clone());
+    if let Some(ptx) = cached(&COMPILED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(ptx);
+    }
+    let ptx = compile_uncached(major, minor, cfg)?;
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if cached(&compiled).is_none() {
+        compiled.push((key, ptx.clone()));
+    }
+    Ok(ptx)
+}
+
+fn compile_uncached(major: u32, minor: u32, cfg: &KernelConfig) -> Result<Ptx, GpuError> {
     let opts = CompileOptions {
         options: vec![
             format!("--gpu-architecture=compute_{major}{minor}"),
