@@ -83,11 +83,11 @@ pub fn compile_ptx_with(major: u32, minor: u32, cfg: &KernelConfig) -> Result<Pt
     // The same source and options give the same PTX: compile each (architecture,
     // launch bound) once per process, as every opener on a device (and every device of
     // the same kind) would otherwise spend NVRTC's seconds again.
-    static COMPILED: std::sync::Mutex<Vec<((u32, u32, u32), Ptx)>> =
-        std::sync::Mutex::new(Vec::new());
+    type Compiled = [((u32, u32, u32), Ptx)];
+    type Cache = std::sync::Mutex<Vec<((u32, u32, u32), Ptx)>>;
+    static COMPILED: Cache = std::sync::Mutex::new(Vec::new());
     let key = (major, minor, cfg.min_blocks_per_sm);
-    let cached =
-        |c: &[((u32, u32, u32), Ptx)]| c.iter().find(|(k, _)| *k == key).map(|(_, p)| p.clone());
+    let cached = |c: &Compiled| c.iter().find(|(k, _)| *k == key).map(|(_, p)| p.clone());
     if let Some(ptx) = cached(&COMPILED.lock().unwrap_or_else(|e| e.into_inner())) {
         return Ok(ptx);
     }
