@@ -39,8 +39,19 @@ run_targets "$ROOT/core-nostd/fuzz" decode_message frame_header open_frame hands
     statement_envelope statement_body policy_check evidence_bundle sealed_parsers
 
 # pqcc-verify (std; its parsers for NVIDIA GPU evidence, RIM XML, X.509, OCSP, CRLs,
-# and the launch-measurement parsers: OVMF metadata, PE images, kernel headers).
-run_targets "$ROOT/verify/fuzz" gpu_evidence launch_measure
+# the launch-measurement parsers: OVMF metadata, PE images, kernel headers, and the TEE
+# evidence parsers: SEV-SNP reports, certificate tables and AMD CRLs, TDX quotes).
+# The real SNP report and TDX quote seed their targets (a leading mode byte 0 selects
+# the evidence path); random bytes almost never get past the length and version checks.
+shared="$ROOT/../shared/data"
+for t in snp_report tdx_quote; do mkdir -p "$ROOT/verify/fuzz/corpus/$t"; done
+if [ -r "$shared/sev-snp/report_milan.bin" ] && [ ! -e "$ROOT/verify/fuzz/corpus/snp_report/seed-milan" ]; then
+    { printf '\0'; cat "$shared/sev-snp/report_milan.bin"; } > "$ROOT/verify/fuzz/corpus/snp_report/seed-milan"
+fi
+if [ -r "$shared/tdx/tdx_quote" ] && [ ! -e "$ROOT/verify/fuzz/corpus/tdx_quote/seed-tdx" ]; then
+    cp "$shared/tdx/tdx_quote" "$ROOT/verify/fuzz/corpus/tdx_quote/seed-tdx"
+fi
+run_targets "$ROOT/verify/fuzz" gpu_evidence launch_measure snp_report tdx_quote
 
 # The host tools. Real key files seed the key-file corpus (random bytes almost never
 # carry a valid header), made with the pqcc binary the test run built.

@@ -50,6 +50,7 @@ stage setup "packages (qemu, kmod, xz, cpio), Rust toolchain"
 need_apt qemu-system-x86_64 qemu-system-x86
 need_apt depmod kmod
 need_apt xz xz-utils
+need_apt zstd zstd
 need_apt cpio cpio
 command -v cargo >/dev/null || { echo "demo: install Rust first (https://rustup.rs)" >&2; exit 2; }
 
@@ -82,7 +83,22 @@ chmod 600 "$W/model-key"
 echo "           broker $(cat "$W/broker.id")"
 
 stage model "train a tiny Llama on demo/corpus.txt (Hugging Face layout, 2 shards)"
-"$WORKLOAD" train demo/corpus.txt "$W/model" --shards 2 | sed 's/^/           /'
+# Training is deterministic: the same corpus and workload binary give the same model, so
+# it is kept in target/demo-model-cache and reused (the tamper runs of the tests).
+TRAIN_KEY=$(cat demo/corpus.txt "$WORKLOAD" | sha256sum | cut -c1-16)
+TRAINED=$REPO/target/demo-model-cache/$TRAIN_KEY
+if [ -f "$TRAINED/complete" ]; then
+    cp -r "$TRAINED/model" "$W/model"
+    sed 's/^/           /; s/$/ (kept from an earlier run of this binary on this corpus)/' \
+        "$TRAINED/train.log"
+else
+    "$WORKLOAD" train demo/corpus.txt "$W/model" --shards 2 >"$W/train.log"
+    sed 's/^/           /' "$W/train.log"
+    rm -rf "$REPO/target/demo-model-cache"
+    mkdir -p "$TRAINED"
+    cp -r "$W/model" "$W/train.log" "$TRAINED/"
+    touch "$TRAINED/complete"
+fi
 stage seal "seal every tensor and file with the model key, build the archive of the sealed model"
 "$PQCC" model seal "$W/model" --key "$W/model-key" --out "$W/sealed" \
     --name alice-llama --revision v1 2>>"$LOG" | sed 's/^/           sealed /'
@@ -97,7 +113,9 @@ echo "           $MODEL"
 stage image "initramfs: pqcc-init, measured init.toml, workload, modules"
 SALT=$(sed -n 's/.*"salt": *"\([0-9a-f]*\)".*/\1/p' "${ARCHIVE}.stamp")
 PK=$("$PQCC" id --json "$W/broker.key.pub" | sed -n 's/.*"public_key_hex": *"\([0-9a-f]*\)".*/\1/p')
-MODULES=$(sed 's|.*/||; s|^|"/lib/modules/|; s|$|"|' "$KDIR/modules.list" | paste -sd, -)
+# As pqcc image build installs them: NAME.ko (Debian's 6.12 ships .ko.xz; decompressed).
+MODULES=$(sed 's|.*/||; s/\.\(xz\|zst\|gz\)$//; s|^|"/lib/modules/|; s|$|"|' "$KDIR/modules.list" \
+    | paste -sd, -)
 cat >"$W/init.toml" <<TOML
 [model]
 name = "alice-llama"
@@ -155,14 +173,16 @@ insecure_no_tee = true   # the demo runs without a TEE; a production policy name
 models = ["alice-llama@v1:$POLICY_ROOT"]
 secrets = ["model-key"]
 TOML
+chmod 600 "$W/broker.toml"
 
 stage broker "pqcc broker serve on unix:$W/broker.sock"
 touch "$W/broker.log" "$W/audit.log"
 BROKER_PID=
 trap '[ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null || true' EXIT
 if [ "$TAMPER" != broker-down ]; then
-    "$PQCC" broker serve --verbose --key "$BROKER_KEY" --policy "$W/broker.toml" \
-        --listen "unix:$W/broker.sock" --audit-log "$W/audit.log" >/dev/null 2>"$W/broker.log" &
+    # --allow-insecure: the `none` rule above (printed at start, named in the audit log).
+    "$PQCC" broker serve --verbose --allow-insecure --key "$BROKER_KEY" \
+        --policy "$W/broker.toml" --listen "unix:$W/broker.sock" --audit-log "$W/audit.log" >/dev/null 2>"$W/broker.log" &
     BROKER_PID=$!
     for _ in $(seq 100); do [ -S "$W/broker.sock" ] && break; sleep 0.1; done
 fi

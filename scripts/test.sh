@@ -24,6 +24,7 @@ need_apt qemu-system-x86_64 qemu-system-x86
 need_apt cpio cpio
 need_apt depmod kmod
 need_apt xz xz-utils
+need_apt zstd zstd
 # FakeCuda (gpu/fake-cuda) compiles the CUDA kernel source as C++ to emulate it.
 need_apt g++ g++
 

@@ -17,7 +17,7 @@
 //! hash_serial = "pqcc-model-hash"
 //!
 //! [platform]
-//! required = "none"                  # none | tdx | snp
+//! required = "none"                  # none | tdx | sev-snp (or snp)
 //! insecure_no_tee = true             # required with "none"
 //!
 //! [broker]                           # required for tdx/snp; optional with "none"
@@ -484,8 +484,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             return err("platform.required = \"none\" needs platform.insecure_no_tee = true");
         }
         ("tdx", false) => Platform::Tdx,
-        ("snp", false) => Platform::Snp,
-        ("tdx" | "snp", true) => {
+        ("snp" | "sev-snp", false) => Platform::Snp,
+        ("tdx" | "snp" | "sev-snp", true) => {
             return err("platform.insecure_no_tee is only allowed with required = \"none\"");
         }
         (other, _) => return err(format!("platform.required: unknown platform `{other}`")),
@@ -761,6 +761,9 @@ qemu_debug_exit = true
             format!("{t}\n[broker]\npublic_key = \"{key}\"\ntransport = \"tcp:10.0.2.2:7000\"\n");
         let c = parse(&t).unwrap();
         assert_eq!(c.platform, Platform::Snp);
+        // `sev-snp`, as pqcc prints it, is the same platform.
+        let sev = t.replace("required = \"snp\"", "required = \"sev-snp\"");
+        assert_eq!(parse(&sev).unwrap().platform, Platform::Snp);
         let b = c.broker.unwrap();
         assert_eq!(b.wait_ms, DEFAULT_BROKER_WAIT_MS);
         assert_eq!(b.timeout_ms, DEFAULT_BROKER_TIMEOUT_MS);

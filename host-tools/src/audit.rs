@@ -15,8 +15,15 @@
 //! `seq` run), and a torn last write leaves a line without its newline. Truncating
 //! whole records off the end, or rewriting the tail, is *not* detectable from the log
 //! alone: keep the last line's hash (printed by `pqcc audit verify`) somewhere the
-//! writer cannot change, and compare. The chain is unkeyed: anyone who can write the
-//! file can write a new, consistent log.
+//! writer cannot change, and compare (`pqcc audit verify --anchor HEAD`). The chain is
+//! unkeyed: anyone who can write the file can write a new, consistent log.
+//!
+//! An [`AuditLog`] keeps the head it last wrote in a second place too: the anchor file
+//! `LOG.head` ([`anchor_path`], `{"records": N, "head": "<hex>"}`), rewritten atomically
+//! after every append. A writer refuses to append to a log that lost records: one
+//! shorter than it last left it, or one that no longer holds the anchor file's head at
+//! its place. `pqcc audit verify` checks the anchor file when there is one. Both catch
+//! a tail cut by someone who did not also rewrite the anchor file.
 
 use std::{
     fmt,
@@ -447,15 +454,94 @@ pub fn verify_file(
     Ok(verify_bytes_anchored(&buf, anchor))
 }
 
+/// The anchor file of the log at `log`: `LOG.head`.
+pub fn anchor_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_os_string();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+/// The head an anchor file holds: the number of records the writer had written and the
+/// hash of the last one. `Ok(None)` when there is no anchor file.
+pub fn read_anchor(log: &Path) -> anyhow::Result<Option<Intact>> {
+    let path = anchor_path(log);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let bad = || anyhow::anyhow!("{}: not an audit log anchor", path.display());
+    let v: Value = serde_json::from_str(&text).map_err(|_| bad())?;
+    let records = v["records"].as_u64().ok_or_else(bad)?;
+    let head = v["head"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(bad)?;
+    Ok(Some(Intact { records, head }))
+}
+
+fn write_anchor(log: &Path, intact: &Intact) -> anyhow::Result<()> {
+    let text = format!(
+        "{}\n",
+        serde_json::json!({"records": intact.records, "head": hex::encode(intact.head)})
+    );
+    crate::keys::write_file_atomic(&anchor_path(log), text.as_bytes(), 0o640, true)
+}
+
+/// Checks `log` against its anchor `a`: record `a.records` (counted from 1) exists and
+/// its hash is `a.head`. `Err` names what is missing.
+fn check_anchor(log: &[u8], a: &Intact) -> Result<(), String> {
+    let genesis = Intact {
+        records: 0,
+        head: genesis_hash(),
+    };
+    let w = walk(log, genesis, Some(&a.head)).map_err(|b| b.to_string())?;
+    if w.intact.records < a.records {
+        return Err(format!(
+            "it holds {} records, its anchor says {} were written",
+            w.intact.records, a.records
+        ));
+    }
+    Ok(())
+}
+
+/// [`verify_file`], and when `LOG.head` exists ([`anchor_path`]), also that the log
+/// still holds the head it names. Returns the anchor checked, if any.
+pub fn verify_file_with_anchor_file(
+    path: &Path,
+    anchor: Option<&[u8; 32]>,
+) -> anyhow::Result<(Result<Intact, BadLine>, Option<Intact>)> {
+    let result = verify_file(path, anchor)?;
+    let stored = read_anchor(path)?;
+    let result = match (result, &stored) {
+        (Ok(intact), Some(a)) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            match check_anchor(&bytes, a) {
+                Ok(()) => Ok(intact),
+                Err(_) => Err(BadLine {
+                    line: a.records.min(intact.records) + 1,
+                    damage: Damage::AnchorNotFound,
+                }),
+            }
+        }
+        (r, _) => r,
+    };
+    Ok((result, stored))
+}
+
 /// An audit log file, opened for appending (created, mode 0640, if absent).
 ///
 /// The first append checks the whole log. Later appends through the same `AuditLog`
 /// check only what changed since its last append: that the line it wrote (or last
 /// checked) is still there, byte for byte, at the same place, and every line added
 /// after it by other writers. So an append costs the same however long the log is. A
-/// log that got shorter is checked whole again. Edits further back than the last line
-/// are found by `pqcc audit verify` and by the next whole check (a new `AuditLog`, as
-/// at every broker start).
+/// log that got shorter than this writer left it is refused: records were cut off. The
+/// first append of a new `AuditLog` (as at every broker start) checks the whole log and
+/// the anchor file `LOG.head` ([`anchor_path`]); each append rewrites the anchor. Edits
+/// further back than the last line are found by `pqcc audit verify` and by the next
+/// whole check.
 #[derive(Debug)]
 pub struct AuditLog {
     file: File,
@@ -521,9 +607,19 @@ impl AuditLog {
             .metadata()
             .with_context(|| format!("stat audit log {p}"))?
             .len();
+        if let Some(k) = self.known
+            && len < k.len
+        {
+            bail!(
+                "refusing to append to audit log {p}: it is {len} bytes, shorter than the {} \
+                 bytes this writer left it with after record {}: records were cut off the end",
+                k.len,
+                k.intact.records
+            );
+        }
         let (from, start) = match self.known {
-            Some(k) if len >= k.len => (k.last_start, k.before_last),
-            _ => (
+            Some(k) => (k.last_start, k.before_last),
+            None => (
                 0,
                 Intact {
                     records: 0,
@@ -542,6 +638,18 @@ impl AuditLog {
             Ok(w) => w,
             Err(bad) => bail!("refusing to append to damaged audit log {p}: {bad}"),
         };
+        if self.known.is_none()
+            && let Some(a) = read_anchor(&self.path)?
+            && let Err(why) = check_anchor(&buf, &a)
+        {
+            bail!(
+                "refusing to append to audit log {p}: it lost records since the last append: \
+                 its anchor {} names record {} with head {}, but {why}",
+                anchor_path(&self.path).display(),
+                a.records,
+                hex::encode(a.head)
+            );
+        }
         if let Some(k) = self.known.filter(|k| len >= k.len && k.intact.records > 0) {
             // The line this log last wrote or checked must still be the same line.
             if w.first_hash
@@ -576,6 +684,14 @@ impl AuditLog {
             .sync_all()
             .with_context(|| format!("fsync audit log {p}"))?;
         let line_hash = hash::sha3_256(&[line.as_bytes()]);
+        write_anchor(
+            &self.path,
+            &Intact {
+                records: intact.records + 1,
+                head: line_hash,
+            },
+        )
+        .with_context(|| format!("audit log {p}: writing its anchor"))?;
         self.known = Some(Known {
             len: before + line.len() as u64,
             last_start: before,

@@ -33,8 +33,8 @@ pub enum EvidenceCommand {
 /// Platform names on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlatformArg {
-    /// AMD SEV-SNP.
-    #[value(name = "snp", alias = "sev-snp")]
+    /// AMD SEV-SNP (`snp` is read too).
+    #[value(name = "sev-snp", alias = "snp")]
     Snp,
     /// Intel TDX.
     #[value(name = "tdx")]
@@ -48,17 +48,19 @@ pub struct VerifyArgs {
     #[arg(long, value_enum)]
     pub platform: PlatformArg,
     /// SNP: the attestation report (0x4A0 bytes), optionally followed by the
-    /// extended-report certificate table.
+    /// extended-report certificate table; binary or hex text (told by content).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// SNP: the VCEK certificate (DER), when the report file has no certificate table.
+    /// SNP: the VCEK certificate (DER or PEM), when the report file has no certificate
+    /// table.
     #[arg(long, value_name = "FILE")]
     pub vcek: Option<PathBuf>,
     /// SNP: the ASK (and optionally ARK), PEM or DER. The ARK must be AMD's pinned one;
     /// without this file the built-in ASK is used.
     #[arg(long, value_name = "FILE")]
     pub chain: Option<PathBuf>,
-    /// TDX: the quote (v4 or v5).
+    /// TDX: the quote (v4 or v5); binary or hex text, `0x` prefix and whitespace
+    /// allowed (told by content).
     #[arg(long, value_name = "FILE")]
     pub quote: Option<PathBuf>,
     /// TDX: the DCAP collateral (JSON: PCK CRL and chain, root CA CRL, TCB info, QE
@@ -66,7 +68,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub collateral: Option<PathBuf>,
     /// The raw evidence blob a guest sent (`docs/evidence.md`), instead of
-    /// --report/--quote.
+    /// --report/--quote; binary or hex text.
     #[arg(long, value_name = "FILE")]
     pub evidence: Option<PathBuf>,
     /// Time to verify at (Unix seconds); default: now.
@@ -103,6 +105,66 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{what} {}", path.display()))
 }
 
+/// Binary evidence (an SNP report, a TDX quote, an evidence blob) as users have it:
+/// the raw bytes, or hex text (AMD's and Intel's samples, `xxd -p`, a log line) with
+/// an optional `0x` prefix and any whitespace, line breaks included. The form is told
+/// by content: a file of printable ASCII and whitespace only is text and must be hex
+/// (a report or quote always holds non-text bytes in its header); anything else is
+/// taken as it is.
+pub fn decode_binary_or_hex(bytes: Vec<u8>, what: &str) -> anyhow::Result<Vec<u8>> {
+    let is_text = !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if !is_text {
+        return Ok(bytes);
+    }
+    let digits: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let digits = digits
+        .strip_prefix(b"0x")
+        .or_else(|| digits.strip_prefix(b"0X"))
+        .unwrap_or(&digits);
+    if let Some(at) = digits.iter().position(|b| !b.is_ascii_hexdigit()) {
+        bail!(
+            "{what}: a text file, but not hex: character {:?} at hex digit {at} (give the \
+             binary, or hex digits with an optional 0x prefix and any whitespace)",
+            char::from(digits[at])
+        );
+    }
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
+        bail!(
+            "{what}: {} hex digits; the bytes need an even number, at least 2",
+            digits.len()
+        );
+    }
+    hex::decode(digits).with_context(|| format!("{what}: hex"))
+}
+
+/// One X.509 certificate as users have it: DER, or PEM (one `CERTIFICATE` block,
+/// told by its `-----BEGIN` line). Returns the DER.
+pub fn decode_certificate(bytes: &[u8], what: &str) -> anyhow::Result<Vec<u8>> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    if !bytes[start..].starts_with(b"-----BEGIN") {
+        return Ok(bytes.to_vec());
+    }
+    let mut certs = pqcc_verify::nvidia::x509::pem_chain_to_der(&bytes[start..])
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    if certs.len() != 1 {
+        bail!(
+            "{what}: {} PEM certificates; give the one certificate alone",
+            certs.len()
+        );
+    }
+    Ok(certs.remove(0))
+}
+
 /// Loads evidence, collateral and policy (errors here are exit 2), verifies (exit 0/1).
 fn run_verify(a: &VerifyArgs) -> anyhow::Result<i32> {
     let platform = match a.platform {
@@ -113,7 +175,9 @@ fn run_verify(a: &VerifyArgs) -> anyhow::Result<i32> {
         (_, Some(e), None, None) => e,
         (TeePlatform::Snp, None, Some(r), None) => r,
         (TeePlatform::Tdx, None, None, Some(q)) => q,
-        (TeePlatform::Snp, ..) => bail!("--platform snp needs exactly one of --report, --evidence"),
+        (TeePlatform::Snp, ..) => {
+            bail!("--platform sev-snp needs exactly one of --report, --evidence")
+        }
         (TeePlatform::Tdx, ..) => bail!("--platform tdx needs exactly one of --quote, --evidence"),
     };
     let wrong_flag = match platform {
@@ -127,10 +191,16 @@ fn run_verify(a: &VerifyArgs) -> anyhow::Result<i32> {
     if let Some(flag) = wrong_flag {
         bail!("{flag} does not apply to --platform {platform}");
     }
-    let evidence = read(main_file, "evidence")?;
+    let evidence = decode_binary_or_hex(
+        read(main_file, "evidence")?,
+        &format!("evidence {}", main_file.display()),
+    )?;
     let mut collateral = Collateral::default();
     if let Some(p) = &a.vcek {
-        collateral.snp_vcek = Some(read(p, "--vcek")?);
+        collateral.snp_vcek = Some(decode_certificate(
+            &read(p, "--vcek")?,
+            &format!("--vcek {}", p.display()),
+        )?);
     }
     if let Some(p) = &a.chain {
         collateral.snp_chain = Some(read(p, "--chain")?);
@@ -240,6 +310,7 @@ fn print_valid(v: &VerifiedTee, checked: bool, now: u64, as_json: bool) {
     let m = measurements_json(&v.measurements);
     if as_json {
         let out = json!({
+            "ok": true,
             "valid": true,
             "platform": v.platform.name(),
             "tcb_status": v.tcb_status.name(),
@@ -286,6 +357,7 @@ fn print_invalid(platform: TeePlatform, e: &TeeError, now: u64, as_json: bool) {
     let kind = dbg.split(['(', ' ', '{']).next().unwrap_or("");
     if as_json {
         let out = json!({
+            "ok": false,
             "valid": false,
             "platform": platform.name(),
             "tcb_status": Value::Null,
@@ -305,8 +377,8 @@ fn print_invalid(platform: TeePlatform, e: &TeeError, now: u64, as_json: bool) {
 /// Which launch measurement `pqcc image measure` predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
-    /// SEV-SNP launch digest (MEASUREMENT).
-    #[value(name = "snp")]
+    /// SEV-SNP launch digest (MEASUREMENT) (`snp` is read too).
+    #[value(name = "sev-snp", alias = "snp")]
     Snp,
     /// TDX MRTD, and RTMR1/RTMR2 with `--kernel`.
     #[value(name = "tdx")]
@@ -356,6 +428,11 @@ pub struct MeasureArgs {
     /// (RTMR1). The `tdx` launch profile's default is 16G.
     #[arg(long, value_name = "SIZE", default_value = "16G")]
     pub memory: String,
+    /// TDX: predict the values for a kernel whose EFI stub does not measure the initrd
+    /// and command line into RTMR2 (before Linux 6.9). Insecure: such a TD's quote does
+    /// not cover the initrd, so a broker rule cannot tell a host-made one apart.
+    #[arg(long)]
+    pub insecure_unmeasured_initrd: bool,
     /// TDX: page add/extend order of the host's KVM (MRTD).
     #[arg(long, value_enum, value_name = "ORDER", default_value = "per-page")]
     pub tdx_page_order: PageOrderArg,
@@ -394,10 +471,29 @@ pub fn run_measure(a: &MeasureArgs) -> anyhow::Result<()> {
                 vcpu_sig,
                 sev_features,
             })?;
+            // Without --kernel the digest covers OVMF alone (no kernel-hashes table):
+            // labelled so, and refused as a broker rule's measurement.
+            let covers = if kernel.is_some() {
+                "firmware, kernel, initrd and command line (kernel-hashes table)"
+            } else {
+                eprintln!(
+                    "pqcc: warning: without --kernel this SEV-SNP digest covers the firmware \
+                     only: it admits any kernel, initrd and command line; it is printed as \
+                     firmware-only:<hex>, which a broker rule refuses"
+                );
+                "firmware only"
+            };
+            let shown = if kernel.is_some() {
+                hex::encode(d)
+            } else {
+                format!("firmware-only:{}", hex::encode(d))
+            };
             if a.json {
                 let out = json!({
-                    "profile": "snp",
-                    "measurement": hex::encode(d),
+                    "ok": true,
+                    "profile": "sev-snp",
+                    "measurement": shown,
+                    "covers": covers,
                     "vcpus": a.vcpus,
                     "vcpu_type": a.vcpu_type,
                     "vcpu_sig": format!("{vcpu_sig:#x}"),
@@ -406,7 +502,7 @@ pub fn run_measure(a: &MeasureArgs) -> anyhow::Result<()> {
                 });
                 println!("{out}");
             } else {
-                println!("measurement: {}", hex::encode(d));
+                println!("measurement: {shown}");
             }
         }
         ProfileArg::Tdx => measure_tdx(a, &ovmf)?,
@@ -458,15 +554,6 @@ fn measure_tdx(a: &MeasureArgs, ovmf: &[u8]) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| read(p, "--initrd"))
         .transpose()?;
-    if let Some(v) = kernel.as_deref().and_then(measure::tdx::bzimage_version)
-        && measure::tdx::predates_cc_stub(v)
-    {
-        eprintln!(
-            "pqcc: note: kernel {v:?} predates Linux 6.9, whose EFI stub measures the \
-             command line and initrd into RTMR2; unless that was backported, a real TD \
-             shows RTMR2 all zero"
-        );
-    }
     let events = match &kernel {
         Some(k) => Some(measure::tdx_boot_events(&measure::TdxDirectBoot {
             kernel: k,
@@ -476,6 +563,25 @@ fn measure_tdx(a: &MeasureArgs, ovmf: &[u8]) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    // After the kernel parsed: does its stub measure the initrd at all?
+    if let Some(k) = kernel.as_deref()
+        && !measure::tdx::stub_measures_cc(k)
+    {
+        let version = measure::tdx::bzimage_version(k).unwrap_or("of unknown version");
+        let why = format!(
+            "kernel {version:?}: its EFI stub does not measure into the UEFI CC protocol \
+             (Linux 6.9 and later do), so on a TD the initrd and command line are not \
+             measured (RTMR2 stays zero) and the measured init.toml in the initrd proves \
+             nothing: a host could boot this kernel with an initramfs of its own"
+        );
+        if !a.insecure_unmeasured_initrd {
+            anyhow::bail!(
+                "{why}; use a kernel that measures it (scripts/guest-kernel.sh fetches \
+                 Debian's 6.12), or pass --insecure-unmeasured-initrd"
+            );
+        }
+        eprintln!("pqcc: warning: INSECURE (--insecure-unmeasured-initrd): {why}");
+    }
     let rtmr = |i| events.as_deref().map(|e| measure::replay_rtmr(e, i));
     let (rtmr1, rtmr2) = (rtmr(1), rtmr(2));
     if a.json {
@@ -494,6 +600,7 @@ fn measure_tdx(a: &MeasureArgs, ovmf: &[u8]) -> anyhow::Result<()> {
             })
             .collect();
         let out = json!({
+            "ok": true,
             "profile": "tdx",
             "mrtd": hex::encode(mrtd),
             "rtmr0": Value::Null,

@@ -198,6 +198,7 @@ fn verify(a: &VerifyArgs) -> anyhow::Result<bool> {
         println!(
             "{}",
             json!({
+                "ok": ok,
                 "verified": ok,
                 "at": a.at,
                 "driver_version": report.driver_version,
@@ -380,7 +381,12 @@ fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     if a.json {
         println!(
             "{}",
-            json!({"out": a.out, "fetched": fetched, "failures": failures})
+            json!({
+                "ok": failures.is_empty(),
+                "out": a.out,
+                "fetched": fetched,
+                "failures": failures,
+            })
         );
     } else {
         for f in &fetched {

@@ -29,8 +29,10 @@
 //! A secret key file is created with mode 0600 under a temporary name in the target
 //! directory (`O_CREAT | O_EXCL`, no symlink followed), written, fsync'd, moved into
 //! place without replacing an existing file unless the caller asked for it
-//! (`--force`), and the directory is fsync'd. Reading refuses a file that is not a
-//! regular file or whose mode grants any access to group or others. Secret bytes are
+//! (`--force`), and the directory is fsync'd. Reading follows symlinks (as Kubernetes
+//! mounts secrets) and refuses what it finally opens when that is not a regular file
+//! (a directory, a FIFO, a device), or, for a secret key, when its mode grants any
+//! access to group or others. Secret bytes are
 //! held only in [`Secret`] values and [`Zeroizing`] buffers, and no error message ever
 //! contains them.
 
@@ -643,19 +645,28 @@ fn read_bounded(f: &mut File, buf: &mut [u8], path: &Path) -> anyhow::Result<Opt
     }
 }
 
-/// Opens `path` (no symlink followed at the last component) and checks that it is a
-/// regular file; for a secret, also that group and others have no access.
+/// Opens `path` and checks that what it opened is a regular file; for a secret, also
+/// that group and others have no access to it.
+///
+/// Symlinks are followed (Kubernetes mounts secrets as `KEY -> ..data/KEY` with
+/// `..data -> ..2024_…/`): the checks apply to the file finally opened, through the
+/// descriptor (`fstat`), so a link cannot lend its target another file's mode. The
+/// open is non-blocking, so a FIFO (or a device) is refused at once instead of
+/// waiting for a writer.
 fn open_key_file(path: &Path, secret: bool) -> anyhow::Result<File> {
     let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let md = f
         .metadata()
         .with_context(|| format!("fstat {}", path.display()))?;
     if !md.file_type().is_file() {
-        bail!("{} is not a regular file", path.display());
+        bail!(
+            "{} is not a regular file (a key file must be one, or a symlink to one)",
+            path.display()
+        );
     }
     if secret {
         let mode = md.mode() & 0o7777;

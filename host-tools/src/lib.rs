@@ -29,3 +29,4 @@ pub mod launch;
 pub mod model;
 pub mod rng;
 pub mod statements;
+pub mod text;

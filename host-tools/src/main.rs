@@ -404,7 +404,9 @@ fn keygen(a: &KeygenArgs) -> anyhow::Result<()> {
         g.public_path.display()
     );
     if a.json {
-        let mut m = keys::identity_json(g.alg, &g.identity);
+        let mut m = serde_json::Map::new();
+        m.insert("ok".into(), true.into());
+        m.extend(keys::identity_json(g.alg, &g.identity));
         m.insert(
             "secret_key".into(),
             g.secret_path.display().to_string().into(),
@@ -427,7 +429,9 @@ fn id(a: &IdArgs) -> anyhow::Result<()> {
     };
     let identity = pk.identity();
     if a.json {
-        let mut m = keys::identity_json(pk.alg(), &identity);
+        let mut m = serde_json::Map::new();
+        m.insert("ok".into(), true.into());
+        m.extend(keys::identity_json(pk.alg(), &identity));
         m.insert("file".into(), kind.name().into());
         // The raw public key, e.g. for a guest's init.toml `broker.public_key`.
         m.insert("public_key_hex".into(), hex::encode(pk.as_bytes()).into());
@@ -439,12 +443,26 @@ fn id(a: &IdArgs) -> anyhow::Result<()> {
 }
 
 fn audit_verify(a: &AuditVerifyArgs) -> anyhow::Result<()> {
-    match audit::verify_file(&a.log, a.anchor.as_ref())? {
+    // The writer's anchor file (LOG.head), when present, is checked too: it finds a
+    // tail cut by someone who did not also rewrite it.
+    let (result, anchor_file) = audit::verify_file_with_anchor_file(&a.log, a.anchor.as_ref())?;
+    if let Some(h) = anchor_file
+        && !a.json
+    {
+        eprintln!(
+            "pqcc: audit verify: also checked the anchor file {} (record {}, head {})",
+            audit::anchor_path(&a.log).display(),
+            h.records,
+            hex_lower(&h.head)
+        );
+    }
+    match result {
         Ok(intact) => {
             if a.json {
                 println!(
                     "{}",
                     serde_json::json!({
+                        "ok": true,
                         "valid": true,
                         "records": intact.records,
                         "head_sha3_256": hex_lower(&intact.head),
@@ -464,6 +482,7 @@ fn audit_verify(a: &AuditVerifyArgs) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({
+                        "ok": false,
                         "valid": false,
                         "line": bad.line,
                         "reason": bad.damage.to_string(),
@@ -491,4 +510,54 @@ fn parse_hash(s: &str) -> Result<[u8; 32], String> {
 
 fn hex_lower(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every option of the CLI that takes several values after one flag (`num_args =
+    /// 1..`): `pqcc COMMAND --flag`.
+    fn multi_value_options() -> Vec<(String, String, bool)> {
+        fn walk(c: &clap::Command, path: &str, out: &mut Vec<(String, String, bool)>) {
+            let has_positional = c.get_positionals().next().is_some();
+            for a in c.get_arguments().filter(|a| !a.is_positional()) {
+                if a.get_num_args().is_some_and(|n| n.max_values() > 1) {
+                    let flag = a.get_long().unwrap_or_else(|| a.get_id().as_str());
+                    out.push((path.to_owned(), format!("--{flag}"), has_positional));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut c = Cli::command();
+        c.build();
+        let mut out = Vec::new();
+        walk(&c, "pqcc", &mut out);
+        out
+    }
+
+    /// Issue 29: `pqcc verify --trust KEY ENVELOPE` fed ENVELOPE to `--trust`. An option
+    /// that takes several values swallows the positionals after it, so none may sit in
+    /// a command with positionals, and the ones that exist (on commands without any)
+    /// are the known two, kept for the `--modules A.ko B.ko` and `--rim A B` their
+    /// users write. Every other repeatable flag takes one value per occurrence.
+    #[test]
+    fn no_multi_value_option_beside_a_positional() {
+        let found = multi_value_options();
+        let beside: Vec<_> = found.iter().filter(|(_, _, p)| *p).collect();
+        assert!(
+            beside.is_empty(),
+            "options that would swallow a positional: {beside:?}"
+        );
+        let names: Vec<String> = found.iter().map(|(c, f, _)| format!("{c} {f}")).collect();
+        assert_eq!(
+            names,
+            ["pqcc image build --modules", "pqcc gpu verify --rim"],
+            "a new multi-value option: prefer one value per flag"
+        );
+    }
 }

@@ -215,7 +215,9 @@ pub struct SignModelArgs {
     /// given as well must agree.
     #[arg(long, value_name = "HASHFILE")]
     pub verity: Option<PathBuf>,
-    /// dm-verity salt (hex, may be empty) [default without --verity: empty].
+    /// dm-verity salt (hex; `-` for an empty salt). With --root-hash it is required
+    /// unless FILE has a hash file (FILE.verity) or build stamp (FILE.stamp) beside it,
+    /// whose salt is then used; one given as well must agree with it.
     #[arg(long, value_name = "HEX", value_parser = parse_hex)]
     pub salt: Option<HexBytes>,
     /// Data device length in bytes (default: FILE's length, or the tree's with --verity).
@@ -251,7 +253,7 @@ impl SignModelArgs {
             };
             return Ok(ModelVerity {
                 root_hash,
-                salt: self.salt.clone().map(|s| s.0).unwrap_or_default(),
+                salt: self.salt_for_root_hash()?,
                 data_size,
             });
         };
@@ -298,6 +300,48 @@ impl SignModelArgs {
     }
 }
 
+impl SignModelArgs {
+    /// The salt to sign with `--root-hash`: the salt is part of the archive's identity
+    /// (the guest opens the archive with it), so it is never assumed. It is --salt,
+    /// checked against the archive's hash file or build stamp when FILE has one, or
+    /// else the salt those give.
+    fn salt_for_root_hash(&self) -> anyhow::Result<Vec<u8>> {
+        let archive = crate::model::verify::archive_salt(&self.file, None)?;
+        match (&self.salt, archive) {
+            (Some(given), Some((have, from))) if given.0 != have => bail!(
+                "--salt {} disagrees with the salt of {}, {} (from {from}); refusing to sign \
+                 a manifest the archive does not match",
+                hex_or_empty(&given.0),
+                self.file.display(),
+                hex_or_empty(&have)
+            ),
+            (Some(given), _) => Ok(given.0.clone()),
+            (None, Some((have, from))) => {
+                eprintln!("salt {} (from {from})", hex_or_empty(&have));
+                Ok(have)
+            }
+            (None, None) => bail!(
+                "{}: the dm-verity salt is part of the signed manifest, and there is no hash \
+                 file or build stamp beside it ({}, {}) to read it from: give --salt HEX (`-` \
+                 for an empty salt; `pqcc model build` uses {}) or --verity HASHFILE",
+                self.file.display(),
+                crate::model::verify::beside_path(&self.file, ".verity").display(),
+                crate::model::verify::beside_path(&self.file, ".stamp").display(),
+                crate::model::DEFAULT_SALT
+            ),
+        }
+    }
+}
+
+/// `hex`, or `(empty)` for no bytes.
+fn hex_or_empty(b: &[u8]) -> String {
+    if b.is_empty() {
+        "(empty)".into()
+    } else {
+        hex::encode(b)
+    }
+}
+
 /// Bytes given in hex on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HexBytes(pub Vec<u8>);
@@ -307,8 +351,8 @@ pub struct HexBytes(pub Vec<u8>);
 pub enum PlatformArg {
     /// No TEE (insecure; for tests).
     None,
-    /// AMD SEV-SNP.
-    #[value(name = "sev-snp")]
+    /// AMD SEV-SNP (`snp` is read too).
+    #[value(name = "sev-snp", alias = "snp")]
     SevSnp,
     /// Intel TDX.
     Tdx,
@@ -357,9 +401,10 @@ pub struct VerifyArgs {
     /// The signed envelope (FILE.pqsig).
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
-    /// An ML-DSA-65 public key file to trust (repeatable). These are the only keys
-    /// verification uses.
-    #[arg(long, value_name = "PUB", required = true, num_args = 1..)]
+    /// An ML-DSA-65 public key file to trust. One file per flag: repeat `--trust` for
+    /// several keys (so that `--trust KEY ENVELOPE` leaves ENVELOPE alone). These are
+    /// the only keys verification uses.
+    #[arg(long, value_name = "PUB", required = true)]
     pub trust: Vec<PathBuf>,
     /// The artifact the statement is about (driver module, eBPF object): its actual
     /// bytes are hashed and compared. Without it a driver or eBPF statement is denied.
@@ -403,6 +448,17 @@ pub struct VerifyArgs {
     /// Model manifest: the dm-verity root hash it must name (64 hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hash)]
     pub root_hash: Option<[u8; 32]>,
+    /// Model manifest: the dm-verity salt it must name (hex; `-` for an empty salt).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub salt: Option<HexBytes>,
+    /// Model manifest: the archive it must describe. ARCHIVE is checked block by block
+    /// against its hash file (ARCHIVE.verity, or --verity), and the manifest's root
+    /// hash, salt, data size and block sizes must be the tree's.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub archive: Option<PathBuf>,
+    /// Model manifest: the hash file of --archive [default: ARCHIVE.verity].
+    #[arg(long, value_name = "HASHFILE", requires = "archive")]
+    pub verity: Option<PathBuf>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -444,6 +500,9 @@ fn prog_type_parser() -> impl clap::builder::TypedValueParser<Value = BpfProgTyp
 }
 
 fn parse_hex(s: &str) -> Result<HexBytes, String> {
+    if s == "-" {
+        return Ok(HexBytes(Vec::new()));
+    }
     hex::decode(s)
         .map(HexBytes)
         .map_err(|e| format!("not hex: {e}"))
@@ -671,7 +730,9 @@ pub fn sign(cmd: &SignCommand) -> anyhow::Result<()> {
     let decoded = Envelope::decode(env).map_err(|e| anyhow!("re-reading the envelope: {e}"))?;
     eprintln!("wrote {} ({len} bytes)", path.display());
     if out.json {
-        let mut m = envelope_json(&decoded);
+        let mut m = Map::new();
+        m.insert("ok".into(), true.into());
+        m.extend(envelope_json(&decoded));
         m.insert("envelope".into(), path.display().to_string().into());
         m.insert("envelope_bytes".into(), len.into());
         m.insert("statement".into(), fields);
@@ -846,6 +907,8 @@ pub fn info(a: &InfoArgs) -> anyhow::Result<()> {
                    artifact has been checked (use pqcc verify)";
     if a.json {
         let mut m = Map::new();
+        // The command did its job (printing); `verified` says nothing was checked.
+        m.insert("ok".into(), true.into());
         m.insert("verified".into(), false.into());
         m.insert("warning".into(), warning.into());
         m.extend(envelope_json(&env));
@@ -1100,6 +1163,7 @@ pub fn policy_check(a: &PolicyCheckArgs) -> anyhow::Result<Outcome> {
         println!(
             "{}",
             json!({
+                "ok": findings.is_empty(),
                 "policy": a.policy.display().to_string(),
                 "rules": pf.rules.len(),
                 "default": default,
@@ -1238,8 +1302,16 @@ fn check_options(a: &VerifyArgs, kind: Kind) -> anyhow::Result<()> {
     {
         wrong.push("--nonce/--pin/--workload/--platform");
     }
-    if kind != Kind::ModelManifest && a.root_hash.is_some() {
-        wrong.push("--root-hash");
+    if kind != Kind::ModelManifest {
+        for (given, flag) in [
+            (a.root_hash.is_some(), "--root-hash"),
+            (a.salt.is_some(), "--salt"),
+            (a.archive.is_some(), "--archive"),
+        ] {
+            if given {
+                wrong.push(flag);
+            }
+        }
     }
     if !wrong.is_empty() {
         bail!(
@@ -1473,16 +1545,10 @@ fn decide(
                 );
                 verdict.decision = audit::Decision::Valid;
                 verdict.reason = "valid";
-                if let Some(want) = &a.root_hash
-                    && !ct_eq(want, b.root_hash.0)
-                {
+                if let Some((reason, detail)) = model_mismatch(a, b)? {
                     verdict.decision = audit::Decision::Invalid;
-                    verdict.reason = "root-hash-mismatch";
-                    verdict.detail = format!(
-                        "the signed root hash {} is not the expected {}",
-                        hexs(b.root_hash.0),
-                        hexs(want)
-                    );
+                    verdict.reason = reason;
+                    verdict.detail = detail;
                 }
                 verdict
             }
@@ -1493,6 +1559,90 @@ fn decide(
             format!("this pqcc cannot check {other} statements"),
         ),
     })
+}
+
+/// The first way a verified model manifest differs from what `pqcc verify` was told
+/// to expect (--root-hash, --salt, --archive): a reason token and words. `Err`: the
+/// archive or its hash file cannot be read.
+fn model_mismatch(
+    a: &VerifyArgs,
+    b: &ModelManifest<'_>,
+) -> anyhow::Result<Option<(&'static str, String)>> {
+    if let Some(want) = &a.root_hash
+        && !ct_eq(want, b.root_hash.0)
+    {
+        return Ok(Some((
+            "root-hash-mismatch",
+            format!(
+                "the signed root hash {} is not the expected {}",
+                hexs(b.root_hash.0),
+                hexs(want)
+            ),
+        )));
+    }
+    if let Some(want) = &a.salt
+        && want.0 != b.salt.0
+    {
+        return Ok(Some((
+            "salt-mismatch",
+            format!(
+                "the signed salt {} is not the expected {}",
+                hex_or_empty(b.salt.0),
+                hex_or_empty(&want.0)
+            ),
+        )));
+    }
+    let Some(archive) = &a.archive else {
+        return Ok(None);
+    };
+    let hash_file = a
+        .verity
+        .clone()
+        .unwrap_or_else(|| crate::model::verify::beside_path(archive, ".verity"));
+    let (finding, tree) = crate::model::verify::read_tree(archive, &hash_file)?;
+    if !matches!(finding, crate::model::verify::Finding::Ok { .. }) {
+        return Ok(Some((
+            "archive-mismatch",
+            format!(
+                "{} does not match its hash file {}: {finding}",
+                archive.display(),
+                hash_file.display()
+            ),
+        )));
+    }
+    let what = archive.display();
+    if !ct_eq(&tree.root, b.root_hash.0) {
+        return Ok(Some((
+            "root-hash-mismatch",
+            format!(
+                "the signed root hash {} is not {what}'s {}",
+                hexs(b.root_hash.0),
+                hexs(&tree.root)
+            ),
+        )));
+    }
+    if tree.salt.as_bytes() != b.salt.0 {
+        return Ok(Some((
+            "salt-mismatch",
+            format!(
+                "the signed salt {} is not {what}'s {} (its hash file's superblock)",
+                hex_or_empty(b.salt.0),
+                hex_or_empty(tree.salt.as_bytes())
+            ),
+        )));
+    }
+    let data_size = tree.data_blocks.saturating_mul(4096);
+    if b.data_size != data_size || b.data_block_size != 4096 || b.hash_block_size != 4096 {
+        return Ok(Some((
+            "geometry-mismatch",
+            format!(
+                "the signed data size {} and block sizes {}/{} are not {what}'s {data_size} \
+                 and 4096/4096",
+                b.data_size, b.data_block_size, b.hash_block_size
+            ),
+        )));
+    }
+    Ok(None)
 }
 
 /// Runs `pqcc verify`. `Err` is a usage, I/O or malformed-envelope error (exit 2; a
@@ -1548,6 +1698,7 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<Outcome> {
     }
     if a.json {
         let mut m = Map::new();
+        m.insert("ok".into(), verdict.passed().into());
         m.insert("valid".into(), verdict.passed().into());
         m.insert("decision".into(), verdict.decision.as_str().into());
         m.insert("reason".into(), verdict.reason.into());

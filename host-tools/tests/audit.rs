@@ -266,11 +266,20 @@ fn truncated_whole_records_found_with_anchor() {
     // The log grows: the old head is still an anchor inside it.
     AuditLog::open(&p).unwrap().append(&rec(5)).unwrap();
     assert_eq!(verify(&p, &["--anchor", &head]).status.code(), Some(0));
-    // Cut two whole records: the chain alone cannot tell ...
+    // Cut two whole records: the writer's anchor file (LOG.head) finds it ...
     let l = lines(&p);
     write_lines(&p, &l[..4]);
+    let out = verify(&p, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("invalid: line 5: missing"), "{stdout}");
+    // ... without it (deleted too), the chain alone cannot tell ...
+    let anchor = audit::anchor_path(&p);
+    let kept = std::fs::read(&anchor).unwrap();
+    std::fs::remove_file(&anchor).unwrap();
     assert_eq!(verify(&p, &[]).status.code(), Some(0));
-    // ... the anchor can, and names the first missing line.
+    std::fs::write(&anchor, kept).unwrap();
+    // ... a head kept elsewhere can, and names the first missing line.
     let out = verify(&p, &["--anchor", &head]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -404,7 +413,8 @@ fn io_and_usage_errors_exit_2() {
 
 /// After its first append, an `AuditLog` checks only its own last line and what others
 /// added since: lines appended by another writer are checked (a bad one is refused),
-/// a rewritten last line is refused, and a log cut shorter is checked whole again.
+/// a rewritten last line is refused, and so is a log cut shorter than the writer left it
+/// (by this writer, and by a new one through the anchor file).
 #[test]
 fn later_appends_check_what_changed() {
     let d = TempDir::new("incremental");
@@ -443,9 +453,26 @@ fn later_appends_check_what_changed() {
     let msg = format!("{:#}", mine.append(&rec(7)).unwrap_err());
     assert!(msg.contains("line 7 changed"), "{msg}");
 
-    // Cut back to three records (shorter than known): checked whole, and appended to.
+    // Cut back to three records (shorter than this writer left it): refused, by this
+    // writer (it knows the length) ...
+    std::fs::write(&p, &good).unwrap();
     let l = lines(&p);
     write_lines(&p, &l[..3]);
-    assert_eq!(mine.append(&rec(3)).unwrap().seq, 3);
-    assert_eq!(audit::verify_file(&p, None).unwrap().unwrap().records, 4);
+    let msg = format!("{:#}", mine.append(&rec(3)).unwrap_err());
+    assert!(
+        msg.contains("shorter than") && msg.contains("cut off"),
+        "{msg}"
+    );
+    // ... and by a new one (a restarted broker), through the anchor file LOG.head.
+    let msg = format!(
+        "{:#}",
+        AuditLog::open(&p).unwrap().append(&rec(3)).unwrap_err()
+    );
+    assert!(
+        msg.contains("lost records") && msg.contains("record 7"),
+        "{msg}"
+    );
+    // The log restored, appending goes on.
+    std::fs::write(&p, &good).unwrap();
+    assert_eq!(AuditLog::open(&p).unwrap().append(&rec(7)).unwrap().seq, 7);
 }

@@ -76,7 +76,7 @@ fn snp_milan_report_is_valid() {
     let (out, _) = expect(&pqcc(&args), 0);
     let v = json(&out);
     assert_eq!(v["valid"], true);
-    assert_eq!(v["platform"], "snp");
+    assert_eq!(v["platform"], "sev-snp");
     assert_eq!(v["tcb_status"], "MeetsPolicyMinimum");
     assert_eq!(v["report_data"], rd);
     assert_eq!(v["report_data_checked"], true);
@@ -389,6 +389,34 @@ fn image_measure_snp_and_tdx() {
         "cdcdf42a24a922490502859c6005b25d0025a0c10bb543f25514b95a84cd4ab4ded7abe5ca35db9ed454d1c896c159d3"
     );
     assert_eq!(v["kernel_hashes"], true);
+    assert_eq!(
+        v["covers"],
+        "firmware, kernel, initrd and command line (kernel-hashes table)"
+    );
+    // Issue 29: without --kernel the digest covers OVMF alone: labelled firmware-only
+    // (which a broker rule refuses), with a warning.
+    let (out, err) = expect(
+        &pqcc(&[
+            "image",
+            "measure",
+            "--profile",
+            "snp",
+            "--ovmf",
+            &ovmf,
+            "--json",
+        ]),
+        0,
+    );
+    let v = json(&out);
+    let m = v["measurement"].as_str().unwrap();
+    assert!(m.starts_with("firmware-only:") && m.len() == 14 + 96, "{m}");
+    assert_eq!(v["covers"], "firmware only");
+    assert!(err.contains("covers the firmware only"), "{err}");
+    let (out, _) = expect(
+        &pqcc(&["image", "measure", "--profile", "snp", "--ovmf", &ovmf]),
+        0,
+    );
+    assert!(out.starts_with("measurement: firmware-only:"), "{out}");
 
     // Usage and firmware errors exit 2 with the reason.
     let (_, err) = expect(
@@ -488,6 +516,11 @@ fn fake_bzimage() -> Vec<u8> {
     for (i, b) in k[0x1000..].iter_mut().enumerate() {
         *b = (i % 241) as u8;
     }
+    // What a Linux ≥ 6.9 EFI stub holds: EFI_CC_MEASUREMENT_PROTOCOL_GUID.
+    k[0x1800..0x1810].copy_from_slice(&[
+        0x3d, 0x1a, 0x75, 0x96, 0xf4, 0x72, 0xa6, 0x41, 0xa7, 0x94, 0xed, 0x5d, 0x0e, 0x67, 0xae,
+        0x6b,
+    ]);
     k
 }
 
@@ -589,6 +622,38 @@ fn image_measure_tdx_predicts_mrtd_and_rtmrs() {
     );
     assert_eq!(out.trim(), format!("mrtd: {}", v["mrtd"].as_str().unwrap()));
     assert!(err.contains("need --kernel"), "{err}");
+
+    // Issue 29: a kernel whose EFI stub does not measure into the CC protocol (before
+    // Linux 6.9) leaves the initrd unmeasured on a TD: refused unless insecure.
+    let mut old_stub = kernel.clone();
+    old_stub[0x1800..0x1810].fill(0);
+    let old = d.file("old-bzImage", &old_stub);
+    let old_args = [
+        "image",
+        "measure",
+        "--profile",
+        "tdx",
+        "--ovmf",
+        &ovmf,
+        "--kernel",
+        &old,
+        "--initrd",
+        &i,
+    ];
+    let (_, err) = expect(&pqcc(&old_args), 2);
+    assert!(
+        err.contains("does not measure into the UEFI CC protocol")
+            && err.contains("--insecure-unmeasured-initrd"),
+        "{err}"
+    );
+    let mut insecure = old_args.to_vec();
+    insecure.push("--insecure-unmeasured-initrd");
+    let (out, err) = expect(&pqcc(&insecure), 0);
+    assert!(out.starts_with("mrtd: "), "{out}");
+    assert!(
+        err.contains("INSECURE (--insecure-unmeasured-initrd)"),
+        "{err}"
+    );
 
     // Usage errors exit 2 with the reason.
     let (_, err) = run(&["--memory", "12Q"], 2);

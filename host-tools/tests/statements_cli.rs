@@ -981,6 +981,8 @@ fn model_manifest_round_trip() {
             "1",
             "--root-hash",
             &root,
+            "--salt",
+            "-",
         ]),
         2,
     );

@@ -59,41 +59,61 @@ pub const SEALED_SUFFIX: &str = ".sealed";
 /// File name of the sealed manifest in a sealed model directory.
 pub const MANIFEST_FILE: &str = "pqcc-manifest.sealed";
 
+/// The longest data-encryption key file read (64 hex digits and a line end fit well).
+const MAX_KEY_FILE_LEN: u64 = 1024;
+
 /// Reads a data-encryption key file: exactly 32 raw bytes, or 64 hex digits with an
-/// optional trailing newline. Anything else is refused. A key file that group or
-/// others may read draws a warning on stderr.
+/// optional trailing newline. Anything else is refused.
+///
+/// Symlinks are followed (Kubernetes mounts secrets as `KEY -> ..data/KEY`), and the
+/// file finally opened must be a regular file that group and others cannot access
+/// (mode `& 0o077 == 0`): a directory, a FIFO (refused at once: the open does not
+/// block), a device or a readable-by-others file is refused with the reason.
 pub fn read_key_file(path: &Path) -> Result<Secret<32>> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "reading the key file", e))?;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(path, "opening the key file", e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io(path, "reading the key file", e))?;
     if !meta.is_file() {
         return Err(Error::Key(format!(
-            "{}: not a regular file",
+            "{}: not a regular file (a key file must be one, or a symlink to one)",
             path.display()
         )));
     }
-    if meta.len() > 1024 {
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(80));
+    f.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, "reading the key file", e))?;
+    if bytes.len() as u64 > MAX_KEY_FILE_LEN {
         return Err(Error::Key(format!(
-            "{}: {} bytes; a key file holds 32 raw bytes or 64 hex digits",
-            path.display(),
-            meta.len()
+            "{}: over {MAX_KEY_FILE_LEN} bytes; a key file holds 32 raw bytes or 64 hex digits",
+            path.display()
         )));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        eprintln!(
-            "pqcc: warning: {} can be read by group or others (chmod 600 it)",
-            path.display()
-        );
-    }
-    let bytes = zeroize::Zeroizing::new(
-        std::fs::read(path).map_err(|e| Error::io(path, "reading the key file", e))?,
-    );
-    parse_key(&bytes).ok_or_else(|| {
+    let key = parse_key(&bytes).ok_or_else(|| {
         Error::Key(format!(
             "{}: {} bytes; a key file holds 32 raw bytes or 64 hex digits",
             path.display(),
             bytes.len()
         ))
-    })
+    })?;
+    // After the format (whose error is the more useful one for a file that is no key),
+    // before the key is used.
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Key(format!(
+            "{} has mode {mode:04o}, which lets group or others access it; refusing to use \
+             it (chmod 600 it if it was not exposed, otherwise make a new key)",
+            path.display()
+        )));
+    }
+    Ok(key)
 }
 
 /// A key from a key file's bytes: 32 raw bytes, or 64 hex digits (an optional trailing
@@ -131,5 +151,45 @@ mod tests {
         assert!(parse_key(&[0u8; 31]).is_none());
         assert!(parse_key(&[b'z'; 64]).is_none());
         assert!(parse_key(&[b'a'; 66]).is_none());
+    }
+
+    /// Issue 29: a key behind a symlink chain (as Kubernetes mounts secrets) is read;
+    /// a directory, a FIFO (without blocking) and a file others may read are refused,
+    /// through a link or not.
+    #[test]
+    fn key_files_follow_links_to_private_regular_files() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let d = std::env::temp_dir().join(format!("pqcc-sealed-keyfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let real = d.join("..2024_01_01");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("model-key"), [7u8; 32]).unwrap();
+        std::fs::set_permissions(real.join("model-key"), PermissionsExt::from_mode(0o400)).unwrap();
+        symlink("..2024_01_01", d.join("..data")).unwrap();
+        symlink("..data/model-key", d.join("model-key")).unwrap();
+        assert_eq!(
+            read_key_file(&d.join("model-key")).unwrap().expose(),
+            &[7u8; 32]
+        );
+
+        std::fs::write(d.join("open"), [7u8; 32]).unwrap();
+        std::fs::set_permissions(d.join("open"), PermissionsExt::from_mode(0o644)).unwrap();
+        symlink("open", d.join("open-link")).unwrap();
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        symlink("fifo", d.join("fifo-link")).unwrap();
+        for (name, why) in [
+            ("open", "mode 0644"),
+            ("open-link", "mode 0644"),
+            ("fifo", "not a regular file"),
+            ("fifo-link", "not a regular file"),
+            ("..data", "not a regular file"),
+        ] {
+            let e = read_key_file(&d.join(name)).unwrap_err().to_string();
+            assert!(e.contains(why), "{name}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -163,17 +163,20 @@ fn model() -> &'static Model {
     })
 }
 
-/// The module file names in load order, from the kernel folder's modules.list.
+/// The module file names in load order, from the kernel folder's modules.list, as
+/// `pqcc image build` installs them (`NAME.ko`: Debian's 6.12 ships `.ko.xz`, which it
+/// decompresses).
 fn module_names() -> Vec<String> {
     fs::read_to_string(kernel().join("modules.list"))
         .unwrap()
         .lines()
         .map(|l| {
-            Path::new(l)
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
+            let name = Path::new(l).file_name().unwrap().to_string_lossy();
+            let stem = [".xz", ".zst", ".gz"]
+                .iter()
+                .find_map(|c| name.strip_suffix(c))
+                .unwrap_or(&name);
+            stem.to_owned()
         })
         .collect()
 }

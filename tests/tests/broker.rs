@@ -62,7 +62,9 @@ secrets = ["model-key", "session-dek"]
     )
 }
 
-fn start(tag: &str, policy_text: &str) -> Broker {
+/// A fresh directory with a broker key, the model key and `policy_text` as
+/// broker.toml (the secret and the policy mode 0600, as the broker requires).
+fn broker_dir(tag: &str, policy_text: &str) -> TempDir {
     let dir = TempDir::new(tag);
     let d = dir.path();
     run_ok(
@@ -70,20 +72,38 @@ fn start(tag: &str, policy_text: &str) -> Broker {
             .args(["keygen", "--alg", "ml-dsa-65", "--out"])
             .arg(d.join("broker.key")),
     );
-    fs::write(d.join("model.key"), MODEL_KEY).unwrap();
-    fs::write(d.join("broker.toml"), policy_text).unwrap();
-    let sock = d.join("broker.sock");
-    let child = pqcc()
-        .args(["broker", "serve", "--key"])
+    for (name, bytes) in [
+        ("model.key", MODEL_KEY),
+        ("broker.toml", policy_text.as_bytes()),
+    ] {
+        fs::write(d.join(name), bytes).unwrap();
+        fs::set_permissions(d.join(name), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+/// `pqcc broker serve` in `d` on `listen`, with `--allow-insecure` (the test policies
+/// have a `none` rule).
+fn serve_cmd(d: &Path, listen: &str) -> std::process::Command {
+    let mut c = pqcc();
+    c.args(["broker", "serve", "--allow-insecure", "--key"])
         .arg(d.join("broker.key"))
         .arg("--policy")
         .arg(d.join("broker.toml"))
         .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
+        .arg(listen)
         .arg("--audit-log")
-        .arg(d.join("audit.log"))
+        .arg(d.join("audit.log"));
+    c
+}
+
+fn start(tag: &str, policy_text: &str) -> Broker {
+    let dir = broker_dir(tag, policy_text);
+    let d = dir.path();
+    let sock = d.join("broker.sock");
+    let child = serve_cmd(d, &format!("unix:{}", sock.display()))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(d.join("broker.err")).unwrap())
         .spawn()
         .unwrap();
     let t = Instant::now();
@@ -558,18 +578,132 @@ fn many_guests_at_once() {
     audit_intact(&b);
 }
 
+fn write_private(p: &Path, text: &str) {
+    fs::write(p, text).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `broker check` (exit 2 and the reason on refusal).
+fn check(p: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = pqcc()
+        .args(["broker", "check"])
+        .args(args)
+        .arg(p)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn policy_check_refuses_unsafe_policies() {
-    let dir = TempDir::new("broker-policy");
+    let dir = broker_dir("broker-policy", &policy("", 10));
     let p = dir.path().join("broker.toml");
-    fs::write(&p, policy("", 10).replace("insecure_no_tee = true\n", "")).unwrap();
-    let out = pqcc().args(["broker", "check"]).arg(&p).output().unwrap();
+    write_private(&p, &policy("", 10).replace("insecure_no_tee = true\n", ""));
+    let (code, _, err) = check(&p, &["--allow-insecure"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("insecure_no_tee = true"), "{err}");
+    // Issue 29: a `none` rule is an insecure setting: refused unless allowed, then listed.
+    write_private(&p, &policy("", 10));
+    let (code, _, err) = check(&p, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refused without --allow-insecure") && err.contains("rule `tiny`"),
+        "{err}"
+    );
+    let (code, out, _) = check(&p, &["--allow-insecure"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("rule `tiny`: platform none"), "{out}");
+    assert!(
+        out.contains("rule `tiny`: INSECURE: platform \"none\""),
+        "{out}"
+    );
+    // --json: the parsed rules, with "ok".
+    let (code, out, _) = check(&p, &["--allow-insecure", "--json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["rules"][0]["name"], "tiny");
+    assert_eq!(v["rules"][0]["platform"], "none");
+    assert_eq!(
+        v["rules"][0]["models"][0],
+        format!("tiny@r1:{}", hex::encode(ROOT))
+    );
+    assert_eq!(v["rules"][0]["secrets"][1], "session-dek");
+    assert_eq!(v["secrets"]["session-dek"]["generate"], 32);
+    assert_eq!(v["max_per_peer"], 8);
+    let (code, out, _) = check(&p, &["--json"]);
+    assert_eq!(code, Some(2));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("--allow-insecure"));
+    // Values are checked when the policy loads, not at the first handshake: a missing
+    // secret file, one others can read, a policy others can read.
+    let key = dir.path().join("model.key");
+    fs::rename(&key, dir.path().join("moved.key")).unwrap();
+    let (code, _, err) = check(&p, &["--allow-insecure"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("secrets.model-key") && err.contains("model.key"),
+        "{err}"
+    );
+    fs::rename(dir.path().join("moved.key"), &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = check(&p, &["--allow-insecure"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("mode 0644"), "{err}");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, _, err) = check(&p, &["--allow-insecure"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("broker policy") && err.contains("mode 0640"),
+        "{err}"
+    );
+    // `broker serve` refuses the same policy without --allow-insecure, before binding.
+    write_private(&p, &policy("", 10));
+    let out = pqcc()
+        .args(["broker", "serve", "--key"])
+        .arg(dir.path().join("broker.key"))
+        .arg("--policy")
+        .arg(&p)
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.path().join("s.sock").display()))
+        .arg("--audit-log")
+        .arg(dir.path().join("audit.log"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_no_tee = true"));
-    fs::write(&p, policy("", 10)).unwrap();
-    let out = run_ok(pqcc().args(["broker", "check"]).arg(&p));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rule `tiny`: platform none"));
-    let _ = Path::new("");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-insecure"));
+    assert!(!dir.path().join("s.sock").exists());
+}
+
+/// Issue 29: a secret that a `none` rule releases is never also a TEE rule's, even with
+/// --allow-insecure.
+#[test]
+fn a_secret_of_a_none_rule_is_never_released_by_a_tee_rule() {
+    let tee_rule = format!(
+        "[[rule]]\nname = \"prod\"\nplatform = \"sev-snp\"\nmodels = [\"tiny@r1:{}\"]\n\
+         secrets = [\"model-key\"]\n[rule.tee]\nplatform = \"snp\"\n\
+         snp = {{ min_tcb = {{ bootloader = 3, snp = 8, microcode = 115 }}, \
+         measurements = [\"{}\"] }}\n",
+        hex::encode(ROOT),
+        "ab".repeat(48)
+    );
+    let text = format!("{}\n{tee_rule}", policy("", 10));
+    let dir = broker_dir("broker-shared-secret", &text);
+    let (code, _, err) = check(&dir.path().join("broker.toml"), &["--allow-insecure"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("secret `model-key`")
+            && err.contains("rule `tiny`")
+            && err.contains("rule `prod`")
+            && err.contains("even with --allow-insecure"),
+        "{err}"
+    );
 }
 
 /// A genuine SEV-SNP report (AMD Milan, `../shared/data/sev-snp`) relayed into a
@@ -592,6 +726,9 @@ snp_chain = "{chain}"
 [rule.tee]
 platform = "snp"
 insecure_any_measurement = true
+[rule.tee.snp]
+products = ["Milan"]
+min_tcb = {{ bootloader = 3, snp = 8, microcode = 115 }}
 "#,
         root = hex::encode(ROOT),
         vcek = data.join("vcek_milan.der").display(),
@@ -613,17 +750,13 @@ insecure_any_measurement = true
         a[0].1
     );
     // A TDX rule without its DCAP collateral does not load.
-    let dir = TempDir::new("broker-tdx-policy");
-    let p = dir.path().join("broker.toml");
-    fs::write(
-        &p,
-        text.replace("sev-snp", "tdx")
-            .replace("platform = \"snp\"", "platform = \"tdx\""),
-    )
-    .unwrap();
-    let out = pqcc().args(["broker", "check"]).arg(&p).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tdx_collateral"));
+    let tdx = text
+        .replace("sev-snp", "tdx")
+        .replace("platform = \"snp\"", "platform = \"tdx\"");
+    let dir = broker_dir("broker-tdx-policy", &tdx);
+    let (code, _, err) = check(&dir.path().join("broker.toml"), &["--allow-insecure"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("tdx_collateral"), "{err}");
 }
 
 // ---- GPU rules (gpu = "required", [rule.nvidia]) with a fake NVML serving Set A ----
@@ -737,14 +870,18 @@ fn gpu_rule_admits_verified_gpu_evidence_then_ready_is_set() {
     );
     eprintln!("audit: {}", a[0].1);
     assert!(
+        a[0].1.contains(
+            "INSECURE: platform \"none\" (insecure_no_tee: no TEE evidence at all), \
+             insecure_skip_revocation, insecure_now, insecure_nonce"
+        ),
+        "{}",
         a[0].1
-            .contains("INSECURE: insecure_skip_revocation, insecure_now, insecure_nonce")
     );
     audit_intact(&b);
     // `broker check` shows the insecure settings.
     let out = run_ok(
         pqcc()
-            .args(["broker", "check"])
+            .args(["broker", "check", "--allow-insecure"])
             .arg(b.dir.path().join("broker.toml")),
     );
     assert!(
@@ -802,4 +939,270 @@ fn gpu_rule_refuses_tampered_or_malformed_gpu_evidence() {
         a[1].1
     );
     assert!(a.iter().all(|(d, _)| d == "deny"));
+}
+
+/// Waits (at most `limit`) for `child` to exit; its exit code.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the broker did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_socket(sock: &Path) {
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 29: `SIGTERM` stops the broker cleanly (exit 0, socket removed, a silent
+/// connection dropped), a socket left by a killed broker is replaced at the next start,
+/// and a socket a live broker serves is not taken over.
+#[test]
+fn sigterm_stops_the_broker_and_a_stale_socket_is_replaced() {
+    let mut b = start("broker-term", &policy("", 10));
+    let _silent = UnixStream::connect(&b.sock).unwrap();
+    guest(&b, &b.pk, &ROOT).expect("handshake");
+    run_ok(std::process::Command::new("kill").args(["-TERM", &b.child.id().to_string()]));
+    let t = Instant::now();
+    assert_eq!(wait_exit(&mut b.child, Duration::from_secs(10)), Some(0));
+    println!(
+        "[broker] SIGTERM with a silent connection open: exit 0 after {} ms",
+        t.elapsed().as_millis()
+    );
+    assert!(!b.sock.exists(), "the socket was left behind");
+    let err = fs::read_to_string(b.dir.path().join("broker.err")).unwrap();
+    assert!(err.contains("broker: stopped"), "{err}");
+
+    // A broker killed outright leaves its socket; the next start replaces it.
+    let d = b.dir.path();
+    let listen = format!("unix:{}", b.sock.display());
+    let mut killed = serve_cmd(d, &listen).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_socket(&b.sock);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(b.sock.exists(), "SIGKILL leaves the socket");
+    let mut again = serve_cmd(d, &listen)
+        .stderr(fs::File::create(d.join("again.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let err = fs::read_to_string(d.join("again.err")).unwrap();
+        if err.contains("listening on") {
+            assert!(err.contains("replacing stale socket"), "{err}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{err}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guest(&b, &b.pk, &ROOT).expect("handshake with the restarted broker");
+    // A second broker on the live socket is refused and leaves it alone.
+    let out = serve_cmd(d, &listen).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guest(&b, &b.pk, &ROOT).expect("the live broker still serves");
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+/// A TCP connection from the loopback address `src` (127.0.0.0/8 is all loopback, so
+/// each address is a peer of its own) to `dst`.
+fn tcp_from(src: [u8; 4], dst: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    let addr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; the addresses are
+    // valid sockaddr_in values of the length given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let a = addr(src, 0);
+        if libc::bind(fd, (&raw const a).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let b = addr(dst.ip().octets(), dst.port());
+        if libc::connect(fd, (&raw const b).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Seconds until the broker closes `s` (reads until EOF or an error), at most `limit`.
+fn closed_after(mut s: std::net::TcpStream, limit: Duration) -> Duration {
+    let t = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return t.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Issue 29: silent and slow peers hold a place only for a bounded time, one address
+/// cannot take every place, and a real guest gets through while they try. Over TCP on
+/// loopback: the attackers come from 127.0.0.2, the guest from 127.0.0.1.
+#[test]
+fn silent_and_slow_peers_do_not_keep_a_guest_out() {
+    let text = policy("", 5).replace(
+        "max_concurrent = 8",
+        "max_concurrent = 3\nmax_per_peer = 2\nidle_timeout_s = 3",
+    );
+    let dir = broker_dir("broker-slow", &text);
+    let d = dir.path();
+    let mut child = serve_cmd(d, "tcp:127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(d.join("broker.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let addr: std::net::SocketAddr = loop {
+        let err = fs::read_to_string(d.join("broker.err")).unwrap();
+        if let Some(a) = err
+            .lines()
+            .find_map(|l| l.strip_prefix("broker: listening on tcp:"))
+        {
+            break a.trim().parse().unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{err}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let attacker = [127, 0, 0, 2];
+    // Two silent connections take the attacker's two places ...
+    let started = Instant::now();
+    let silent: Vec<_> = (0..2).map(|_| tcp_from(attacker, addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ... and a slow one, which sends a byte of its READY every 700 ms, is over the
+    // per-peer cap: closed at once, as is every further one.
+    let slow = tcp_from(attacker, addr).unwrap();
+    let over: Vec<_> = (0..6).map(|_| tcp_from(attacker, addr).unwrap()).collect();
+    for s in over {
+        let after = closed_after(s, Duration::from_secs(5));
+        assert!(
+            after < Duration::from_secs(2),
+            "over the cap, closed after {after:?}"
+        );
+    }
+    let closed = closed_after(slow, Duration::from_secs(5));
+    assert!(closed < Duration::from_secs(2), "{closed:?}");
+    // A real guest, from its own address, gets through while the silent ones wait.
+    let t = Instant::now();
+    let r = handshake(
+        &mut FdLink(tcp_from([127, 0, 0, 1], addr).unwrap()),
+        pqcc_tools::keys::read_public_key(&d.join("broker.key.pub"))
+            .unwrap()
+            .as_bytes(),
+        claims(&ROOT),
+        &mut InsecureNone,
+        Instant::now() + Duration::from_secs(20),
+        Duration::from_secs(20),
+    )
+    .expect("the guest gets through");
+    assert_eq!(&r.secrets[0].bytes[..], MODEL_KEY);
+    let guest_ms = t.elapsed().as_millis();
+    // A dribbler with a place of its own (a second address): one byte every 700 ms of
+    // its READY is cut off at the idle deadline, not stretched per byte.
+    let mut dribbler = tcp_from([127, 0, 0, 3], addr).unwrap();
+    let dribble_start = Instant::now();
+    let ready = {
+        let mut m = (pqcc_core::bundle::READY.len() as u32)
+            .to_be_bytes()
+            .to_vec();
+        m.extend_from_slice(pqcc_core::bundle::READY);
+        m
+    };
+    let mut cut = None;
+    for b in ready.iter().chain(ready.iter()) {
+        if dribbler.write_all(&[*b]).is_err() {
+            cut = Some(dribble_start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let cut = cut.unwrap_or_else(|| {
+        dribble_start.elapsed() + closed_after(dribbler, Duration::from_secs(10))
+    });
+    // The silent ones are closed at their idle deadline (3 s after accept).
+    for s in silent {
+        let at = started.elapsed() + closed_after(s, Duration::from_secs(10));
+        assert!(
+            at < Duration::from_secs(6),
+            "silent peer held its place {at:?}"
+        );
+    }
+    println!(
+        "[broker] attackers from one address: 2 held (silent), 7 closed at once; the guest \
+         got through in {guest_ms} ms; a dribbler was cut off after {} ms",
+        cut.as_millis()
+    );
+    assert!(
+        cut < Duration::from_millis(5500),
+        "a dribbler stretched its READY wait to {cut:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Issue 29: what a peer claims (its model name) reaches the log and stderr inert: a
+/// control character cannot forge a line or drive the operator's terminal.
+#[test]
+fn a_peers_strings_are_logged_inert() {
+    let b = start("broker-inert", &policy("", 10));
+    let evil = "tiny\u{1b}[2K\rbroker: unix#9: ACCEPT everything\n";
+    let e = handshake(
+        &mut FdLink(UnixStream::connect(&b.sock).unwrap()),
+        &b.pk,
+        Claims {
+            model_name: evil,
+            model_revision: "r1",
+            model_root_hash: ROOT,
+        },
+        &mut InsecureNone,
+        Instant::now() + Duration::from_secs(20),
+        Duration::from_secs(20),
+    )
+    .unwrap_err();
+    assert!(e.contains("refused by policy"), "{e}");
+    let a = wait_records(&b, 1);
+    let want = "tiny\\u{1b}[2K\\rbroker: unix#9: ACCEPT everything\\n@r1";
+    assert!(a[0].1.contains(want), "{}", a[0].1);
+    let err = fs::read_to_string(b.dir.path().join("broker.err")).unwrap();
+    assert!(err.contains(want), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    assert!(
+        !err.lines().any(|l| l.starts_with("broker: unix#9")),
+        "{err}"
+    );
 }

@@ -292,9 +292,9 @@ enum KillPoint {
 
 /// Starts a build of `tree` into `out`, kills it at `point` (busy-polling the output
 /// directory), and says whether it was killed before it finished.
-fn kill_build_at(tree: &Path, out: &Path, point: &KillPoint) -> bool {
+fn kill_build_at(tree: &Path, out: &Path, point: &KillPoint, extra: &[&str]) -> bool {
     let before: Vec<_> = names(out);
-    let mut c = spawn_build(tree, out, &[]);
+    let mut c = spawn_build(tree, out, extra);
     let start = Instant::now();
     loop {
         if c.try_wait().unwrap().is_some() || start.elapsed() > Duration::from_secs(60) {
@@ -350,7 +350,7 @@ fn sigkill_at_any_point_never_leaves_a_complete_looking_partial_file() {
     let mut kills = 0;
     for point in &points {
         let _ = fs::remove_dir_all(&out);
-        let killed = kill_build_at(&tree, &out, point);
+        let killed = kill_build_at(&tree, &out, point, &[]);
         kills += usize::from(killed);
         check_no_partial_final_files(&out, stem, std::slice::from_ref(&good_a));
     }
@@ -370,8 +370,9 @@ fn sigkill_at_any_point_never_leaves_a_complete_looking_partial_file() {
         names(&out)
     );
 
-    // Kill rebuilds after the input changed: the old complete set or the new one,
-    // never a stamp over a mixed pair.
+    // Kill rebuilds after the input changed (--force: a new content under the same
+    // name@revision is otherwise refused): the old complete set or the new one, never a
+    // stamp over a mixed pair.
     fs::write(tree.join("sub/config.json"), b"{\"changed\":true}").unwrap();
     let ref2 = t.path().join("ref2.tar");
     let root2 = recipe(&tree, &ref2);
@@ -381,10 +382,10 @@ fn sigkill_at_any_point_never_leaves_a_complete_looking_partial_file() {
         root2.clone(),
     );
     for point in &points {
-        kill_build_at(&tree, &out, point);
+        kill_build_at(&tree, &out, point, &["--force"]);
         check_no_partial_final_files(&out, stem, &[good_a.clone(), good_b.clone()]);
     }
-    let (code, stdout, stderr) = build(&[s(&tree), "--out", s(&out)]);
+    let (code, stdout, stderr) = build(&[s(&tree), "--out", s(&out), "--force"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&root2), "{stdout}");
     let (code, _, _) = verify(&[s(&out.join(format!("{stem}.tar"))), &root2]);
@@ -451,9 +452,13 @@ fn concurrent_builds_of_one_model_wait_and_different_models_do_not() {
         "same content, same root hash"
     );
 
-    // Two real builds of one new model at once: one builds, the other reuses its result.
+    // Two real builds of new content at once (--force: it replaces m@local): one builds,
+    // the other reuses its result.
     fs::write(tree.join("sub/config.json"), b"{\"v\":2}").unwrap();
-    let (x, y) = (spawn_build(&tree, &out, &[]), spawn_build(&tree, &out, &[]));
+    let (x, y) = (
+        spawn_build(&tree, &out, &["--force"]),
+        spawn_build(&tree, &out, &["--force"]),
+    );
     let (x, y) = (x.wait_with_output().unwrap(), y.wait_with_output().unwrap());
     assert!(x.status.success() && y.status.success());
     assert_eq!(x.stdout, y.stdout);
@@ -611,4 +616,159 @@ fn sign_model_with_verity_takes_the_identity_from_a_checked_tree() {
         "{err}"
     );
     assert!(!env.exists());
+}
+
+/// The root hash of a `name@rev:root path` line.
+fn root_of(line: &str) -> String {
+    line.split(' ')
+        .next()
+        .and_then(|id| id.rsplit(':').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn vcs_and_download_metadata_are_left_out_unless_asked() {
+    // Issue 29, finding 3: `.git/` and `.cache/huggingface/` made the root hash depend on
+    // how the model was fetched (a git clone, `huggingface-cli download --local-dir`).
+    let t = TempDir::new("vcs");
+    let clean = t.path().join("clean/m");
+    common::random_tree(&clean, 11);
+    fs::write(clean.join(".gitattributes"), b"*.bin filter=lfs\n").unwrap();
+    let fetched = t.path().join("fetched/m");
+    fs::create_dir_all(fetched.parent().unwrap()).unwrap();
+    assert!(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&clean)
+            .arg(&fetched)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (p, d) in [
+        (".git/HEAD", "ref: refs/heads/main\n"),
+        (".git/objects/ab/cdef", "x"),
+        (".cache/huggingface/.gitignore", "*\n"),
+        (
+            ".cache/huggingface/download/config.json.metadata",
+            "abc\n123\n",
+        ),
+    ] {
+        let f = fetched.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(f, d).unwrap();
+    }
+    // A nested repository's `.git` file.
+    let sub = fs::read_dir(&fetched)
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_type().unwrap().is_dir() && e.file_name() != ".git" && e.file_name() != ".cache"
+        })
+        .unwrap()
+        .path();
+    fs::write(sub.join(".git"), b"gitdir: ../.git/modules/x\n").unwrap();
+
+    let (code, want, err) = build(&[s(&clean), "--out", s(&t.path().join("o1"))]);
+    assert_eq!(code, 0, "{err}");
+    let (code, got, err) = build(&[s(&fetched), "--out", s(&t.path().join("o2"))]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        root_of(&got),
+        root_of(&want),
+        "metadata changed the root hash"
+    );
+    assert!(
+        err.contains("left out")
+            && err.contains("./.git/")
+            && err.contains("./.cache/huggingface/")
+            && err.contains("--keep-vcs-metadata"),
+        "{err}"
+    );
+    // --json names them too.
+    let (code, js, _) = build(&[s(&fetched), "--out", s(&t.path().join("o2")), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+    assert!(
+        v["left_out"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "./.git/")),
+        "{js}"
+    );
+
+    // --keep-vcs-metadata archives everything: the recipe's root hash over the whole tree.
+    let (code, kept, err) = build(&[
+        s(&fetched),
+        "--out",
+        s(&t.path().join("o3")),
+        "--keep-vcs-metadata",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let all = recipe(&fetched, &t.path().join("ref.tar"));
+    assert_eq!(root_of(&kept), all);
+    assert_ne!(root_of(&kept), root_of(&want));
+    assert!(!err.contains("left out"), "{err}");
+    let help = pqcc().args(["model", "build", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--keep-vcs-metadata") && help.contains("--force"),
+        "{help}"
+    );
+}
+
+#[test]
+fn rebuilding_a_name_at_revision_with_other_content_is_refused_without_force() {
+    // Issue 29, finding 3: a rebuild of an existing NAME@REV with different content
+    // silently replaced the archive that identity named.
+    let t = TempDir::new("rebuild");
+    let tree = t.path().join("m");
+    common::random_tree(&tree, 12);
+    let out = t.path().join("out");
+    let args = [s(&tree), "--out", s(&out), "--revision", "v1"];
+    let (code, first, err) = build(&args);
+    assert_eq!(code, 0, "{err}");
+    let old = root_of(&first);
+    let archive = fs::canonicalize(&out).unwrap().join("m@v1.tar");
+    let before = fs::read(&archive).unwrap();
+
+    // Other content, same identity: exit 1, both hashes named, the old set untouched.
+    fs::write(tree.join("added.json"), b"{\"new\":1}").unwrap();
+    let (code, stdout, err) = build(&args);
+    let new = recipe(&tree, &t.path().join("ref.tar"));
+    assert_eq!(code, 1, "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        err.contains(&old) && err.contains(&new) && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        fs::read(&archive).unwrap() == before,
+        "the archive was replaced"
+    );
+    assert_eq!(fs::read_to_string(out.join("m@v1.tar.hash")).unwrap(), old);
+    let (code, _, _) = verify(&[s(&archive), &old]);
+    assert_eq!(code, 0);
+    assert!(
+        names(&out).iter().all(|n| !n.contains(".tmp.")),
+        "{:?}",
+        names(&out)
+    );
+
+    // --force replaces it.
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (code, stdout, err) = build(&forced);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(root_of(&stdout), new);
+    let (code, _, _) = verify(&[s(&archive), &new]);
+    assert_eq!(code, 0);
+
+    // The same content again (the cache bypassed by a new mtime): idempotent, exit 0.
+    let f = tree.join("added.json");
+    fs::write(&f, fs::read(&f).unwrap()).unwrap();
+    let (code, stdout, err) = build(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("reusing"), "{err}");
+    assert_eq!(root_of(&stdout), new);
 }

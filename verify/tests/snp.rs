@@ -37,6 +37,7 @@ fn collateral() -> Collateral {
     Collateral {
         snp_vcek: Some(data("vcek_milan.der")),
         snp_chain: Some(data("cert_chain_milan")),
+        snp_crl: None,
         tdx: None,
     }
 }
@@ -216,6 +217,7 @@ fn wrong_chains_fail() {
     let coll = |chain: Vec<u8>| Collateral {
         snp_vcek: Some(data("vcek_milan.der")),
         snp_chain: Some(chain),
+        snp_crl: None,
         tdx: None,
     };
     // Another product's ASK/ARK.
@@ -247,6 +249,7 @@ fn wrong_chains_fail() {
     let c = Collateral {
         snp_vcek: Some(ask.clone()),
         snp_chain: None,
+        snp_crl: None,
         tdx: None,
     };
     assert!(matches!(
@@ -260,6 +263,7 @@ fn wrong_chains_fail() {
     let c = Collateral {
         snp_vcek: Some(vcek),
         snp_chain: None,
+        snp_crl: None,
         tdx: None,
     };
     let e = ok(&r, &c).unwrap_err();
@@ -281,6 +285,7 @@ fn wrong_chains_fail() {
     let c = Collateral {
         snp_vcek: Some(vcek),
         snp_chain: None,
+        snp_crl: None,
         tdx: None,
     };
     assert_eq!(
@@ -289,20 +294,32 @@ fn wrong_chains_fail() {
     );
 }
 
+/// A complete rule for the Milan sample: Milan named, its exact TCB as the minimum.
+const MILAN_FLOOR: &str = "min_tcb = { bootloader = 3, snp = 8, microcode = 115 }\n";
+
+/// `[snp]` for the Milan sample with `extra` lines appended to the table.
+fn milan_rule(extra: &str) -> String {
+    format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\n{MILAN_FLOOR}measurements = [\"{MEASUREMENT}\"]\n{extra}"
+    )
+}
+
+fn with(toml: &str) -> TeePolicy {
+    TeePolicy::from_toml(toml).unwrap_or_else(|e| panic!("policy parses: {e}\n{toml}"))
+}
+
 #[test]
 fn policy_is_applied() {
     let r = report();
     let rd = report_data(&r);
     let coll = collateral();
-    let with = |toml: &str| TeePolicy::from_toml(toml).expect("policy parses");
+
+    let p = with(&milan_rule(""));
+    let v = check(&r, &p, &coll, &rd, NOW).expect("exact minimum and measurement");
+    assert_eq!(v.snp_product, Some(snp::Product::Milan));
 
     let p = with(&format!(
-        "platform = \"snp\"\n[snp]\nmeasurements = [\"{MEASUREMENT}\"]\nmin_tcb = {{ bootloader = 3, snp = 8, microcode = 115 }}\n"
-    ));
-    check(&r, &p, &coll, &rd, NOW).expect("exact minimum and measurement");
-
-    let p = with(&format!(
-        "platform = \"sev-snp\"\n[snp]\nmeasurements = [\"{MEASUREMENT}\"]\nmin_tcb = {{ snp = 9 }}\n"
+        "platform = \"sev-snp\"\n[snp]\nproducts = [\"milan\"]\nmeasurements = [\"{MEASUREMENT}\"]\nmin_tcb = {{ snp = 9 }}\n"
     ));
     assert_eq!(
         check(&r, &p, &coll, &rd, NOW).unwrap_err(),
@@ -315,23 +332,25 @@ fn policy_is_applied() {
 
     let other = "00".repeat(48);
     let p = with(&format!(
-        "platform = \"snp\"\n[snp]\nmeasurements = [\"{other}\"]\n"
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\n{MILAN_FLOOR}measurements = [\"{other}\"]\n"
     ));
     assert_eq!(
         check(&r, &p, &coll, &rd, NOW).unwrap_err(),
         TeeError::MeasurementNotAllowed("SNP measurement")
     );
 
-    let p = with("platform = \"snp\"\n");
+    let p = with(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\n{MILAN_FLOOR}"
+    ));
     assert_eq!(
         check(&r, &p, &coll, &rd, NOW).unwrap_err(),
         TeeError::NoMeasurementPolicy
     );
 
-    let p = with(&format!(
-        "platform = \"snp\"\n[snp]\nmeasurements = [\"{MEASUREMENT}\"]\nhost_data = \"{}\"\n",
+    let p = with(&milan_rule(&format!(
+        "host_data = \"{}\"\n",
         "11".repeat(32)
-    ));
+    )));
     assert_eq!(
         check(&r, &p, &coll, &rd, NOW).unwrap_err(),
         TeeError::MeasurementNotAllowed("HOST_DATA")
@@ -351,18 +370,284 @@ fn policy_is_applied() {
         Err(TeeError::PolicyInvalid(_))
     ));
     assert!(matches!(
+        TeePolicy::from_toml(&milan_rule("unknown = 1\n")),
+        Err(TeeError::PolicyInvalid(_))
+    ));
+    assert!(matches!(
         TeePolicy::from_toml("platform = \"sgx\"\n"),
         Err(TeeError::PolicyInvalid(_))
     ));
-    let p = with("platform = \"snp\"\n[snp]\nmeasurements = [\"zz\"]\n");
+    let p = with(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\n{MILAN_FLOOR}measurements = [\"zz\"]\n"
+    ));
     assert!(matches!(
         check(&r, &p, &coll, &rd, NOW),
         Err(TeeError::PolicyInvalid(_))
     ));
     assert!(
-        !with("platform = \"snp\"\n").insecure_allow_debug,
+        !with(&milan_rule("")).insecure_allow_debug,
         "debug is refused by default"
     );
+}
+
+/// Issue 29: `min_tcb` has no silent zero default. A policy read from TOML (the
+/// broker's `[rule.tee]` included) must state a minimum for every product it accepts;
+/// a policy built in code without one is refused by `verify` itself.
+#[test]
+fn min_tcb_is_required() {
+    let r = report();
+    let rd = report_data(&r);
+    let coll = collateral();
+    let err = |toml: &str| match TeePolicy::from_toml(toml) {
+        Err(TeeError::PolicyInvalid(m)) => m,
+        other => panic!("{toml}: {other:?}"),
+    };
+
+    // No minimum at all: refused, naming the key.
+    let m = err(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\nmeasurements = [\"{MEASUREMENT}\"]\n"
+    ));
+    assert!(m.contains("snp.min_tcb is missing"), "{m}");
+    assert!(m.contains("Milan"), "{m}");
+    // The default products need one each.
+    let m = err("platform = \"snp\"\ninsecure_any_measurement = true\n");
+    assert!(m.contains("for Genoa") && m.contains("for Turin"), "{m}");
+    // An explicit all-zero minimum is no minimum.
+    let m = err(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\nmin_tcb = {{}}\nmeasurements = [\"{MEASUREMENT}\"]\n"
+    ));
+    assert!(m.contains("all zero"), "{m}");
+    // No product accepted.
+    let m = err(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = []\n{MILAN_FLOOR}"
+    ));
+    assert!(m.contains("snp.products is empty"), "{m}");
+    // A per-product minimum for a product that is not accepted is a mistake.
+    let m = err(&milan_rule(
+        "[snp.product_min_tcb]\nTurin = { fmc = 1, bootloader = 1, snp = 1, microcode = 1 }\n",
+    ));
+    assert!(m.contains("names Turin"), "{m}");
+    // A per-product minimum satisfies the requirement.
+    let p = with(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Milan\"]\nmeasurements = [\"{MEASUREMENT}\"]\n\
+         [snp.product_min_tcb]\nMilan = {{ bootloader = 3, snp = 8, microcode = 115 }}\n"
+    ));
+    check(&r, &p, &coll, &rd, NOW).expect("per-product minimum met");
+    // TDX policies are not affected.
+    with("platform = \"tdx\"\ninsecure_any_measurement = true\n");
+
+    // Inside a larger document, as the broker reads `[rule.tee]`.
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Rule {
+        tee: TeePolicy,
+    }
+    let doc = "[tee]\nplatform = \"snp\"\ninsecure_any_measurement = true\n[tee.snp]\nproducts = [\"Milan\"]\n";
+    let e = toml::from_str::<Rule>(doc)
+        .err()
+        .expect("a rule without min_tcb");
+    assert!(e.to_string().contains("snp.min_tcb is missing"), "{e}");
+
+    // Built in code, mutated after the fact: verify refuses rather than guess.
+    let mut p = TeePolicy::report_only(TeePlatform::Snp);
+    p.snp.min_tcb = None;
+    assert!(!p.problems().is_empty());
+    match check(&r, &p, &coll, &rd, NOW) {
+        Err(TeeError::PolicyInvalid(m)) => assert!(m.contains("no minimum TCB for Milan"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // report_only states its zero minimum explicitly and still verifies.
+    assert_eq!(
+        TeePolicy::report_only(TeePlatform::Snp).snp.min_tcb,
+        Some(SnpTcb::default())
+    );
+    ok(&r, &coll).expect("report_only");
+}
+
+/// Issue 29: a rule names the products it accepts; Milan is refused unless named
+/// (docs/evidence.md: the 2026 software-only VCEK seed extraction on Milan).
+#[test]
+fn products_and_per_product_floors() {
+    let r = report();
+    let rd = report_data(&r);
+    let coll = collateral();
+    // Default products (Genoa, Turin): the Milan report is refused after its TCB passed.
+    let p = with(&format!(
+        "platform = \"snp\"\n[snp]\n{MILAN_FLOOR}measurements = [\"{MEASUREMENT}\"]\n"
+    ));
+    assert_eq!(p.snp.products, [snp::Product::Genoa, snp::Product::Turin]);
+    let e = check(&r, &p, &coll, &rd, NOW).unwrap_err();
+    assert_eq!(e, TeeError::ProductNotAllowed(snp::Product::Milan));
+    assert!(e.to_string().contains("Milan must be named"), "{e}");
+    let p = with(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Genoa\"]\n{MILAN_FLOOR}measurements = [\"{MEASUREMENT}\"]\n"
+    ));
+    assert_eq!(
+        check(&r, &p, &coll, &rd, NOW).unwrap_err(),
+        TeeError::ProductNotAllowed(snp::Product::Milan)
+    );
+    // Named: accepted.
+    check(&r, &with(&milan_rule("")), &coll, &rd, NOW).expect("Milan named");
+    // A per-product floor overrides min_tcb for that product.
+    let p = with(&milan_rule(
+        "[snp.product_min_tcb]\nMilan = { bootloader = 3, snp = 8, microcode = 116 }\n",
+    ));
+    assert_eq!(
+        p.snp.tcb_floor(snp::Product::Milan).map(|t| t.microcode),
+        Some(116)
+    );
+    assert_eq!(
+        check(&r, &p, &coll, &rd, NOW).unwrap_err(),
+        TeeError::TcbBelowMinimum {
+            component: "microcode",
+            reported: 115,
+            minimum: 116
+        }
+    );
+    match TeePolicy::from_toml(&format!(
+        "platform = \"snp\"\n[snp]\nproducts = [\"Rome\"]\n{MILAN_FLOOR}"
+    )) {
+        Err(TeeError::PolicyInvalid(m)) => assert!(m.contains("Rome"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 29: the guest policy is chosen by the host; the bits a rule cares about are
+/// checked against it. End to end with the real report (guest policy 0x30000: ABI 0.0,
+/// SMT allowed, reserved bit 17; nothing else), then value by value.
+#[test]
+fn guest_policy_bits_are_checked_against_the_rule() {
+    use snp::guest_policy as gp;
+    let r = report();
+    let rd = report_data(&r);
+    let coll = collateral();
+    const REAL: u64 = 0x30000;
+    assert_eq!(snp::Report::parse(&r).unwrap().policy, REAL);
+
+    // Defaults accept the real report.
+    check(&r, &with(&milan_rule("")), &coll, &rd, NOW).expect("defaults");
+    // Each requirement the real report does not meet is refused, naming the bit.
+    for (extra, bit) in [
+        ("allow_smt = false", "SMT (bit 16)"),
+        ("require_single_socket = true", "SINGLE_SOCKET (bit 20)"),
+        ("require_aes_256_xts = true", "MEM_AES_256_XTS (bit 22)"),
+        ("require_rapl_disabled = true", "RAPL_DIS (bit 23)"),
+        (
+            "require_ciphertext_hiding = true",
+            "CIPHERTEXT_HIDING (bit 24)",
+        ),
+        (
+            "require_page_swap_disabled = true",
+            "PAGE_SWAP_DISABLE (bit 25)",
+        ),
+    ] {
+        let p = with(&milan_rule(&format!("{extra}\n")));
+        match check(&r, &p, &coll, &rd, NOW) {
+            Err(e @ TeeError::GuestPolicyRefused(why)) => {
+                assert!(why.starts_with(bit), "{extra}: {why}");
+                assert!(e.to_string().contains(bit), "{e}");
+            }
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
+    let p = with(&milan_rule("min_abi = { major = 0, minor = 1 }\n"));
+    assert_eq!(
+        check(&r, &p, &coll, &rd, NOW).unwrap_err(),
+        TeeError::GuestPolicyAbiBelowMinimum {
+            reported: (0, 0),
+            minimum: (0, 1)
+        }
+    );
+    check(
+        &r,
+        &with(&milan_rule("min_abi = { major = 0, minor = 0 }\n")),
+        &coll,
+        &rd,
+        NOW,
+    )
+    .expect("ABI 0.0 meets 0.0");
+
+    // Values the host could have chosen (no signed sample has them), against the rule.
+    let base = with(&milan_rule(""));
+    let gpol = |p: &TeePolicy, v: u64| snp::check_guest_policy(p, v);
+    gpol(&base, REAL).expect("real value");
+    let refused = |p: &TeePolicy, v: u64| match gpol(p, v) {
+        Err(TeeError::GuestPolicyRefused(why)) => why,
+        other => panic!("{v:#x}: {other:?}"),
+    };
+    assert!(refused(&base, REAL | gp::MIGRATE_MA).starts_with("MIGRATE_MA (bit 18)"));
+    gpol(
+        &with(&milan_rule("allow_migrate_ma = true\n")),
+        REAL | gp::MIGRATE_MA,
+    )
+    .expect("allowed by the rule");
+    assert!(refused(&base, REAL | gp::CXL_ALLOW).starts_with("CXL_ALLOW (bit 21)"));
+    gpol(
+        &with(&milan_rule("allow_cxl = true\n")),
+        REAL | gp::CXL_ALLOW,
+    )
+    .expect("allowed");
+    assert_eq!(
+        gpol(&base, REAL | gp::DEBUG),
+        Err(TeeError::DebugNotAllowed)
+    );
+    assert!(refused(&base, REAL | 1 << 26).starts_with("reserved bits 26-63"));
+    assert!(refused(&base, REAL | 1 << 63).starts_with("reserved bits 26-63"));
+    let strict = with(&milan_rule(
+        "allow_smt = false\nrequire_single_socket = true\nrequire_aes_256_xts = true\n\
+         require_rapl_disabled = true\nrequire_ciphertext_hiding = true\n\
+         require_page_swap_disabled = true\nmin_abi = { major = 1, minor = 51 }\n",
+    ));
+    let all = gp::RESERVED_MBO
+        | gp::SINGLE_SOCKET
+        | gp::MEM_AES_256_XTS
+        | gp::RAPL_DIS
+        | gp::CIPHERTEXT_HIDING
+        | gp::PAGE_SWAP_DISABLE;
+    gpol(&strict, all | 0x0133).expect("ABI 1.51 and every required bit");
+    gpol(&strict, all | 0x0137).expect("ABI 1.55");
+    assert_eq!(
+        gpol(&strict, all | 0x0132),
+        Err(TeeError::GuestPolicyAbiBelowMinimum {
+            reported: (1, 50),
+            minimum: (1, 51)
+        })
+    );
+    assert!(matches!(
+        gpol(&strict, all | 0x00FF),
+        Err(TeeError::GuestPolicyAbiBelowMinimum { .. })
+    ));
+    for bit in [
+        gp::SINGLE_SOCKET,
+        gp::MEM_AES_256_XTS,
+        gp::RAPL_DIS,
+        gp::CIPHERTEXT_HIDING,
+        gp::PAGE_SWAP_DISABLE,
+    ] {
+        assert!(matches!(
+            gpol(&strict, (all & !bit) | 0x0137),
+            Err(TeeError::GuestPolicyRefused(_))
+        ));
+    }
+    assert!(refused(&strict, all | gp::SMT | 0x0137).starts_with("SMT (bit 16)"));
+    // report_only reports whatever the host chose, but never a debug guest.
+    let ro = TeePolicy::report_only(TeePlatform::Snp);
+    gpol(&ro, REAL | gp::MIGRATE_MA | gp::CXL_ALLOW).expect("report_only");
+    assert_eq!(gpol(&ro, REAL | gp::DEBUG), Err(TeeError::DebugNotAllowed));
+}
+
+/// CPUID family/model of v3+ reports → product (the `sev` crate's table).
+#[test]
+fn cpuid_names_the_product() {
+    use snp::Product;
+    assert_eq!(Product::from_cpuid(0x19, 0x01), Some(Product::Milan));
+    assert_eq!(Product::from_cpuid(0x19, 0x11), Some(Product::Genoa));
+    assert_eq!(Product::from_cpuid(0x19, 0xA0), Some(Product::Genoa));
+    assert_eq!(Product::from_cpuid(0x1A, 0x02), Some(Product::Turin));
+    assert_eq!(Product::from_cpuid(0x17, 0x31), None);
+    assert_eq!(Product::from_cpuid(0x1A, 0x50), None);
+    // A v2 report has no CPUID fields.
+    assert_eq!(snp::Report::parse(&report()).unwrap().cpuid, None);
 }
 
 #[test]
@@ -524,6 +809,7 @@ fn random_and_truncated_inputs_never_panic() {
         let coll = Collateral {
             snp_vcek: Some(blob.iter().rev().copied().collect()),
             snp_chain: Some(blob.clone()),
+            snp_crl: None,
             tdx: None,
         };
         let _ = check(&blob, &policy(), &coll, &rd, NOW);

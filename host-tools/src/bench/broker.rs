@@ -103,7 +103,7 @@ fn report(json: bool, name: &str, s: &Stats) {
     if json {
         println!(
             "{}",
-            serde_json::json!({"bench": "broker", "measure": name, "unit": "ms", "n": s.n,
+            serde_json::json!({"ok": true, "bench": "broker", "measure": name, "unit": "ms", "n": s.n,
                 "mean": s.mean, "p50": s.p50, "p90": s.p90, "min": s.min, "max": s.max})
         );
     } else {
@@ -201,7 +201,7 @@ pub fn run(o: &Options) -> Result<()> {
     if o.json {
         println!(
             "{}",
-            serde_json::json!({"bench": "broker", "measure": "load", "clients": o.clients,
+            serde_json::json!({"ok": f == 0, "bench": "broker", "measure": "load", "clients": o.clients,
                 "handshakes": n - f, "failed": f, "seconds": secs, "per_second": rate})
         );
     } else {

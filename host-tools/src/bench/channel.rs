@@ -462,7 +462,7 @@ struct Report {
 impl Report {
     fn push(&mut self, row: Row, extra: serde_json::Value) {
         if self.json {
-            let mut v = serde_json::json!({ "op": row.op });
+            let mut v = serde_json::json!({ "ok": true, "op": row.op });
             if let Some(p) = row.provider {
                 v["provider"] = p.into();
             }
@@ -691,7 +691,7 @@ fn measure_overhead(opts: &Options) -> anyhow::Result<()> {
         if opts.json {
             println!(
                 "{}",
-                serde_json::json!({ "op": "overhead", "what": what, "ns": round(ns, 1) })
+                serde_json::json!({ "ok": true, "op": "overhead", "what": what, "ns": round(ns, 1) })
             );
         } else {
             report_overhead_line(&what, ns);
@@ -773,6 +773,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                             println!(
                                 "{}",
                                 serde_json::json!({
+                                    "ok": true,
                                     "op": "ratio", "of": op, "provider": p.name(),
                                     "size": size, "threads": threads, "vs": vs,
                                     "ratio": round(a / b, 3),

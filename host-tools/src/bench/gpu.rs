@@ -424,6 +424,7 @@ pub fn run(a: &GpuArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
+                    "ok": true,
                     "bench": "gpu", "device": info.name, "size": size, "chunk": chunk, "align": a.align,
                     "min_blocks": cfg.min_blocks_per_sm, "blocks_per_sm": cfg.blocks_per_sm,
                     "streams": a.streams, "runs": a.runs,

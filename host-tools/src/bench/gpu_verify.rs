@@ -206,6 +206,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.json {
         let stats = |s: &Stats| json!({"n": s.n, "mean": s.mean, "p50": s.p50, "p90": s.p90, "min": s.min, "max": s.max});
         let mut out = json!({
+            "ok": true,
             "bench": "gpu-verify",
             "ecdsa_backend": nvidia::x509::ECDSA_BACKEND,
             "data": "Set A (v2023_initial + test_no_gpu RIMs)",

@@ -79,6 +79,7 @@ fn print(json: bool, op: &str, t: &Timing) {
         println!(
             "{}",
             serde_json::json!({
+                "ok": true,
                 "op": op,
                 "iterations": s.n,
                 "mean_us": r1(s.mean),

@@ -275,6 +275,7 @@ pub fn run(a: &ModelArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
+                    "ok": true,
                     "bench": "model",
                     "variant": p.label,
                     "size": a.size,

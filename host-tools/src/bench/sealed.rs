@@ -178,6 +178,7 @@ pub fn run(a: &SealedArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
+                    "ok": true,
                     "op": r.op,
                     "threads": r.threads,
                     "bytes": total,

@@ -447,6 +447,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     if opts.json {
         let mut o = json!({
+            "ok": true,
             "bench": "sign",
             "file": file.display().to_string(),
             "bytes": size,

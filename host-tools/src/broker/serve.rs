@@ -1,7 +1,16 @@
 //! The broker's server loop and the decision for one connection.
 //!
-//! One thread per connection, at most [`Policy::max_concurrent`] at once (further
-//! connections wait in the listen backlog). Each connection gets a fresh Challenge, so
+//! One thread per connection, at most [`Policy::max_concurrent`] in service at once;
+//! as many more may wait for a place (each within its own deadline), and at most
+//! [`Policy::max_per_peer`] of all of them come from one TCP peer address. A connection
+//! over these limits is closed at once: the accept loop never waits for a place, and a
+//! flood from one address cannot keep a real guest out. Each connection has one deadline from accept
+//! to its end (`idle_timeout_s` for the guest's READY, then `handshake_timeout_s`, plus
+//! a few seconds to say goodbye), and every read gets only the time that is left, so a
+//! silent or slow peer holds its place for a bounded time. `SIGTERM` or `SIGINT`
+//! ([`Broker::stop_flag`]) stops the accept loop: connections still waiting for a READY
+//! are dropped, handshakes in progress finish, the Unix socket is removed, and
+//! [`Broker::serve`] returns. Each connection gets a fresh Challenge, so
 //! a challenge nonce is used once: a Hello recorded from another connection carries
 //! evidence bound to another challenge and is refused (`replay`). A handshake not
 //! finished within [`Policy::handshake_timeout_s`] is dropped. Nothing a guest sends
@@ -16,13 +25,14 @@
 //! the policy it started with); one that does not is refused, the old policy stays in
 //! force, and either way the audit log gets a `policy-reload` record.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,11 +51,15 @@ use pqcc_verify::nvidia::{GpuEvidence, GpuVerifier, Outcome as CheckOutcome};
 use pqcc_verify::tee::{TeeError, TeePlatform};
 use zeroize::Zeroizing;
 
-use super::io::{Conn, read_msg, write_msg};
-use super::policy::{GpuRequirement, MAX_SECRET_LEN, NvidiaRule, Policy, SecretSource};
+use super::io::{Conn, poll_readable, read_msg, write_msg};
+use super::policy::{
+    GpuRequirement, LoadOptions, NvidiaRule, Policy, SecretSource, read_policy_file,
+    read_secret_file,
+};
 use crate::aead::AwsLcAesGcm;
 use crate::audit::{AuditLog, Decision, Record};
 use crate::rng::OsRng;
+use crate::text::untrusted;
 
 /// Where the broker listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +111,16 @@ pub struct Broker {
     next_conn: AtomicU64,
     decision_times: Mutex<Vec<Duration>>,
     gpu_verifier: Mutex<GpuVerifier>,
-    /// Connections being served, and the signal that one ended or the limit changed.
-    active: Mutex<usize>,
+    /// Connections being served, in all and per TCP peer address.
+    active: Mutex<Active>,
+    /// Signalled when a place frees up or the limit changes.
     slot_freed: Condvar,
+    /// Set (by `SIGTERM`/`SIGINT` in `pqcc broker serve`) to stop serving.
+    stop: Arc<AtomicBool>,
+    /// When a connection over a limit was last reported (one line a second at most).
+    last_full_note: Mutex<Option<Instant>>,
+    /// What a policy reload accepts (`--allow-insecure`).
+    pub load_options: LoadOptions,
     /// Print one line per connection on stderr.
     pub verbose: bool,
     /// Keep each accepted handshake's decision time for [`Broker::decision_times`]
@@ -122,6 +143,32 @@ fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Connections in service and waiting for a place.
+#[derive(Debug, Default)]
+struct Active {
+    /// In service (at most `max_concurrent`).
+    total: usize,
+    /// Accepted, waiting for a place (at most `max_concurrent`).
+    waiting: usize,
+    /// Both, per TCP peer address (at most `max_per_peer` each).
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// Where a new connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In service.
+    Now,
+    /// Waiting for a place.
+    Wait,
+}
+
+/// How long a connection may live in all, from accept: the READY wait, the handshake,
+/// and a few seconds to deliver the answer (see `linger`).
+fn connection_budget(p: &Policy) -> Duration {
+    Duration::from_secs(p.idle_timeout_s + p.handshake_timeout_s + 6)
 }
 
 /// A refusal: what the guest is told and what the log records.
@@ -154,8 +201,11 @@ impl Broker {
             generate_lock: Mutex::new(()),
             next_conn: AtomicU64::new(1),
             decision_times: Mutex::new(Vec::new()),
-            active: Mutex::new(0),
+            active: Mutex::new(Active::default()),
             slot_freed: Condvar::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            last_full_note: Mutex::new(None),
+            load_options: LoadOptions::default(),
             gpu_verifier: Mutex::new(GpuVerifier::new()),
             verbose: false,
             keep_decision_times: false,
@@ -171,6 +221,11 @@ impl Broker {
             .clone()
     }
 
+    /// The flag that stops [`Broker::serve`] (for `signal_hook::flag::register`).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
@@ -183,21 +238,20 @@ impl Broker {
     /// deny, why) goes to the audit log. The GPU verifier's caches start afresh.
     pub fn reload_policy(&self, path: &Path) -> Result<usize> {
         // One read: the hash recorded is that of the bytes checked.
-        let bytes = fs::read(path);
+        let bytes = read_policy_file(path);
         let digest = bytes
             .as_ref()
             .map(|b| hash::sha3_256(&[b]))
             .unwrap_or([0u8; 32]);
-        let loaded = bytes
-            .with_context(|| format!("reading broker policy {}", path.display()))
-            .and_then(|b| Policy::from_file_bytes(path, &b));
+        let loaded = bytes.and_then(|b| Policy::from_file_bytes(path, &b, self.load_options));
         let (decision, reason) = match &loaded {
             Ok(p) => (
                 Decision::Allow,
                 format!(
-                    "policy {} loaded: {} rule(s)",
+                    "policy {} loaded: {} rule(s){}",
                     path.display(),
-                    p.rules.len()
+                    p.rules.len(),
+                    insecure_note(&p.insecure_settings())
                 ),
             ),
             Err(e) => (
@@ -240,109 +294,245 @@ impl Broker {
         *slot = Arc::new(policy);
         drop(slot);
         *self.gpu_verifier.lock().unwrap_or_else(|e| e.into_inner()) = GpuVerifier::new();
-        // A raised `max_concurrent` applies at once: wake the accept loop if it waits for
-        // a free place (it checks the limit under this lock, so the wake is not lost).
+        // A raised `max_concurrent` applies at once: wake the connections waiting for a
+        // place (they check the limit under this lock, so the wake is not lost).
         let _active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         self.slot_freed.notify_all();
         Ok(rules)
     }
 
     /// Serves `listen` until `max_connections` connections were handled (forever when
-    /// `None`). Prints `listening on …` on stderr once the socket is ready.
+    /// `None`) or [`Broker::stop_flag`] is set. Prints `listening on …` on stderr once
+    /// the socket is ready. A Unix socket left behind by a broker that is gone (nobody
+    /// accepts on it) is replaced; one that a live broker serves is an error. When
+    /// serving ends, connections that never said READY are dropped, handshakes in
+    /// progress finish, and the Unix socket is removed.
     pub fn serve(self: Arc<Self>, listen: &Listen, max_connections: Option<u64>) -> Result<()> {
         let mut handled = 0u64;
-        let mut threads = Vec::new();
-        let mut accept_one = |conn: Box<dyn Conn>, peer: String| {
-            {
-                let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-                while *active >= self.policy().max_concurrent {
-                    active = self
-                        .slot_freed
-                        .wait(active)
-                        .unwrap_or_else(|e| e.into_inner());
-                }
-                *active += 1;
+        let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+        let (unix, tcp) = match listen {
+            Listen::Unix(path) => (Some((bind_unix(path)?, path.clone())), None),
+            Listen::Tcp(addr) => {
+                let l = TcpListener::bind(addr).with_context(|| format!("binding tcp {addr}"))?;
+                (None, Some(l))
             }
+        };
+        let fd = match (&unix, &tcp) {
+            (Some((l, path)), _) => {
+                l.set_nonblocking(true)?;
+                eprintln!("broker: listening on unix:{}", path.display());
+                std::os::fd::AsRawFd::as_raw_fd(l)
+            }
+            (_, Some(l)) => {
+                l.set_nonblocking(true)?;
+                eprintln!("broker: listening on tcp:{}", l.local_addr()?);
+                std::os::fd::AsRawFd::as_raw_fd(l)
+            }
+            _ => unreachable!("one listener is bound"),
+        };
+        while !self.stop.load(Ordering::Relaxed) && max_connections.is_none_or(|m| handled < m) {
+            if !poll_readable(fd, Duration::from_millis(200)).unwrap_or(false) {
+                continue;
+            }
+            let accepted: io::Result<(Box<dyn Conn>, String, Option<IpAddr>)> = match (&unix, &tcp)
+            {
+                (Some((l, _)), _) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
+                    Ok((Box::new(s) as Box<dyn Conn>, format!("unix#{n}"), None))
+                }),
+                (_, Some(l)) => l.accept().and_then(|(s, a)| {
+                    s.set_nonblocking(false)?;
+                    let _ = s.set_nodelay(true);
+                    Ok((
+                        Box::new(s) as Box<dyn Conn>,
+                        format!("tcp:{a}"),
+                        Some(a.ip()),
+                    ))
+                }),
+                _ => unreachable!("one listener is bound"),
+            };
+            let (conn, peer, ip) = match accepted {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    eprintln!("broker: accept: {e}");
+                    // EMFILE and friends: do not spin.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            handled += 1;
+            let accepted_at = Instant::now();
+            let place = match self.take_place(ip) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.note_full(&peer, &why);
+                    drop(conn);
+                    continue;
+                }
+            };
             let me = Arc::clone(&self);
+            threads.retain(|t| !t.is_finished());
             threads.push(std::thread::spawn(move || {
                 let mut conn = conn;
+                if place == Place::Wait && !me.wait_for_place(ip, accepted_at) {
+                    if me.verbose {
+                        eprintln!("broker: {peer}: no place before its deadline; closed");
+                    }
+                    return;
+                }
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    me.handle(conn.as_mut(), &peer)
+                    me.handle_from(conn.as_mut(), &peer, accepted_at)
                 }));
                 if r.is_err() {
                     eprintln!("broker: {peer}: internal error (panic) — connection dropped");
                 }
-                *me.active.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-                me.slot_freed.notify_one();
+                me.give_place(ip);
             }));
-            threads.retain(|t| !t.is_finished());
-        };
-        match listen {
-            Listen::Unix(path) => {
-                let l = UnixListener::bind(path)
-                    .with_context(|| format!("binding unix socket {}", path.display()))?;
-                eprintln!("broker: listening on unix:{}", path.display());
-                for c in l.incoming() {
-                    match c {
-                        Ok(s) => {
-                            let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
-                            accept_one(Box::new(s), format!("unix#{n}"));
-                            handled += 1;
-                        }
-                        Err(e) => eprintln!("broker: accept: {e}"),
-                    }
-                    if max_connections.is_some_and(|m| handled >= m) {
-                        break;
-                    }
-                }
-            }
-            Listen::Tcp(addr) => {
-                let l = TcpListener::bind(addr).with_context(|| format!("binding tcp {addr}"))?;
-                eprintln!("broker: listening on tcp:{}", l.local_addr()?);
-                for c in l.incoming() {
-                    match c {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            let peer = s
-                                .peer_addr()
-                                .map(|a| a.to_string())
-                                .unwrap_or_else(|_| "tcp?".into());
-                            accept_one(Box::new(s), format!("tcp:{peer}"));
-                            handled += 1;
-                        }
-                        Err(e) => eprintln!("broker: accept: {e}"),
-                    }
-                    if max_connections.is_some_and(|m| handled >= m) {
-                        break;
-                    }
-                }
-            }
+        }
+        let stopping = self.stop.load(Ordering::Relaxed);
+        let in_flight = threads.iter().filter(|t| !t.is_finished()).count();
+        if stopping {
+            eprintln!("broker: stopping: no new connections; {in_flight} connection(s) finishing");
         }
         for t in threads {
             let _ = t.join();
         }
+        if let Some((l, path)) = unix {
+            drop(l);
+            let _ = fs::remove_file(&path);
+        }
+        if stopping {
+            eprintln!("broker: stopped");
+        }
         Ok(())
+    }
+
+    /// Takes a place (or a place in the queue) for a new connection from `ip` (TCP),
+    /// or says which limit is full.
+    fn take_place(&self, ip: Option<IpAddr>) -> Result<Place, String> {
+        let policy = self.policy();
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let place = if a.total < policy.max_concurrent {
+            Place::Now
+        } else if a.waiting < policy.max_concurrent {
+            Place::Wait
+        } else {
+            return Err(format!(
+                "{} connections in service and {} waiting (max_concurrent)",
+                a.total, a.waiting
+            ));
+        };
+        if let Some(ip) = ip {
+            let n = a.per_peer.entry(ip).or_insert(0);
+            if *n >= policy.max_per_peer {
+                return Err(format!("{n} connections from {ip} (max_per_peer)"));
+            }
+            *n += 1;
+        }
+        match place {
+            Place::Now => a.total += 1,
+            Place::Wait => a.waiting += 1,
+        }
+        Ok(place)
+    }
+
+    /// Waits for a place in service for a queued connection accepted at `accepted_at`,
+    /// until its READY deadline or until serving stops; `false` (and its queue place
+    /// given back) when none came.
+    fn wait_for_place(&self, ip: Option<IpAddr>, accepted_at: Instant) -> bool {
+        let until = accepted_at + Duration::from_secs(self.policy().idle_timeout_s);
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if a.total < self.policy().max_concurrent {
+                a.waiting -= 1;
+                a.total += 1;
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.load(Ordering::Relaxed) {
+                a.waiting -= 1;
+                release_peer(&mut a, ip);
+                return false;
+            }
+            a = self
+                .slot_freed
+                .wait_timeout(a, left.min(Duration::from_millis(200)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn give_place(&self, ip: Option<IpAddr>) {
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        a.total = a.total.saturating_sub(1);
+        release_peer(&mut a, ip);
+        drop(a);
+        self.slot_freed.notify_one();
+    }
+
+    /// Says (at most once a second) that a connection was closed for a full limit.
+    fn note_full(&self, peer: &str, why: &str) {
+        let mut last = self
+            .last_full_note
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            eprintln!(
+                "broker: {peer}: closed at once: {why} (further such lines held back for 1 s)"
+            );
+        }
     }
 
     /// Runs one connection to its end and records the decision. Returns the outcome,
     /// or `None` when the peer left before sending a Hello (nothing to decide).
     pub fn handle(&self, conn: &mut dyn Conn, peer: &str) -> Option<Outcome> {
+        self.handle_from(conn, peer, Instant::now())
+    }
+
+    /// [`Broker::handle`] for a connection accepted at `accepted_at`: the whole
+    /// connection ends by `accepted_at` + [`connection_budget`].
+    fn handle_from(
+        &self,
+        conn: &mut dyn Conn,
+        peer: &str,
+        accepted_at: Instant,
+    ) -> Option<Outcome> {
         // A QEMU chardev connects when the VM starts; the guest speaks (READY) once it
-        // is up. Idle connections are bounded separately from the handshake.
-        let idle = Instant::now() + Duration::from_secs(self.policy().idle_timeout_s);
-        match read_msg(conn, READY.len(), idle) {
-            Ok(m) if m == READY => {}
-            Ok(_) | Err(_) => {
-                if self.verbose {
-                    eprintln!("broker: {peer}: closed before a READY");
-                }
-                return None;
+        // is up. The wait for it ends at the idle timeout, or at once when the broker
+        // stops; the whole connection ends at its budget.
+        let first = self.policy();
+        let end_of_connection = accepted_at + connection_budget(&first);
+        let idle = accepted_at + Duration::from_secs(first.idle_timeout_s);
+        drop(first);
+        let ready = loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break false;
             }
+            let left = idle.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            match poll_readable(conn.fd(), left.min(Duration::from_millis(200))) {
+                Ok(true) => break true,
+                Ok(false) => {}
+                Err(_) => break false,
+            }
+        };
+        let said_ready = ready && matches!(read_msg(conn, READY.len(), idle), Ok(m) if m == READY);
+        if !said_ready {
+            if self.verbose {
+                eprintln!("broker: {peer}: closed before a READY");
+            }
+            return None;
         }
         // The handshake runs to its end under the policy in force when it starts.
         let policy = self.policy();
         let start = Instant::now();
-        let deadline = start + Duration::from_secs(policy.handshake_timeout_s);
+        let deadline =
+            (start + Duration::from_secs(policy.handshake_timeout_s)).min(end_of_connection);
         let mut rng = OsRng.unwrap_err();
         let mut challenge = [0u8; CHALLENGE_MAX_LEN];
         let (responder, clen) = match Responder::start(&mut rng, &mut challenge) {
@@ -398,7 +588,7 @@ impl Broker {
             verify.evidence().data.0,
             verify.binding(),
         );
-        let (rule_name, model, gpu_note, secrets) = match decision {
+        let (rule_name, model, gpu_note, insecure, secrets) = match decision {
             Ok(x) => x,
             Err(r) => {
                 return Some(self.finish_refusal(
@@ -447,7 +637,7 @@ impl Broker {
             }
         }
         let reason = format!(
-            "rule `{rule_name}` admits {model}{gpu_note}: released {}",
+            "rule `{rule_name}` admits {model}{gpu_note}: released {}{insecure}",
             names.join(", ")
         );
         // The record is durable before any secret leaves.
@@ -495,7 +685,7 @@ impl Broker {
     }
 
     /// Evidence, claims and policy → the matching rule, the model, what the GPU
-    /// check found (for the log) and the rule's secrets.
+    /// check found and the rule's insecure settings (for the log), and its secrets.
     #[allow(clippy::type_complexity)]
     fn decide(
         &self,
@@ -503,7 +693,16 @@ impl Broker {
         platform: Platform,
         data: &[u8],
         binding_value: &BindingValue,
-    ) -> Result<(String, String, String, Vec<(String, Zeroizing<Vec<u8>>)>), Refusal> {
+    ) -> Result<
+        (
+            String,
+            String,
+            String,
+            String,
+            Vec<(String, Zeroizing<Vec<u8>>)>,
+        ),
+        Refusal,
+    > {
         let binding = binding_value.0.as_slice();
         let bundle = EvidenceBundle::decode(data)
             .map_err(|e| refuse(RejectReason::Evidence, format!("evidence bundle: {e}")))?;
@@ -516,10 +715,11 @@ impl Broker {
             ));
         }
         let c = bundle.claims;
+        // The claimed name and revision are the peer's words: printed inert.
         let model = format!(
             "{}@{}:{}",
-            c.model_name,
-            c.model_revision,
+            untrusted(c.model_name),
+            untrusted(c.model_revision),
             hex::encode(c.model_root_hash)
         );
         let rule = policy
@@ -589,7 +789,8 @@ impl Broker {
                 .map_err(|e| refuse(RejectReason::Internal, format!("secret `{name}`: {e:#}")))?;
             secrets.push((name.clone(), bytes));
         }
-        Ok((rule.name.clone(), model, gpu_note, secrets))
+        let insecure = insecure_note(&rule.insecure);
+        Ok((rule.name.clone(), model, gpu_note, insecure, secrets))
     }
 
     /// Verifies every GPU's evidence in a bundle's GPU list against the rule's
@@ -635,20 +836,14 @@ impl Broker {
             }
             versions.push(format!(
                 "driver {}, vbios {}",
-                report.driver_version.as_deref().unwrap_or("?"),
-                report.vbios_version.as_deref().unwrap_or("?")
+                untrusted(report.driver_version.as_deref().unwrap_or("?")),
+                untrusted(report.vbios_version.as_deref().unwrap_or("?"))
             ));
         }
-        let insecure = nv.insecure_settings();
         Ok(format!(
-            " with {} GPU(s) verified ({}){}",
+            " with {} GPU(s) verified ({})",
             versions.len(),
             versions.join("; "),
-            if insecure.is_empty() {
-                String::new()
-            } else {
-                format!(" INSECURE: {}", insecure.join(", "))
-            }
         ))
     }
 
@@ -669,22 +864,9 @@ impl Broker {
                 crate::keys::write_file_atomic(&path, &k, 0o600, false)?;
             }
         }
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let mut buf = Zeroizing::new(Vec::new());
-        use std::io::Read;
-        (&mut f)
-            .take(MAX_SECRET_LEN as u64 + 1)
-            .read_to_end(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if buf.is_empty() {
-            bail!("{} is empty", path.display());
-        }
-        if buf.len() > MAX_SECRET_LEN || buf.len() > MAX_CHUNK_LEN as usize {
-            bail!("{} is over {MAX_SECRET_LEN} bytes", path.display());
+        let buf = read_secret_file(&path)?;
+        if buf.len() > MAX_CHUNK_LEN as usize {
+            bail!("{} is over {MAX_CHUNK_LEN} bytes", path.display());
         }
         if let Some(n) = generate
             && buf.len() != n
@@ -747,6 +929,59 @@ impl Broker {
             decision_time,
         }
     }
+}
+
+fn release_peer(a: &mut Active, ip: Option<IpAddr>) {
+    if let Some(ip) = ip
+        && let Some(n) = a.per_peer.get_mut(&ip)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            a.per_peer.remove(&ip);
+        }
+    }
+}
+
+/// `; INSECURE: a, b` for the audit record of a release a rule with insecure settings
+/// allowed, or nothing.
+fn insecure_note(insecure: &[String]) -> String {
+    if insecure.is_empty() {
+        String::new()
+    } else {
+        format!("; INSECURE: {}", insecure.join(", "))
+    }
+}
+
+/// Binds the Unix socket at `path`, replacing a stale one: a socket file nobody
+/// accepts on (a broker that was killed). A live socket, or a path that is not a
+/// socket, is an error.
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => bail!(
+                    "unix socket {} is in use: another broker listens on it",
+                    path.display()
+                ),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    eprintln!(
+                        "broker: replacing stale socket {} (nobody listens on it)",
+                        path.display()
+                    );
+                    fs::remove_file(path)
+                        .with_context(|| format!("removing stale socket {}", path.display()))?;
+                }
+                Err(e) => bail!("unix socket {}: {e}", path.display()),
+            }
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    UnixListener::bind(path).with_context(|| format!("binding unix socket {}", path.display()))
 }
 
 /// After the last message: wait (at most until `deadline`, and at most 5 s) for the

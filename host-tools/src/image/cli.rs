@@ -85,6 +85,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({
+                        "ok": true,
                         "image": a.out.display().to_string(),
                         "bytes": img.bytes.len(),
                         "sha256": s256,

@@ -13,7 +13,7 @@ use super::{Accel, Broker, ModelSpec, Options, ProfileName, build, check_kvm, pr
 /// `pqcc launch`.
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
-    /// The platform: none (no TEE, tests), tdx or snp.
+    /// The platform: none (no TEE, tests), tdx or sev-snp (also read as snp).
     #[arg(long, value_enum)]
     pub profile: ProfileName,
     /// Use this profile file instead of the built-in qemu/PROFILE.args.
@@ -93,7 +93,7 @@ fn launch(a: LaunchArgs) -> anyhow::Result<u8> {
         ),
         None => (
             a.profile.builtin().to_owned(),
-            format!("qemu/{}.args (built in)", a.profile.as_str()),
+            format!("qemu/{} (built in)", a.profile.file_name()),
         ),
     };
     let timeout = match a.timeout {
@@ -130,7 +130,7 @@ fn launch(a: LaunchArgs) -> anyhow::Result<u8> {
         if a.json {
             println!(
                 "{}",
-                serde_json::json!({ "program": l.program, "args": l.args })
+                serde_json::json!({ "ok": true, "program": l.program, "args": l.args })
             );
         } else {
             println!("{}", l.program);
@@ -161,6 +161,7 @@ fn launch(a: LaunchArgs) -> anyhow::Result<u8> {
         println!(
             "{}",
             serde_json::json!({
+                "ok": v.exit == 0,
                 "exit": v.exit,
                 "summary": v.summary,
                 "workload_status": v.workload_status,

@@ -9,7 +9,7 @@
 
 use std::io::Read;
 
-use super::{ModelSpec, ProfileName};
+use super::{Broker, ModelSpec, ProfileName};
 use anyhow::{Context, bail};
 
 /// Largest initramfs read (the guest kernel would not take much more anyway).
@@ -25,6 +25,9 @@ pub struct GuestConfig {
     pub model: GuestModel,
     /// `[platform]`.
     pub platform: GuestPlatform,
+    /// `[broker]`: its `transport` (empty when the table has none), or `None` when the
+    /// guest has no broker.
+    pub broker: Option<String>,
 }
 
 /// `[model]` of `init.toml`.
@@ -45,7 +48,7 @@ pub struct GuestModel {
 /// `[platform]` of `init.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestPlatform {
-    /// `none`, `tdx` or `snp`.
+    /// `none`, `tdx`, or `sev-snp` (also written `snp`).
     pub required: String,
 }
 
@@ -144,8 +147,44 @@ pub fn read_config(path: &std::path::Path) -> anyhow::Result<Option<GuestConfig>
         platform: GuestPlatform {
             required: get("platform", "required")?,
         },
+        broker: table.get("broker").map(|b| {
+            b.get("transport")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        }),
     };
     Ok(Some(cfg))
+}
+
+/// The warning for a guest that will wait for a broker this launch does not connect:
+/// its `init.toml` has a `[broker]` and no `--broker` was given, or the transports
+/// differ in kind (the guest's `vsock:` against a virtio-serial `--broker`, or the
+/// other way round). `None` when the launch gives the guest the way it expects.
+pub fn broker_warning(cfg: &GuestConfig, launch: Option<&Broker>) -> Option<String> {
+    let transport = cfg.broker.as_deref()?;
+    let guest_vsock = transport.starts_with("vsock:");
+    let guest_serial =
+        transport.starts_with("virtio-serial:") || transport.starts_with("virtio-console:");
+    match launch {
+        None => Some(format!(
+            "the initramfs's init.toml has a [broker] (transport {transport:?}) but no \
+             --broker was given: unless this profile connects it some other way, the guest \
+             will wait broker.wait_ms (30 s by default) for a broker and then power off; \
+             pass --broker unix:PATH, tcp:HOST:PORT or vsock:CID:PORT"
+        )),
+        Some(Broker::Vsock { .. }) if guest_serial => Some(format!(
+            "--broker vsock:… gives the guest a vsock device, but its init.toml's [broker] \
+             transport is {transport:?} (a virtio-serial port): the guest will not reach \
+             the broker; use --broker unix:PATH or tcp:HOST:PORT"
+        )),
+        Some(Broker::Unix(_) | Broker::Tcp { .. }) if guest_vsock => Some(format!(
+            "--broker gives the guest a virtio-serial port, but its init.toml's [broker] \
+             transport is {transport:?}: the guest will not reach the broker; use \
+             --broker vsock:CID:PORT"
+        )),
+        Some(_) => None,
+    }
 }
 
 /// Compares the guest's config with the launch: the same model (name, revision,
@@ -174,7 +213,13 @@ pub fn check(
     );
     cmp("data disk serial", &m.data_serial, data_serial);
     cmp("hash disk serial", &m.hash_serial, hash_serial);
-    cmp("platform", &cfg.platform.required, profile.as_str());
+    if !profile.matches_guest(&cfg.platform.required) {
+        diffs.push(format!(
+            "platform: init.toml {:?}, launch {:?}",
+            cfg.platform.required,
+            profile.as_str()
+        ));
+    }
     if !diffs.is_empty() {
         bail!(
             "the initramfs's /etc/pqcc/init.toml does not match this launch: {}",
@@ -210,6 +255,35 @@ mod tests {
     }
 
     #[test]
+    fn warns_about_a_broker_the_launch_does_not_connect() {
+        let mut cfg = GuestConfig {
+            model: GuestModel {
+                name: "m".into(),
+                revision: "r".into(),
+                root_hash: "ab".repeat(32),
+                data_serial: "d".into(),
+                hash_serial: "h".into(),
+            },
+            platform: GuestPlatform {
+                required: "none".into(),
+            },
+            broker: None,
+        };
+        let unix = Broker::parse("unix:/run/b.sock").unwrap();
+        let vsock = Broker::parse("vsock:3:5000").unwrap();
+        assert_eq!(broker_warning(&cfg, None), None);
+        assert_eq!(broker_warning(&cfg, Some(&unix)), None);
+        cfg.broker = Some("virtio-serial:org.pqcc.broker.0".into());
+        let w = broker_warning(&cfg, None).unwrap();
+        assert!(w.contains("[broker]") && w.contains("no --broker"), "{w}");
+        assert_eq!(broker_warning(&cfg, Some(&unix)), None);
+        assert!(broker_warning(&cfg, Some(&vsock)).is_some());
+        cfg.broker = Some("vsock:2:5000".into());
+        assert_eq!(broker_warning(&cfg, Some(&vsock)), None);
+        assert!(broker_warning(&cfg, Some(&unix)).is_some());
+    }
+
+    #[test]
     fn compares_model_serials_and_platform() {
         let root = "ab".repeat(32);
         let cfg = GuestConfig {
@@ -223,6 +297,7 @@ mod tests {
             platform: GuestPlatform {
                 required: "tdx".into(),
             },
+            broker: None,
         };
         let spec = ModelSpec::parse(&format!("org/tiny@r1:{root}")).unwrap();
         check(&cfg, ProfileName::Tdx, &spec, "d", "h").unwrap();
@@ -230,10 +305,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("platform: init.toml \"tdx\", launch \"snp\"")
+            e.contains("platform: init.toml \"tdx\", launch \"sev-snp\"")
                 && e.contains("hash disk serial"),
             "{e}"
         );
+        // Both spellings of SEV-SNP in init.toml match the sev-snp launch.
+        for required in ["snp", "sev-snp"] {
+            let mut c = cfg.clone();
+            c.platform.required = required.into();
+            check(&c, ProfileName::Snp, &spec, "d", "h").unwrap();
+            assert!(check(&c, ProfileName::Tdx, &spec, "d", "h").is_err());
+        }
         let other = ModelSpec::parse(&format!("org/tiny@r2:{}", "cd".repeat(32))).unwrap();
         let e = check(&cfg, ProfileName::Tdx, &other, "d", "h")
             .unwrap_err()

@@ -58,7 +58,8 @@ pub enum ProfileName {
     None,
     /// Intel TDX.
     Tdx,
-    /// AMD SEV-SNP.
+    /// AMD SEV-SNP (`sev-snp`, or `snp`: the file is `qemu/snp.args`).
+    #[value(name = "sev-snp", alias = "snp")]
     Snp,
 }
 
@@ -72,12 +73,30 @@ impl ProfileName {
         }
     }
 
-    /// `none`, `tdx` or `snp`.
+    /// `none`, `tdx` or `sev-snp`: the platform's name as pqcc prints it everywhere.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Tdx => "tdx",
-            Self::Snp => "snp",
+            Self::Snp => "sev-snp",
+        }
+    }
+
+    /// The built-in profile's file under `qemu/`: `none.args`, `tdx.args`, `snp.args`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::None => "none.args",
+            Self::Tdx => "tdx.args",
+            Self::Snp => "snp.args",
+        }
+    }
+
+    /// Whether `platform.required` of a guest's `init.toml` names this platform
+    /// (`snp` and `sev-snp` are the same one).
+    pub fn matches_guest(self, required: &str) -> bool {
+        match self {
+            Self::Snp => matches!(required, "snp" | "sev-snp"),
+            other => required == other.as_str(),
         }
     }
 }
@@ -459,6 +478,9 @@ pub fn build(o: &Options) -> anyhow::Result<Launch> {
     }
     if let Some(g) = &guest {
         initrd::check(g, o.profile, &o.model, &data_serial, &hash_serial)?;
+        // Said here, before QEMU starts, rather than found by the guest after its
+        // broker.wait_ms.
+        warnings.extend(initrd::broker_warning(g, o.broker.as_ref()));
     }
     let firmware = match &o.firmware {
         Some(f) => {

@@ -21,6 +21,13 @@
 //!
 //! Concurrent builds of one model wait on its lock (an `flock`, released by the kernel
 //! when a holder dies); builds of different models run in parallel.
+//!
+//! An identity `NAME@REV` names one content: a build whose root hash differs from the
+//! one of the complete archive already under that name (its stamp's root hash, else its
+//! `.hash` file's) fails with [`Conflict`] and leaves the old set as it was, unless
+//! [`Policy::force`] is set. Files without a stamp or hash file (left by a build killed
+//! before it completed) are not an archive and are replaced. The same content again
+//! is fine.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -37,7 +44,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     archive::{self, VerityParams},
-    scan::{self, Entry},
+    scan::{self, Entry, Metadata},
     source::Source,
 };
 
@@ -79,6 +86,9 @@ pub struct Output {
     pub verity: PathBuf,
     /// Whether an earlier build was reused.
     pub cached: bool,
+    /// What was left out of the archive as version-control or download metadata
+    /// (archive names such as `./.git/`; see [`scan`]).
+    pub left_out: Vec<String>,
 }
 
 impl Output {
@@ -107,6 +117,49 @@ pub enum Outcome {
         actual: [u8; DIGEST_LEN],
     },
 }
+
+/// What a build may do beyond [`Options`]; the default is the safe choice for each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Replace an existing archive of the same `NAME@REV` whose root hash differs
+    /// (`--force`); without it such a build fails with [`Conflict`].
+    pub force: bool,
+    /// Whether `.git` and `.cache/huggingface` are archived (`--keep-vcs-metadata`) or
+    /// left out (the default).
+    pub metadata: Metadata,
+}
+
+/// A build refused because `NAME@REV` already names an archive with another root hash
+/// (nothing was replaced; `--force` replaces it). `pqcc model build` exits 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `NAME@REV`.
+    pub identity: String,
+    /// The existing archive.
+    pub archive: PathBuf,
+    /// Its root hash.
+    pub existing: [u8; DIGEST_LEN],
+    /// The root hash of this build.
+    pub built: [u8; DIGEST_LEN],
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} already holds root hash {}; this build gives {}. An identity \
+             name@revision must always name the same content, so the archive was not \
+             replaced: give the new content another --revision, or pass --force to \
+             replace it",
+            self.identity,
+            self.archive.display(),
+            hex::encode(self.existing),
+            hex::encode(self.built)
+        )
+    }
+}
+
+impl std::error::Error for Conflict {}
 
 /// Checks a name or revision for use in a file name.
 fn check_component(what: &str, s: &str, slash_ok: bool) -> anyhow::Result<()> {
@@ -294,8 +347,37 @@ fn resolve_lexically(path: &Path) -> PathBuf {
     }
 }
 
-/// Builds (or reuses) the archive of `source`.
+/// The root hash of the complete archive already at `paths` (its stamp's, else its
+/// hash file's), if there is one.
+fn existing_root(paths: &Paths) -> Option<[u8; DIGEST_LEN]> {
+    if !paths.archive.exists() {
+        return None;
+    }
+    let from_stamp = fs::read(&paths.stamp)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("root_hash")
+                .and_then(|r| r.as_str())
+                .and_then(|r| pqcc_core::verity::parse_root_hash(r).ok())
+        });
+    from_stamp.or_else(|| {
+        fs::read_to_string(&paths.hash)
+            .ok()
+            .and_then(|h| pqcc_core::verity::parse_root_hash(h.trim()).ok())
+    })
+}
+
+/// Builds (or reuses) the archive of `source` with the default [`Policy`] (metadata
+/// left out, an existing archive of other content never replaced).
 pub fn build(source: &Source, opts: &Options) -> anyhow::Result<Outcome> {
+    build_with(source, opts, Policy::default())
+}
+
+/// Builds (or reuses) the archive of `source`. Fails with [`Conflict`] (in the
+/// `anyhow::Error`) when `NAME@REV` already names an archive of other content and
+/// `policy.force` is not set.
+pub fn build_with(source: &Source, opts: &Options, policy: Policy) -> anyhow::Result<Outcome> {
     let stem = stem(&opts.name, &opts.revision)?;
     if let Ok(src) = fs::canonicalize(&source.dir)
         && resolve_lexically(&opts.out_dir).starts_with(&src)
@@ -321,7 +403,8 @@ pub fn build(source: &Source, opts: &Options) -> anyhow::Result<Outcome> {
     let _lock = lock(&dir, &stem)?;
     remove_stale_temps(&dir, &stem);
 
-    let entries = scan::scan(&source.dir, source.links)?;
+    let scanned = scan::scan(&source.dir, source.links, policy.metadata)?;
+    let entries = scanned.entries;
     let fp = fingerprint(&entries, opts);
     let output = |root_hash, cached| Output {
         name: opts.name.clone(),
@@ -330,6 +413,7 @@ pub fn build(source: &Source, opts: &Options) -> anyhow::Result<Outcome> {
         archive: paths.archive.clone(),
         verity: paths.verity.clone(),
         cached,
+        left_out: scanned.left_out.clone(),
     };
     if let Some(root) = cached(&paths, &fp) {
         if let Some(expected) = opts.expected
@@ -390,6 +474,28 @@ pub fn build(source: &Source, opts: &Options) -> anyhow::Result<Outcome> {
             expected,
             actual: built.root_hash,
         });
+    }
+
+    // NAME@REV names one content: never replace another one silently.
+    if let Some(existing) = existing_root(&paths)
+        && existing != built.root_hash
+    {
+        if !policy.force {
+            // The temporaries are removed on drop: the old set stays as it was.
+            return Err(Conflict {
+                identity: format!("{}@{}", opts.name, opts.revision),
+                archive: paths.archive.clone(),
+                existing,
+                built: built.root_hash,
+            }
+            .into());
+        }
+        eprintln!(
+            "pqcc: --force: replacing {} (root hash {}) with root hash {}",
+            paths.archive.display(),
+            hex::encode(existing),
+            hex::encode(built.root_hash)
+        );
     }
 
     let root_hex = hex::encode(built.root_hash);

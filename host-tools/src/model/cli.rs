@@ -1,5 +1,7 @@
 //! The `pqcc model` subcommands. Results go to stdout, diagnostics to stderr.
-//! Exit codes: 0 ok, 1 verification failed or root hash mismatch, 2 usage or I/O error.
+//! Exit codes: 0 ok, 1 verification failed, root hash mismatch, or (`build`) an existing
+//! `NAME@REV` archive of other content not replaced without `--force`; 2 usage or I/O
+//! error.
 
 use std::path::PathBuf;
 
@@ -10,7 +12,8 @@ use serde_json::json;
 
 use super::{
     DEFAULT_SALT, DEFAULT_UUID,
-    build::{self, Outcome},
+    build::{self, Conflict, Outcome, Policy},
+    scan::{self, Links, Metadata},
     source,
     verify::{self, Finding},
 };
@@ -123,6 +126,16 @@ pub struct BuildArgs {
     /// The sealing salt in hex, with --seal-key (byte-reproducible) [default: random].
     #[arg(long, requires = "seal_key")]
     pub seal_salt: Option<String>,
+    /// Archive version-control and download metadata too: `.git` (anywhere) and
+    /// `.cache/huggingface/` (at the top). Left out by default, so that the root hash
+    /// depends on the model and not on how it was fetched.
+    #[arg(long)]
+    pub keep_vcs_metadata: bool,
+    /// Replace an existing archive of the same NAME@REV even when this build's root
+    /// hash differs from it (without it: exit 1, naming both root hashes, nothing
+    /// replaced).
+    #[arg(long)]
+    pub force: bool,
     /// Print a JSON object instead of the line.
     #[arg(long)]
     pub json: bool,
@@ -133,7 +146,9 @@ pub struct BuildArgs {
 pub struct VerifyArgs {
     /// The archive.
     pub archive: PathBuf,
-    /// The root hash, or a `name@revision:roothash` identity.
+    /// The root hash, or a `name@revision:roothash` identity: then the archive must
+    /// also be that name and revision (by its build stamp ARCHIVE.stamp, else its file
+    /// name `ORG--NAME@REV.tar`), or the check fails (exit 1, naming what differs).
     pub root: String,
     /// The hash file [default: ARCHIVE.verity].
     #[arg(long)]
@@ -174,6 +189,9 @@ pub fn run(cmd: ModelCommand) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pqcc: error: {e:#}");
+            if e.downcast_ref::<Conflict>().is_some() {
+                return EXIT_MISMATCH;
+            }
             match e.downcast_ref::<pqcc_sealed::Error>() {
                 Some(s) if s.is_refusal() => EXIT_MISMATCH,
                 _ => EXIT_ERROR,
@@ -197,6 +215,7 @@ fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
         .map(|s| parse_salt32(s, "--salt"))
         .transpose()?;
     let src = source::resolve(&a.source)?;
+    check_snapshot_links(&src)?;
     let name = a.name.unwrap_or_else(|| src.name.clone());
     let revision = a.revision.unwrap_or_else(|| src.revision.clone());
     let mut opts = pqcc_sealed::SealOptions::new(&format!("{name}@{revision}"));
@@ -209,6 +228,7 @@ fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
         println!(
             "{}",
             json!({
+                "ok": true,
                 "model": s.model_id,
                 "out": s.out.display().to_string(),
                 "key_id": s.key_id,
@@ -225,6 +245,15 @@ fn run_seal(a: SealArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// For a Hugging Face snapshot, refuses links that lead outside its `blobs/` before
+/// the sealing code (which follows links itself) reads anything.
+fn check_snapshot_links(src: &source::Source) -> anyhow::Result<()> {
+    if src.links == Links::FollowFiles {
+        scan::scan(&src.dir, src.links, Metadata::Keep)?;
+    }
+    Ok(())
+}
+
 fn run_unseal(a: UnsealArgs) -> anyhow::Result<i32> {
     let dek = pqcc_sealed::read_key_file(&a.key)?;
     if let Some(want) = &a.expect_model {
@@ -236,6 +265,7 @@ fn run_unseal(a: UnsealArgs) -> anyhow::Result<i32> {
         println!(
             "{}",
             json!({
+                "ok": true,
                 "model": s.model_id,
                 "out": s.out.display().to_string(),
                 "files": s.files,
@@ -281,6 +311,14 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("--salt: {e}"))?;
     let uuid = verity::parse_uuid(a.uuid.as_deref().unwrap_or(DEFAULT_UUID))
         .map_err(|e| anyhow::anyhow!("--uuid: {e}"))?;
+    let mut policy = Policy {
+        force: a.force,
+        metadata: if a.keep_vcs_metadata {
+            Metadata::Keep
+        } else {
+            Metadata::Leave
+        },
+    };
     let opts = build::Options {
         out_dir: a.out.unwrap_or_else(default_out_dir),
         name: a.name.unwrap_or_else(|| src.name.clone()),
@@ -302,6 +340,17 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
                 opts.revision,
                 std::process::id()
             )));
+            // The sealing code reads every file and follows links itself: check the
+            // source first as the archive would be (links, metadata).
+            let pre = scan::scan(&src.dir, src.links, policy.metadata)?;
+            if !pre.left_out.is_empty() {
+                anyhow::bail!(
+                    "{}: holds {} (version-control and download metadata), which --seal-key \
+                     would seal into the archive; remove it, or pass --keep-vcs-metadata",
+                    src.dir.display(),
+                    pre.left_out.join(", ")
+                );
+            }
             let mut so = pqcc_sealed::SealOptions::new(&format!("{}@{}", opts.name, opts.revision));
             so.salt = seal_salt;
             let s = pqcc_sealed::seal_dir(&src.dir, &staged.0, dek, &so)?;
@@ -310,13 +359,22 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
                 s.files, s.tensors, s.model_id, s.key_id
             );
             src.dir = staged.0.clone();
-            src.links = super::scan::Links::Refuse;
+            src.links = Links::Refuse;
+            // Everything sealed belongs to the sealed model (its manifest lists it).
+            policy.metadata = Metadata::Keep;
             Some(staged)
         }
         None => None,
     };
-    match build::build(&src, &opts)? {
+    match build::build_with(&src, &opts, policy)? {
         Outcome::Done(out) => {
+            if !out.left_out.is_empty() {
+                eprintln!(
+                    "pqcc: left out {} (version-control and download metadata; \
+                     --keep-vcs-metadata keeps them)",
+                    out.left_out.join(", ")
+                );
+            }
             let manifest = match &key {
                 Some(k) => {
                     let p = super::manifest::write_signed(&out, &opts.salt, k)?;
@@ -327,6 +385,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
             };
             if a.json {
                 let v = json!({
+                    "ok": true,
                     "name": out.name,
                     "revision": out.revision,
                     "root_hash": hex::encode(out.root_hash),
@@ -334,6 +393,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
                     "verity": out.verity.display().to_string(),
                     "cached": out.cached,
                     "manifest": manifest.map(|p| p.display().to_string()),
+                    "left_out": out.left_out,
                 });
                 println!("{v}");
             } else {
@@ -342,6 +402,19 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Outcome::Mismatch { expected, actual } => {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({
+                        "ok": false,
+                        "name": opts.name,
+                        "revision": opts.revision,
+                        "expected_root_hash": hex::encode(expected),
+                        "root_hash": hex::encode(actual),
+                        "result": "root hash mismatch; no archive was kept",
+                    })
+                );
+            }
             eprintln!(
                 "pqcc: root hash mismatch for {}@{}\n  expected {}\n  actual   {}\nno archive was kept",
                 opts.name,
@@ -355,33 +428,78 @@ fn run_build(a: BuildArgs) -> anyhow::Result<i32> {
 }
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<i32> {
-    let hash_text = a.root.rsplit(':').next().unwrap_or(&a.root);
+    // ROOTHASH, or NAME@REV:ROOTHASH: then the archive must be NAME@REV too.
+    let (wanted, hash_text) = match a.root.rsplit_once(':') {
+        Some((id, h)) => {
+            let (name, rev) = id
+                .rsplit_once('@')
+                .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{}: expected ROOTHASH or NAME@REV:ROOTHASH", a.root)
+                })?;
+            (Some((name, rev)), h)
+        }
+        None => (None, a.root.as_str()),
+    };
     let root =
         verity::parse_root_hash(hash_text).map_err(|e| anyhow::anyhow!("{}: {e}", a.root))?;
-    let verity_path = a.verity.unwrap_or_else(|| {
-        let mut p = a.archive.clone().into_os_string();
-        p.push(".verity");
-        PathBuf::from(p)
-    });
+    let verity_path = a
+        .verity
+        .clone()
+        .unwrap_or_else(|| verify::beside_path(&a.archive, ".verity"));
     let finding = verify::verify(&a.archive, &verity_path, &root)?;
-    let ok = matches!(finding, Finding::Ok { .. });
+    let content_ok = matches!(finding, Finding::Ok { .. });
+    // The name and revision, once the content matched: from the build stamp, else
+    // the file name; an identity that cannot be confirmed is not confirmed.
+    let identity_problem = match (content_ok, wanted) {
+        (true, Some((name, rev))) => match verify::archive_identity(&a.archive)? {
+            None => Some(format!(
+                "cannot confirm {name}@{rev}: {} has no build stamp ({}) and its file name is                  not NAME@REV.tar; give the bare root hash to check the content only",
+                a.archive.display(),
+                verify::beside_path(&a.archive, ".stamp").display()
+            )),
+            Some((have_name, have_rev, from)) => {
+                let mut diffs = Vec::new();
+                if have_name != name {
+                    diffs.push(format!("name differs: {have_name:?}, not {name:?}"));
+                }
+                if have_rev != rev {
+                    diffs.push(format!("revision differs: {have_rev:?}, not {rev:?}"));
+                }
+                (!diffs.is_empty()).then(|| {
+                    format!(
+                        "the archive is {have_name}@{have_rev} (from {from}): {}",
+                        diffs.join("; ")
+                    )
+                })
+            }
+        },
+        _ => None,
+    };
+    let ok = content_ok && identity_problem.is_none();
     if a.json {
-        println!(
-            "{}",
-            json!({
-                "archive": a.archive.display().to_string(),
-                "root_hash": hex::encode(root),
-                "ok": ok,
-                "result": finding.to_string(),
-            })
-        );
+        let mut v = json!({
+            "archive": a.archive.display().to_string(),
+            "root_hash": hex::encode(root),
+            "ok": ok,
+            "result": identity_problem.clone().unwrap_or_else(|| finding.to_string()),
+        });
+        if let Some((name, rev)) = wanted {
+            v["name"] = name.into();
+            v["revision"] = rev.into();
+            v["identity_ok"] = (content_ok && identity_problem.is_none()).into();
+        }
+        println!("{v}");
     } else if ok {
         println!("ok {} {}", hex::encode(root), a.archive.display());
     }
     if ok {
         Ok(EXIT_OK)
     } else {
-        eprintln!("pqcc: {}: {finding}", a.archive.display());
+        match identity_problem {
+            Some(p) => eprintln!("pqcc: {}: {p}", a.archive.display()),
+            None => eprintln!("pqcc: {}: {finding}", a.archive.display()),
+        }
         Ok(EXIT_MISMATCH)
     }
 }

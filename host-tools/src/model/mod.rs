@@ -15,7 +15,8 @@
 //! - [`verify`]: userspace re-check of an archive.
 //! - [`build`]: cache, lock, crash-safe outputs.
 //! - [`source`]: directory, Hugging Face snapshot and `ORG/NAME[@REV]` sources.
-//! - [`hub`]: downloading `ORG/NAME[@REV]` snapshots with hf-hub.
+//! - [`hub`]: downloading `ORG/NAME[@REV]` snapshots (its own HTTP client: every path
+//!   built from checked names, every file checked against the hash the hub declared).
 //! - [`manifest`]: the signed ModelManifest written with `--key`.
 //! - [`cli`]: the subcommands.
 

@@ -3,9 +3,10 @@
 //! - a local model directory: name = the directory's name, revision = `local`
 //!   unless given; symbolic links are refused;
 //! - a Hugging Face cache snapshot `…/models--ORG--NAME/snapshots/REV`: name
-//!   `ORG/NAME`, revision `REV`; its links into `../../blobs` are followed;
-//! - `ORG/NAME[@REV]` (`REV` a commit, branch or tag, default `main`): downloaded with
-//!   hf-hub ([`super::hub`]) from `$HF_ENDPOINT` into the Hugging Face cache
+//!   `ORG/NAME`, revision `REV`; its links are followed only when they resolve to a
+//!   regular file directly in its own `../../blobs` (any other link is refused);
+//! - `ORG/NAME[@REV]` (`REV` a commit, branch or tag, default `main`): downloaded
+//!   ([`super::hub`]) from `$HF_ENDPOINT` into the Hugging Face cache
 //!   (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `$XDG_CACHE_HOME/huggingface/hub` or
 //!   `~/.cache/huggingface/hub`), then built as that snapshot. No network is used when
 //!   `REV` is a commit already complete in the cache, nor ever with `HF_HUB_OFFLINE=1`
@@ -136,10 +137,15 @@ fn parse_repo(s: &str) -> Option<(&str, Option<&str>)> {
             && p.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
     };
-    if !ok(org)
-        || !ok(name)
-        || rev.is_some_and(|r| r.is_empty() || r.contains('/') || r.contains(".."))
-    {
+    let bad_rev = |r: &str| {
+        r.is_empty()
+            || r == "."
+            || r.contains('/')
+            || r.contains('\\')
+            || r.contains("..")
+            || r.chars().any(char::is_control)
+    };
+    if !ok(org) || !ok(name) || rev.is_some_and(bad_rev) {
         return None;
     }
     Some((repo, rev))
@@ -228,6 +234,9 @@ mod tests {
             Some(("org/name", Some("v1.0")))
         );
         assert_eq!(parse_repo("org/name@"), None);
+        assert_eq!(parse_repo("org/name@."), None);
+        assert_eq!(parse_repo("org/name@a\\b"), None);
+        assert_eq!(parse_repo("org/name@a\nb"), None);
         assert_eq!(parse_repo("/abs"), None);
         assert_eq!(parse_repo("./x/y"), None);
         assert_eq!(parse_repo("a/b/c"), None);

@@ -7,7 +7,13 @@
 //! against its entry one level up; every data block against its leaf digest. The first
 //! failure is reported with the block it concerns.
 
-use std::{fmt, fs::File, io::Read, os::unix::fs::FileExt, path::Path};
+use std::{
+    fmt,
+    fs::File,
+    io::Read,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
 use pqcc_core::verity::{self, DIGEST_LEN, Geometry, HashType, Superblock};
@@ -229,4 +235,142 @@ fn check(
         },
         tree(top),
     ))
+}
+
+/// The largest build stamp read (`pqcc model build` writes well under 4 KiB).
+const MAX_STAMP_LEN: u64 = 64 << 10;
+
+/// `archive` with `suffix` appended to its file name (`m.tar` → `m.tar.verity`).
+pub fn beside_path(archive: &Path, suffix: &str) -> PathBuf {
+    let mut p = archive.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Where a fact about an archive was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The dm-verity superblock of this hash file.
+    HashFile(PathBuf),
+    /// This `pqcc model build` stamp (`ARCHIVE.stamp`).
+    Stamp(PathBuf),
+    /// The archive's file name (`ORG--NAME@REV.tar`, as `pqcc model build` names it).
+    FileName(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HashFile(p) => write!(f, "the superblock of {}", p.display()),
+            Self::Stamp(p) => write!(f, "the build stamp {}", p.display()),
+            Self::FileName(p) => write!(f, "the file name of {}", p.display()),
+        }
+    }
+}
+
+/// The dm-verity salt of `archive`, from its hash file's superblock (`hash_file`, or
+/// `ARCHIVE.verity`) and its build stamp (`ARCHIVE.stamp`), whichever exist. `None`
+/// when neither does. Errors: a file that exists but cannot be read or parsed, or the
+/// two disagreeing (nothing is guessed).
+pub fn archive_salt(
+    archive: &Path,
+    hash_file: Option<&Path>,
+) -> anyhow::Result<Option<(Vec<u8>, Source)>> {
+    let hash_file = hash_file.map_or_else(|| beside_path(archive, ".verity"), Path::to_path_buf);
+    let from_superblock = match File::open(&hash_file) {
+        Ok(f) => {
+            let mut sb = Vec::with_capacity(verity::SUPERBLOCK_LEN);
+            f.take(verity::SUPERBLOCK_LEN as u64)
+                .read_to_end(&mut sb)
+                .with_context(|| format!("{}: read error", hash_file.display()))?;
+            let sb = Superblock::parse(&sb)
+                .with_context(|| format!("{}: bad verity superblock", hash_file.display()))?;
+            Some((sb.salt.as_bytes().to_vec(), Source::HashFile(hash_file)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot open", hash_file.display())),
+    };
+    let from_stamp = match read_stamp(archive)? {
+        Some((v, path)) => {
+            let salt = v
+                .get("salt")
+                .and_then(|s| s.as_str())
+                .and_then(|s| hex::decode(s).ok())
+                .with_context(|| format!("{}: no hex `salt`", path.display()))?;
+            Some((salt, Source::Stamp(path)))
+        }
+        None => None,
+    };
+    match (from_superblock, from_stamp) {
+        (Some((a, sa)), Some((b, sb))) if a != b => bail!(
+            "{}: its salt is {} in {sa} but {} in {sb}; refusing to pick one",
+            archive.display(),
+            hex::encode(&a),
+            hex::encode(&b)
+        ),
+        (Some(x), _) | (None, Some(x)) => Ok(Some(x)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The build stamp beside `archive` (`ARCHIVE.stamp`), parsed; `None` when there is
+/// none.
+fn read_stamp(archive: &Path) -> anyhow::Result<Option<(serde_json::Value, PathBuf)>> {
+    let path = beside_path(archive, ".stamp");
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot open", path.display())),
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_STAMP_LEN + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: read error", path.display()))?;
+    if bytes.len() as u64 > MAX_STAMP_LEN {
+        bail!(
+            "{}: over {MAX_STAMP_LEN} bytes: not a build stamp",
+            path.display()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a build stamp (JSON)", path.display()))?;
+    if v.get("format").and_then(|f| f.as_str()) != Some("pqcc-model-archive-v1") {
+        bail!(
+            "{}: not a pqcc-model-archive-v1 build stamp",
+            path.display()
+        );
+    }
+    Ok(Some((v, path)))
+}
+
+/// The `NAME@REV` an archive was built as: from its build stamp (`ARCHIVE.stamp`),
+/// else from its file name when that is `ORG--NAME@REV.tar` (`--` standing for `/`).
+/// `None` when neither says.
+pub fn archive_identity(archive: &Path) -> anyhow::Result<Option<(String, String, Source)>> {
+    if let Some((v, path)) = read_stamp(archive)? {
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .with_context(|| format!("{}: no string `{k}`", path.display()))
+        };
+        return Ok(Some((
+            field("name")?,
+            field("revision")?,
+            Source::Stamp(path),
+        )));
+    }
+    let from_name = archive
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".tar"))
+        .and_then(|n| n.split_once('@'))
+        .filter(|(n, r)| !n.is_empty() && !r.is_empty() && !r.contains('@'));
+    Ok(from_name.map(|(n, r)| {
+        (
+            n.replace("--", "/"),
+            r.to_owned(),
+            Source::FileName(archive.to_path_buf()),
+        )
+    }))
 }

@@ -87,6 +87,62 @@ impl Collateral {
     pub fn is_empty(&self) -> bool {
         self.crls.is_empty() && self.ocsp.is_empty()
     }
+
+    /// The entries that could not serve a check at `now` with the age limit `max_age`
+    /// (seconds since `thisUpdate`): past their `nextUpdate`, too old, issued in the
+    /// future, or not parsing. Empty when every entry is usable. A loader calls this to
+    /// refuse collateral that is already out of date, before any evidence arrives.
+    pub fn stale_entries(&self, now: u64, max_age: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        for (file, der) in &self.crls {
+            match CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der) {
+                Ok(crl) => {
+                    let tbs = &crl.tbs_cert_list;
+                    let tu = tbs.this_update.to_unix_duration().as_secs();
+                    let nu = tbs.next_update.map(|t| t.to_unix_duration().as_secs());
+                    if let Err(e) = fresh(tu, nu, now, max_age) {
+                        out.push(format!("{file}: CRL {e}"));
+                    }
+                }
+                Err(e) => out.push(format!("{file}: not a CRL: {e}")),
+            }
+        }
+        for (file, der) in &self.ocsp {
+            match ocsp_single_responses(der) {
+                Ok(times) => {
+                    for (tu, nu) in times {
+                        if let Err(e) = fresh(tu, nu, now, max_age) {
+                            out.push(format!("{file}: OCSP response {e}"));
+                        }
+                    }
+                }
+                Err(e) => out.push(format!("{file}: {e}")),
+            }
+        }
+        out
+    }
+}
+
+/// `(thisUpdate, nextUpdate)` of every SingleResponse of an OCSPResponse (the
+/// signature is judged at verification time).
+fn ocsp_single_responses(der: &[u8]) -> Result<Vec<(u64, Option<u64>)>, String> {
+    ocsp_response_status(der)?;
+    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSPResponse: {e}"))?;
+    let rb = resp.bytes.ok_or("no responseBytes")?;
+    let basic = BasicOcspResponse::from_der(rb.response.as_bytes())
+        .map_err(|e| format!("BasicOCSPResponse: {e}"))?;
+    let tbs = basic.tbs.to_der().map_err(|e| e.to_string())?;
+    let data = ResponseData::from_der(&tbs).map_err(|e| format!("ResponseData: {e}"))?;
+    Ok(data
+        .responses
+        .iter()
+        .map(|sr| {
+            (
+                sr.this_update.to_unix_duration().as_secs(),
+                sr.next_update.map(|t| t.to_unix_duration().as_secs()),
+            )
+        })
+        .collect())
 }
 
 #[derive(Sequence)]

@@ -13,9 +13,15 @@
 //! key; the VCEK → ASK → ARK chain (RSASSA-PSS SHA-384) ends at an ARK compiled into
 //! this crate (Milan, Genoa, Turin), never at one taken from the input; every
 //! certificate is inside its validity window at `now`; the VCEK's TCB extensions and
-//! hardware id equal the report's reported TCB and chip id; the reported TCB is at or
-//! above the policy minimum; the guest policy's debug bit is refused unless
-//! `insecure_allow_debug`; the VMPL, measurement and report data match.
+//! hardware id equal the report's reported TCB and chip id (and a v3+ report's CPUID
+//! names the chain's product); AMD's CRL, when given (or required), is signed by the
+//! pinned ARK, current, and does not list the ASK; the reported TCB is at or above the
+//! minimum the policy must state for the product; the product is one the policy
+//! accepts (Milan only when named); the guest policy's debug bit is refused unless
+//! `insecure_allow_debug`, and its other bits (MIGRATE_MA, SMT, SINGLE_SOCKET, CXL,
+//! AES-256-XTS, RAPL, ciphertext hiding, page swap, ABI minimum, reserved bits) are
+//! checked against the rule ([`snp::check_guest_policy`]); the VMPL, measurement and
+//! report data match.
 //!
 //! **TDX** ([`tdx`]): full DCAP verification of a v4 or v5 quote with `dcap-qvl` —
 //! PCK chain to the Intel SGX Root CA compiled into this crate, root-CA and PCK CRLs,
@@ -32,10 +38,12 @@
 //!
 //! # What is not checked
 //!
-//! AMD's VCEK CRL (the ARK-signed list of revoked ASKs) is not consulted. A report
-//! carries no time: freshness comes from the expected report data, which the broker
-//! derives from a fresh per-handshake nonce, and from the collateral age limit.
+//! AMD's CRL is consulted only when the verifier holds it ([`Collateral::snp_crl`]) or
+//! the policy requires it (`snp.require_crl`). A report carries no time: freshness comes
+//! from the expected report data, which the broker derives from a fresh per-handshake
+//! nonce, and from the collateral age limit.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -44,7 +52,7 @@ pub mod measure;
 pub mod snp;
 pub mod tdx;
 
-pub use snp::SnpTcb;
+pub use snp::{Product, SnpTcb};
 
 /// The largest TEE evidence blob accepted: 32 KiB, a report with its certificates.
 /// It travels in the evidence bundle beside any GPU evidence, within the wire format's
@@ -63,10 +71,12 @@ pub enum TeePlatform {
 }
 
 impl TeePlatform {
-    /// The name used in policies, CLI flags and JSON output.
+    /// The name printed in CLI, log and JSON output: `sev-snp` or `tdx`, as
+    /// `pqcc_core::wire::Platform::name` spells them (policies and CLI flags accept
+    /// `snp` for `sev-snp` too).
     pub fn name(self) -> &'static str {
         match self {
-            TeePlatform::Snp => "snp",
+            TeePlatform::Snp => "sev-snp",
             TeePlatform::Tdx => "tdx",
         }
     }
@@ -95,22 +105,96 @@ impl fmt::Display for TeePlatform {
 #[derive(Debug, Clone, Copy)]
 pub struct EvidenceFormat;
 
-/// The SEV-SNP part of a [`TeePolicy`].
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A firmware ABI version `major.minor` (e.g. `{ major = 1, minor = 55 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct SnpAbi {
+    /// ABI major version.
+    pub major: u8,
+    /// ABI minor version.
+    pub minor: u8,
+}
+
+/// The SEV-SNP part of a [`TeePolicy`] (`[snp]` table; `[rule.tee.snp]` in a broker
+/// rule). Defaults are those of [`SnpPolicy::default`]; see `docs/evidence.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SnpPolicy {
-    /// Minimum reported TCB, component by component (all zero when absent).
-    #[serde(default)]
-    pub min_tcb: SnpTcb,
+    /// Minimum reported TCB, component by component, for every accepted product that
+    /// [`SnpPolicy::product_min_tcb`] does not name. **Required**: a policy read from
+    /// TOML must state a minimum for every product it accepts, and it may not be all
+    /// zero ([`TeePolicy::check_complete`]); [`verify`] refuses a product without one.
+    pub min_tcb: Option<SnpTcb>,
+    /// Minimum reported TCB per product (TOML: `product_min_tcb = { Genoa = {…},
+    /// Turin = {…} }`), overriding `min_tcb` for that product: the TCB components of
+    /// different generations are not comparable.
+    pub product_min_tcb: BTreeMap<Product, SnpTcb>,
+    /// The products accepted, by the pinned ARK the VCEK chains to (default `["Genoa",
+    /// "Turin"]`: Milan must be named, see `docs/evidence.md` on the 2026 Milan key
+    /// extraction).
+    pub products: Vec<Product>,
     /// Accepted launch measurements (hex, 48 bytes each).
-    #[serde(default)]
     pub measurements: Vec<String>,
     /// Required HOST_DATA (hex, 32 bytes), when set.
-    #[serde(default)]
     pub host_data: Option<String>,
     /// Highest VMPL a report may come from (default 0).
-    #[serde(default)]
     pub max_vmpl: u32,
+    /// Accept a guest policy with SMT (bit 16) set, i.e. a host that may run other
+    /// threads on the guest's cores (default true: most hosts run with SMT on; say
+    /// false to require a guest the firmware runs only with SMT off).
+    pub allow_smt: bool,
+    /// Accept a guest policy with MIGRATE_MA (bit 18) set (default false: a migration
+    /// agent can export the guest).
+    pub allow_migrate_ma: bool,
+    /// Require SINGLE_SOCKET (bit 20) (default false).
+    pub require_single_socket: bool,
+    /// Accept a guest policy with CXL_ALLOW (bit 21) set (default false).
+    pub allow_cxl: bool,
+    /// Require MEM_AES_256_XTS (bit 22) (default false).
+    pub require_aes_256_xts: bool,
+    /// Require RAPL_DIS (bit 23) (default false).
+    pub require_rapl_disabled: bool,
+    /// Require CIPHERTEXT_HIDING (bit 24) (default false; Turin and later).
+    pub require_ciphertext_hiding: bool,
+    /// Require PAGE_SWAP_DISABLE (bit 25) (default false).
+    pub require_page_swap_disabled: bool,
+    /// Lowest ABI version the guest policy may name (ABI_MAJOR.ABI_MINOR, bits 8–15 and
+    /// 0–7): the firmware refuses to launch the guest on an older firmware, so this
+    /// proves the firmware's ABI at launch (default: no minimum).
+    pub min_abi: Option<SnpAbi>,
+    /// Refuse evidence unless the verifier holds AMD's CRL for the product
+    /// ([`Collateral::snp_crl`]) (default false; a CRL that is given is always checked).
+    pub require_crl: bool,
+}
+
+impl Default for SnpPolicy {
+    fn default() -> Self {
+        SnpPolicy {
+            min_tcb: None,
+            product_min_tcb: BTreeMap::new(),
+            products: vec![Product::Genoa, Product::Turin],
+            measurements: Vec::new(),
+            host_data: None,
+            max_vmpl: 0,
+            allow_smt: true,
+            allow_migrate_ma: false,
+            require_single_socket: false,
+            allow_cxl: false,
+            require_aes_256_xts: false,
+            require_rapl_disabled: false,
+            require_ciphertext_hiding: false,
+            require_page_swap_disabled: false,
+            min_abi: None,
+            require_crl: false,
+        }
+    }
+}
+
+impl SnpPolicy {
+    /// The minimum TCB for `product`: its `product_min_tcb` entry, else `min_tcb`.
+    pub fn tcb_floor(&self, product: Product) -> Option<SnpTcb> {
+        self.product_min_tcb.get(&product).copied().or(self.min_tcb)
+    }
 }
 
 /// One accepted set of TDX measurements; an RTMR left out is not checked.
@@ -164,11 +248,14 @@ impl Default for TdxPolicy {
 /// platform = "snp"
 /// max_collateral_age_secs = 2592000
 /// [snp]
-/// min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+/// min_tcb = { bootloader = 10, tee = 0, snp = 23, microcode = 84 }
 /// measurements = ["7a1e5c26…"]
 /// ```
+///
+/// Deserializing checks the policy is complete ([`TeePolicy::check_complete`]): an SNP
+/// policy without a TCB minimum does not parse, wherever it is read from.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TeePolicyToml")]
 pub struct TeePolicy {
     /// The only platform accepted.
     pub platform: TeePlatform,
@@ -193,18 +280,108 @@ pub struct TeePolicy {
     pub insecure_any_measurement: bool,
 }
 
+/// The TOML form of [`TeePolicy`], before [`TeePolicy::check_complete`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeePolicyToml {
+    platform: TeePlatform,
+    #[serde(default)]
+    snp: SnpPolicy,
+    #[serde(default)]
+    tdx: TdxPolicy,
+    #[serde(default)]
+    max_collateral_age_secs: Option<u64>,
+    #[serde(default)]
+    insecure_allow_debug: bool,
+    #[serde(default)]
+    insecure_any_measurement: bool,
+}
+
+impl TryFrom<TeePolicyToml> for TeePolicy {
+    type Error = TeeError;
+
+    fn try_from(t: TeePolicyToml) -> Result<TeePolicy, TeeError> {
+        let p = TeePolicy {
+            platform: t.platform,
+            snp: t.snp,
+            tdx: t.tdx,
+            max_collateral_age_secs: t.max_collateral_age_secs,
+            insecure_allow_debug: t.insecure_allow_debug,
+            insecure_any_measurement: t.insecure_any_measurement,
+        };
+        p.check_complete()?;
+        Ok(p)
+    }
+}
+
 impl TeePolicy {
-    /// Parses a policy from TOML text.
+    /// Parses a policy from TOML text (and checks it is complete).
     pub fn from_toml(text: &str) -> Result<TeePolicy, TeeError> {
         toml::from_str(text).map_err(|e| TeeError::PolicyInvalid(e.to_string()))
     }
 
-    /// A policy that checks authenticity, chain, validity, TCB (SNP: no minimum; TDX:
-    /// `UpToDate` only), debug and report data, but accepts any measurement.
+    /// What the policy leaves unstated that a verifier must not guess; empty when it is
+    /// complete. For an SNP policy: a TCB minimum for every accepted product
+    /// (`snp.min_tcb` or `snp.product_min_tcb`), none of them all zero, and at least one
+    /// accepted product.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.platform != TeePlatform::Snp {
+            return out;
+        }
+        let snp = &self.snp;
+        if snp.products.is_empty() {
+            out.push("snp.products is empty: no report would pass".to_string());
+        }
+        for &product in &snp.products {
+            match snp.tcb_floor(product) {
+                None => out.push(format!(
+                    "snp.min_tcb is missing: state the lowest TCB accepted for {product}                      (min_tcb, or product_min_tcb.{product}); there is no default"
+                )),
+                Some(t) if t == SnpTcb::default() => out.push(format!(
+                    "the minimum TCB for {product} is all zero, which admits every                      firmware and microcode ever released: state the lowest TCB accepted"
+                )),
+                Some(_) => {}
+            }
+        }
+        for product in snp.product_min_tcb.keys() {
+            if !snp.products.contains(product) {
+                out.push(format!(
+                    "snp.product_min_tcb names {product}, which snp.products does not accept"
+                ));
+            }
+        }
+        out
+    }
+
+    /// [`TeePolicy::problems`] as an error ([`TeeError::PolicyInvalid`] listing them).
+    /// Deserialization calls it, so a policy read from TOML is always complete; call it
+    /// for a policy built in code.
+    pub fn check_complete(&self) -> Result<(), TeeError> {
+        let p = self.problems();
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(TeeError::PolicyInvalid(p.join("; ")))
+        }
+    }
+
+    /// A policy that checks authenticity, chain, validity and report data and refuses
+    /// debug guests, but applies no rule: any measurement; SNP: every product, a TCB
+    /// minimum of zero, any guest policy bits but DEBUG and the reserved ones, a CRL
+    /// checked when given but not required; TDX: `UpToDate` only. For tools that report
+    /// what evidence says (`pqcc evidence verify` without `--policy`), never for release.
     pub fn report_only(platform: TeePlatform) -> TeePolicy {
         TeePolicy {
             platform,
-            snp: SnpPolicy::default(),
+            snp: SnpPolicy {
+                min_tcb: Some(SnpTcb::default()),
+                products: Product::ALL.to_vec(),
+                allow_smt: true,
+                allow_migrate_ma: true,
+                allow_cxl: true,
+                ..SnpPolicy::default()
+            },
             tdx: TdxPolicy::default(),
             max_collateral_age_secs: None,
             insecure_allow_debug: false,
@@ -221,6 +398,10 @@ pub struct Collateral {
     /// ASK (and optionally ARK), PEM or DER. The ARK, if present, must equal the pinned
     /// one. Without it the certificate table's ASK, then the built-in ASK is used.
     pub snp_chain: Option<Vec<u8>>,
+    /// AMD's CRL(s) for the VCEK chain (`kdsintf.amd.com/vcek/v1/<product>/crl`), DER
+    /// back to back or PEM `X509 CRL` blocks; one per product, CRLs of products other
+    /// than the evidence's are ignored ([`snp::crl`]).
+    pub snp_crl: Option<Vec<u8>>,
     /// DCAP collateral for TDX quotes.
     pub tdx: Option<tdx::TdxCollateral>,
 }
@@ -329,6 +510,8 @@ pub struct VerifiedTee {
     pub report_data: [u8; 64],
     /// Whether the guest is a debug guest (only possible with `insecure_allow_debug`).
     pub debug: bool,
+    /// SEV-SNP: the product whose pinned ARK the VCEK chains to (`None` for TDX).
+    pub snp_product: Option<Product>,
 }
 
 /// Which certificate of a chain an error is about.
@@ -460,8 +643,39 @@ pub enum TeeError {
         /// Policy maximum.
         max: u64,
     },
-    /// The policy is invalid (parse error or bad hex).
+    /// The policy is invalid (parse error, bad hex, or incomplete: the fault named).
     PolicyInvalid(String),
+    /// The SNP product (by the pinned ARK the VCEK chains to) is not in `snp.products`.
+    ProductNotAllowed(Product),
+    /// A guest policy bit the rule refuses (the bit and the rule key named).
+    GuestPolicyRefused(&'static str),
+    /// The guest policy's ABI_MAJOR.ABI_MINOR is below `snp.min_abi`.
+    GuestPolicyAbiBelowMinimum {
+        /// (major, minor) in the report's guest policy.
+        reported: (u8, u8),
+        /// (major, minor) the policy requires.
+        minimum: (u8, u8),
+    },
+    /// AMD's CRL could not be parsed or carries what this verifier will not process.
+    CrlMalformed(String),
+    /// AMD's CRL is not signed by the pinned ARK (or not with RSASSA-PSS SHA-384).
+    CrlSignatureInvalid,
+    /// AMD's CRL is outside `thisUpdate ..= nextUpdate` at `now`.
+    CrlNotValidAt {
+        /// thisUpdate (Unix seconds).
+        this_update: u64,
+        /// nextUpdate (Unix seconds).
+        next_update: u64,
+        /// The time checked.
+        now: u64,
+    },
+    /// A certificate of the chain is listed in the CRL.
+    CertificateRevoked {
+        /// Which certificate.
+        role: CertRole,
+        /// Its serial number (hex).
+        serial: String,
+    },
 }
 
 impl fmt::Display for TeeError {
@@ -564,6 +778,35 @@ impl fmt::Display for TeeError {
                 write!(f, "collateral is {age} s old, over the {max} s limit")
             }
             TeeError::PolicyInvalid(d) => write!(f, "TEE policy invalid: {d}"),
+            TeeError::ProductNotAllowed(p) => write!(
+                f,
+                "SNP product {p} is not in the policy's snp.products (Milan must be named \
+                 explicitly)"
+            ),
+            TeeError::GuestPolicyRefused(why) => write!(f, "SNP guest policy refused: {why}"),
+            TeeError::GuestPolicyAbiBelowMinimum { reported, minimum } => write!(
+                f,
+                "SNP guest policy ABI {}.{} is below the policy minimum {}.{}",
+                reported.0, reported.1, minimum.0, minimum.1
+            ),
+            TeeError::CrlMalformed(d) => write!(f, "AMD CRL malformed: {d}"),
+            TeeError::CrlSignatureInvalid => {
+                write!(f, "AMD CRL is not signed by the pinned ARK")
+            }
+            TeeError::CrlNotValidAt {
+                this_update,
+                next_update,
+                now,
+            } => write!(
+                f,
+                "AMD CRL not valid at {now} (thisUpdate {this_update}, nextUpdate {next_update})"
+            ),
+            TeeError::CertificateRevoked { role, serial } => {
+                write!(
+                    f,
+                    "{role} certificate (serial {serial}) is revoked by AMD's CRL"
+                )
+            }
         }
     }
 }

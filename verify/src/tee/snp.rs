@@ -10,9 +10,14 @@
 //! 4. check ARK → ASK → VCEK signatures (RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48),
 //!    name links and validity windows at `now`;
 //! 5. check the report signature (ECDSA P-384 over SHA-384 of bytes `[0, 0x2A0)`);
-//! 6. check the VCEK's TCB extensions and hwID against the report;
-//! 7. apply the policy: reported TCB ≥ minimum, debug, VMPL, measurement, host data,
-//!    report data.
+//! 6. check the VCEK's TCB extensions and hwID against the report, and (report v3+) the
+//!    report's CPUID family/model against the chain's product;
+//! 7. AMD's CRL, when the collateral holds one for the product (required with
+//!    `snp.require_crl`): signed by the pinned ARK, current at `now`, the ASK not
+//!    revoked ([`crl`]);
+//! 8. apply the policy: reported TCB ≥ the product's minimum (which the policy must
+//!    state), product accepted, guest policy (debug, then the bits the rule cares about:
+//!    [`check_guest_policy`]), VMPL, measurement, host data, report data.
 
 use p384::ecdsa::{Signature, VerifyingKey, signature::Verifier};
 use serde::Deserialize;
@@ -23,6 +28,7 @@ use super::{
 };
 
 pub mod chain;
+pub mod crl;
 
 /// Length of an attestation report.
 pub const REPORT_LEN: usize = 0x4A0;
@@ -30,6 +36,114 @@ pub const REPORT_LEN: usize = 0x4A0;
 pub const SIGNED_LEN: usize = 0x2A0;
 /// Guest policy bit: debugging allowed (ABI spec, "GUEST_POLICY", bit 19).
 pub const POLICY_DEBUG: u64 = 1 << 19;
+
+/// The guest policy (SEV-SNP ABI specification, "GUEST_POLICY"; the same layout as the
+/// `sev` crate's `GuestPolicy`). The guest owner is meant to choose it; in practice the
+/// host that launches the guest does, and the firmware enforces it and signs it into
+/// every report. Bits 26–63 are reserved (must be zero).
+pub mod guest_policy {
+    /// Bits 0–7: ABI_MINOR, the lowest firmware ABI minor version the guest runs on.
+    pub const ABI_MINOR_MASK: u64 = 0xFF;
+    /// Bits 8–15: ABI_MAJOR, the lowest firmware ABI major version the guest runs on.
+    pub const ABI_MAJOR_MASK: u64 = 0xFF << 8;
+    /// Bit 16: SMT — 1: the host may run with SMT enabled; 0: the firmware refuses to run
+    /// the guest while SMT is enabled.
+    pub const SMT: u64 = 1 << 16;
+    /// Bit 17: reserved, must be one.
+    pub const RESERVED_MBO: u64 = 1 << 17;
+    /// Bit 18: MIGRATE_MA — 1: the host may associate a migration agent, which can
+    /// export the guest's memory and state.
+    pub const MIGRATE_MA: u64 = 1 << 18;
+    /// Bit 19: DEBUG — 1: the host may read and write the guest's memory and registers
+    /// through the debug commands.
+    pub const DEBUG: u64 = 1 << 19;
+    /// Bit 20: SINGLE_SOCKET — 1: the guest can only be activated on one socket.
+    pub const SINGLE_SOCKET: u64 = 1 << 20;
+    /// Bit 21: CXL_ALLOW — 1: CXL may be populated with devices or memory.
+    pub const CXL_ALLOW: u64 = 1 << 21;
+    /// Bit 22: MEM_AES_256_XTS — 1: memory encryption must be AES-256-XTS (0: AES-128
+    /// XEX allowed).
+    pub const MEM_AES_256_XTS: u64 = 1 << 22;
+    /// Bit 23: RAPL_DIS — 1: Running Average Power Limit must be disabled.
+    pub const RAPL_DIS: u64 = 1 << 23;
+    /// Bit 24: CIPHERTEXT_HIDING — 1: ciphertext hiding must be enabled.
+    pub const CIPHERTEXT_HIDING: u64 = 1 << 24;
+    /// Bit 25: PAGE_SWAP_DISABLE — 1: SNP_PAGE_MOVE / SNP_SWAP_OUT / SNP_SWAP_IN are
+    /// disabled for the guest.
+    pub const PAGE_SWAP_DISABLE: u64 = 1 << 25;
+    /// Every bit this verifier knows (0–25); any other set bit is refused.
+    pub const KNOWN: u64 = (1 << 26) - 1;
+}
+
+/// Checks a report's guest policy value against the policy's rule, in this order:
+/// reserved bits 26–63 zero (an unknown bit could loosen anything), DEBUG (refused
+/// unless `insecure_allow_debug`), MIGRATE_MA (`snp.allow_migrate_ma`), SMT
+/// (`snp.allow_smt`), SINGLE_SOCKET (`snp.require_single_socket`), CXL_ALLOW
+/// (`snp.allow_cxl`), MEM_AES_256_XTS (`snp.require_aes_256_xts`), RAPL_DIS
+/// (`snp.require_rapl_disabled`), CIPHERTEXT_HIDING (`snp.require_ciphertext_hiding`),
+/// PAGE_SWAP_DISABLE (`snp.require_page_swap_disabled`), ABI_MAJOR.ABI_MINOR ≥
+/// `snp.min_abi`. The first failing bit is named in the error.
+pub fn check_guest_policy(policy: &TeePolicy, value: u64) -> Result<(), TeeError> {
+    use self::guest_policy as gp;
+    let rule = &policy.snp;
+    let unknown = value & !gp::KNOWN;
+    if unknown != 0 {
+        return Err(TeeError::GuestPolicyRefused(
+            "reserved bits 26-63 are set (a guest policy this verifier does not know)",
+        ));
+    }
+    let set = |bit: u64| value & bit != 0;
+    if set(gp::DEBUG) && !policy.insecure_allow_debug {
+        return Err(TeeError::DebugNotAllowed);
+    }
+    let refusals: [(bool, &'static str); 8] = [
+        (
+            set(gp::MIGRATE_MA) && !rule.allow_migrate_ma,
+            "MIGRATE_MA (bit 18) is set: the host may attach a migration agent that can              export the guest (rule: allow_migrate_ma = false)",
+        ),
+        (
+            set(gp::SMT) && !rule.allow_smt,
+            "SMT (bit 16) is set: the guest may run beside other threads on its cores              (rule: allow_smt = false)",
+        ),
+        (
+            !set(gp::SINGLE_SOCKET) && rule.require_single_socket,
+            "SINGLE_SOCKET (bit 20) is clear: the guest may span sockets (rule:              require_single_socket = true)",
+        ),
+        (
+            set(gp::CXL_ALLOW) && !rule.allow_cxl,
+            "CXL_ALLOW (bit 21) is set: CXL devices or memory may be attached (rule:              allow_cxl = false)",
+        ),
+        (
+            !set(gp::MEM_AES_256_XTS) && rule.require_aes_256_xts,
+            "MEM_AES_256_XTS (bit 22) is clear: memory may be encrypted with AES-128              (rule: require_aes_256_xts = true)",
+        ),
+        (
+            !set(gp::RAPL_DIS) && rule.require_rapl_disabled,
+            "RAPL_DIS (bit 23) is clear: RAPL power reporting may stay on (rule:              require_rapl_disabled = true)",
+        ),
+        (
+            !set(gp::CIPHERTEXT_HIDING) && rule.require_ciphertext_hiding,
+            "CIPHERTEXT_HIDING (bit 24) is clear: the host may read the guest's ciphertext              (rule: require_ciphertext_hiding = true)",
+        ),
+        (
+            !set(gp::PAGE_SWAP_DISABLE) && rule.require_page_swap_disabled,
+            "PAGE_SWAP_DISABLE (bit 25) is clear: the guest's pages may be moved and              swapped (rule: require_page_swap_disabled = true)",
+        ),
+    ];
+    if let Some((_, why)) = refusals.into_iter().find(|(refused, _)| *refused) {
+        return Err(TeeError::GuestPolicyRefused(why));
+    }
+    if let Some(min) = &rule.min_abi {
+        let [minor, major, ..] = value.to_le_bytes();
+        if (major, minor) < (min.major, min.minor) {
+            return Err(TeeError::GuestPolicyAbiBelowMinimum {
+                reported: (major, minor),
+                minimum: (min.major, min.minor),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// A reported TCB split into its components (SPL = security patch level).
 ///
@@ -100,15 +214,51 @@ impl SnpTcb {
     }
 }
 
-/// An AMD EPYC generation with a pinned ARK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An AMD EPYC generation with a pinned ARK (`"Milan"`, `"Genoa"`, `"Turin"` in TOML, as
+/// AMD KDS spells them; lower case is accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 pub enum Product {
     /// EPYC 7003 (Zen 3).
+    #[serde(alias = "milan")]
     Milan,
-    /// EPYC 9004 (Zen 4).
+    /// EPYC 9004 and 8004 (Zen 4: Genoa, Bergamo, Siena).
+    #[serde(alias = "genoa")]
     Genoa,
     /// EPYC 9005 (Zen 5).
+    #[serde(alias = "turin")]
     Turin,
+}
+
+impl Product {
+    /// Every product with a pinned root.
+    pub const ALL: [Product; 3] = [Product::Milan, Product::Genoa, Product::Turin];
+
+    /// The name as AMD KDS spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan",
+            Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
+        }
+    }
+
+    /// The product a report's CPUID_FAM_ID / CPUID_MOD_ID (report version 3 and later)
+    /// names, or `None` for a CPU this crate has no root for (same table as the `sev`
+    /// crate's `Generation::identify_cpu`).
+    pub fn from_cpuid(family: u8, model: u8) -> Option<Product> {
+        match (family, model) {
+            (0x19, 0x00..=0x0F) => Some(Product::Milan),
+            (0x19, 0x10..=0x1F | 0xA0..=0xAF) => Some(Product::Genoa),
+            (0x1A, 0x00..=0x11) => Some(Product::Turin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Product {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A parsed attestation report (all fields copied out; `raw` keeps the exact bytes).
@@ -138,6 +288,8 @@ pub struct Report<'a> {
     pub host_data: [u8; 32],
     /// REPORTED_TCB (raw).
     pub reported_tcb: u64,
+    /// CPUID_FAM_ID and CPUID_MOD_ID (report version 3 and later; `None` in v2).
+    pub cpuid: Option<(u8, u8)>,
     /// CHIP_ID.
     pub chip_id: [u8; 64],
     /// Signature R, big-endian.
@@ -221,6 +373,12 @@ impl<'a> Report<'a> {
             measurement: field(raw, 0x90)?,
             host_data: field(raw, 0xC0)?,
             reported_tcb: u64_at(raw, 0x180)?,
+            cpuid: if version >= 3 {
+                let [family, model] = field::<2>(raw, 0x188)?;
+                Some((family, model))
+            } else {
+                None
+            },
             chip_id: field(raw, 0x1A0)?,
             sig_r: sig_component(raw, 0x2A0, "signature R has high bytes set")?,
             sig_s: sig_component(raw, 0x2E8, "signature S has high bytes set")?,
@@ -382,16 +540,43 @@ pub(crate) fn verify(
     // Step 5: the report signature.
     report.verify_signature(&chain.vcek_key)?;
 
-    // Step 6: the VCEK was issued for this chip at this TCB.
+    // Step 6: the VCEK was issued for this chip at this TCB, and a v3+ report's CPUID
+    // names the same product (a CPU this crate has no table entry for is left to the
+    // chain, which already ended at a pinned product root).
     let tcb = SnpTcb::from_raw(report.reported_tcb, chain.product);
     chain.check_against_report(&tcb, &report.chip_id)?;
-
-    // Step 7: policy.
-    tcb.check_min(&policy.snp.min_tcb)?;
-    let debug = report.policy & POLICY_DEBUG != 0;
-    if debug && !policy.insecure_allow_debug {
-        return Err(TeeError::DebugNotAllowed);
+    if let Some((family, model)) = report.cpuid
+        && Product::from_cpuid(family, model).is_some_and(|p| p != chain.product)
+    {
+        return Err(TeeError::VcekReportMismatch("CPUID family/model"));
     }
+
+    // Step 7: AMD's CRL for the product.
+    let crl_applied = match collateral.snp_crl.as_deref() {
+        Some(crls) => crl::check_chain(crls, &chain, now)?,
+        None => false,
+    };
+    if policy.snp.require_crl && !crl_applied {
+        return Err(TeeError::MissingCollateral(match chain.product {
+            Product::Milan => "AMD CRL for Milan (kdsintf.amd.com/vcek/v1/Milan/crl)",
+            Product::Genoa => "AMD CRL for Genoa (kdsintf.amd.com/vcek/v1/Genoa/crl)",
+            Product::Turin => "AMD CRL for Turin (kdsintf.amd.com/vcek/v1/Turin/crl)",
+        }));
+    }
+
+    // Step 8: policy.
+    let floor = policy.snp.tcb_floor(chain.product).ok_or_else(|| {
+        TeeError::PolicyInvalid(format!(
+            "snp.min_tcb: the policy states no minimum TCB for {} (there is no default)",
+            chain.product
+        ))
+    })?;
+    tcb.check_min(&floor)?;
+    if !policy.snp.products.contains(&chain.product) {
+        return Err(TeeError::ProductNotAllowed(chain.product));
+    }
+    check_guest_policy(policy, report.policy)?;
+    let debug = report.policy & POLICY_DEBUG != 0;
     if report.vmpl > policy.snp.max_vmpl {
         return Err(TeeError::VmplNotAllowed(report.vmpl));
     }
@@ -419,6 +604,7 @@ pub(crate) fn verify(
         },
         report_data: report.report_data,
         debug,
+        snp_product: Some(chain.product),
     })
 }
 

@@ -354,6 +354,7 @@ pub(crate) fn verify(
         },
         report_data: td.report_data,
         debug,
+        snp_product: None,
     })
 }
 

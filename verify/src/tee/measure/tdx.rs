@@ -460,8 +460,27 @@ pub fn bzimage_version(kernel: &[u8]) -> Option<&str> {
         .filter(|v| !v.is_empty() && v.chars().all(|c| !c.is_control()))
 }
 
+/// Whether the EFI stub of the bzImage `kernel` knows the UEFI CC measurement protocol
+/// (`EFI_CC_MEASUREMENT_PROTOCOL_GUID` 96751a3d-72f4-41a6-a794-ed5d0e67ae6b), through
+/// which it measures the command line and the initrd into RTMR2 on a TD.
+///
+/// The stub gained it in Linux 6.9 (commit ac93cbfc2a2c, "efi/libstub: Measure into CC
+/// protocol if TCG2 protocol is absent", in the pull "EFI updates for v6.9"); a stub
+/// without it measures nothing on a TD (no TCG2 protocol there), so RTMR2 stays zero and
+/// the initrd, where a pqcc guest's measured `init.toml` lives, is not measured at all.
+/// The check looks for the GUID's first field and its last eight bytes in the image,
+/// where the stub's code holds them (as immediates or as data), so it holds for a
+/// backport too; Debian 12's 6.1 kernel has neither, its 6.12 backport both.
+pub fn stub_measures_cc(kernel: &[u8]) -> bool {
+    const DATA1: [u8; 4] = 0x9675_1a3d_u32.to_le_bytes();
+    const TAIL: [u8; 8] = [0xa7, 0x94, 0xed, 0x5d, 0x0e, 0x67, 0xae, 0x6b];
+    let has = |p: &[u8]| kernel.windows(p.len()).any(|w| w == p);
+    has(&DATA1) && has(&TAIL)
+}
+
 /// Whether a kernel version string names Linux older than 6.9, whose EFI stub does not
 /// measure the command line and initrd into the CC protocol (RTMR2 then stays zero).
+/// [`stub_measures_cc`] looks at the image itself.
 pub fn predates_cc_stub(version: &str) -> bool {
     let mut it = version
         .split(|c: char| !c.is_ascii_digit())

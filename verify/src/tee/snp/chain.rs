@@ -59,8 +59,9 @@ pub const PINNED: [PinnedRoot; 3] = [
     },
 ];
 
-/// The DER of the only accepted signature AlgorithmIdentifier: id-RSASSA-PSS with
-/// hashAlgorithm sha384, maskGenAlgorithm mgf1(sha384), saltLength 48, trailerField 1.
+/// The accepted signature AlgorithmIdentifier: id-RSASSA-PSS with hashAlgorithm
+/// sha384, maskGenAlgorithm mgf1(sha384), saltLength 48, trailerField 1, as AMD's ARKs,
+/// ASKs and older VCEKs encode it (the default trailerField written out).
 const PSS_SHA384_ALG: [u8; 72] = [
     0x30, 0x46, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a, 0x30, 0x39, 0xa0,
     0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00,
@@ -68,6 +69,50 @@ const PSS_SHA384_ALG: [u8; 72] = [
     0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0xa2, 0x03,
     0x02, 0x01, 0x30, 0xa3, 0x03, 0x02, 0x01, 0x01,
 ];
+
+/// The same parameters in strict DER (trailerField left out, as its default 1 must be):
+/// how AMD KDS encodes newer VCEKs (e.g. Genoa VCEKs issued in 2025) and its CRLs.
+const PSS_SHA384_ALG_DER: [u8; 67] = [
+    0x30, 0x41, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a, 0x30, 0x34, 0xa0,
+    0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00,
+    0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30,
+    0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0xa2, 0x03,
+    0x02, 0x01, 0x30,
+];
+
+/// Whether `alg` (a DER AlgorithmIdentifier) is RSASSA-PSS / SHA-384 / MGF1-SHA-384 /
+/// salt 48 / trailer 1, in either encoding AMD uses. Nothing else is accepted.
+pub(crate) fn is_pss_sha384(alg: &[u8]) -> bool {
+    alg == PSS_SHA384_ALG || alg == PSS_SHA384_ALG_DER
+}
+
+/// Verifies an RSASSA-PSS (SHA-384, MGF1-SHA-384, salt 48) signature over `msg` with the
+/// RSA key in `spki`.
+pub(crate) fn pss_sha384_verify(
+    spki: &spki::SubjectPublicKeyInfoOwned,
+    msg: &[u8],
+    sig: &[u8],
+) -> bool {
+    let Ok(spki_der) = der::Encode::to_der(spki) else {
+        return false;
+    };
+    let Ok(spki_ref) = spki::SubjectPublicKeyInfoRef::from_der(&spki_der) else {
+        return false;
+    };
+    let Ok(key) = rsa::PublicKey::try_from(spki_ref) else {
+        return false;
+    };
+    pss_sha384_verify_key(&key, msg, sig)
+}
+
+/// As [`pss_sha384_verify`], with the key already decoded.
+pub(crate) fn pss_sha384_verify_key(key: &rsa::PublicKey, msg: &[u8], sig: &[u8]) -> bool {
+    let vk = rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key.clone(), 48);
+    let Ok(sig) = rsa::pss::Signature::try_from(sig) else {
+        return false;
+    };
+    rsa::signature::Verifier::verify(&vk, msg, &sig).is_ok()
+}
 
 /// A certificate with the exact bytes its signature covers.
 struct Parsed<'a> {
@@ -142,17 +187,16 @@ impl Parsed<'_> {
         let outer = der::Encode::to_der(self.cert.signature_algorithm()).map_err(|_| bad())?;
         let inner =
             der::Encode::to_der(self.cert.tbs_certificate().signature()).map_err(|_| bad())?;
-        if outer != PSS_SHA384_ALG || inner != PSS_SHA384_ALG {
+        if !is_pss_sha384(&outer) || outer != inner {
             return Err(bad());
         }
         let spki = issuer.cert.tbs_certificate().subject_public_key_info();
-        let spki_der = der::Encode::to_der(spki).map_err(|_| bad())?;
-        let spki_ref = spki::SubjectPublicKeyInfoRef::from_der(&spki_der).map_err(|_| bad())?;
-        let key = rsa::PublicKey::try_from(spki_ref).map_err(|_| bad())?;
-        let vk = rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, 48);
         let sig_bytes = self.cert.signature().as_bytes().ok_or_else(bad)?;
-        let sig = rsa::pss::Signature::try_from(sig_bytes).map_err(|_| bad())?;
-        rsa::signature::Verifier::verify(&vk, self.tbs, &sig).map_err(|_| bad())
+        if pss_sha384_verify(spki, self.tbs, sig_bytes) {
+            Ok(())
+        } else {
+            Err(bad())
+        }
     }
 
     fn extension(&self, oid: &str) -> Option<&[u8]> {
@@ -172,6 +216,11 @@ pub struct VerifiedChain {
     pub product: Product,
     /// The VCEK's public key.
     pub vcek_key: VerifyingKey,
+    /// The serial number (DER INTEGER content bytes) of the ASK the chain went through,
+    /// for the ARK's CRL.
+    pub ask_serial: Vec<u8>,
+    /// The pinned root the chain ends at.
+    pub root: &'static PinnedRoot,
     vcek_tcb: Vec<(&'static str, Option<u8>)>,
     vcek_hwid: Option<Vec<u8>>,
 }
@@ -340,9 +389,17 @@ pub fn verify_chain(
                 .unwrap_or_default()
         }
     });
+    let ask_serial = ask
+        .cert
+        .tbs_certificate()
+        .serial_number()
+        .as_bytes()
+        .to_vec();
     Ok(VerifiedChain {
         product: root.product,
         vcek_key,
+        ask_serial,
+        root,
         vcek_tcb,
         vcek_hwid,
     })
@@ -357,6 +414,43 @@ mod tests {
             .join("../../shared/data/sev-snp")
             .join(name);
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// AMD writes the PSS parameters two ways: ARKs, ASKs and older VCEKs spell out the
+    /// default trailerField (72 bytes), newer VCEKs (e.g. Genoa, issued 2025) and the KDS
+    /// CRLs leave it out as DER requires (67 bytes). Both name the same parameters and
+    /// both are accepted; before issue 29 the 67-byte form was refused, so such a VCEK
+    /// failed with `CertificateSignatureInvalid(Vcek)` (checked against a real one by
+    /// `tests/snp_crl.rs::real_amd_crls_and_genoa_v3_report`).
+    #[test]
+    fn pss_parameters_in_both_amd_encodings() {
+        use der::{Decode, Encode};
+        let params = |alg: &[u8]| {
+            let a = spki::AlgorithmIdentifierOwned::from_der(alg).expect("alg");
+            let p = a.parameters.expect("params").to_der().expect("der");
+            rsa::pkcs1::RsaPssParams::<der::Any>::from_der(&p).map(|p| {
+                (
+                    p.hash.oid,
+                    p.mask_gen.parameters.map(|h| h.oid),
+                    p.salt_len,
+                    format!("{:?}", p.trailer_field),
+                )
+            })
+        };
+        assert_eq!(params(&PSS_SHA384_ALG), params(&PSS_SHA384_ALG_DER));
+        assert!(is_pss_sha384(&PSS_SHA384_ALG));
+        assert!(is_pss_sha384(&PSS_SHA384_ALG_DER));
+        // Salt 32, SHA-256, or any other byte: refused.
+        for alg in [PSS_SHA384_ALG.as_slice(), PSS_SHA384_ALG_DER.as_slice()] {
+            for i in 0..alg.len() {
+                let mut a = alg.to_vec();
+                a[i] ^= 0x01;
+                assert!(!is_pss_sha384(&a), "byte {i} changed");
+            }
+        }
+        let mut salt32 = PSS_SHA384_ALG_DER;
+        salt32[66] = 0x20;
+        assert!(!is_pss_sha384(&salt32));
     }
 
     /// The VCEK binds TCB and chip: a report claiming another TCB or chip is refused
