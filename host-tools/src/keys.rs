@@ -654,6 +654,35 @@ fn read_bounded(f: &mut File, buf: &mut [u8], path: &Path) -> anyhow::Result<Opt
 /// open is non-blocking, so a FIFO (or a device) is refused at once instead of
 /// waiting for a writer.
 fn open_key_file(path: &Path, secret: bool) -> anyhow::Result<File> {
+    let (f, mode) = open_regular_file(path, "a key file")?;
+    if secret && mode & 0o077 != 0 {
+        // A public key file passed by mistake deserves that diagnosis; its magic is not
+        // secret, and nothing past it is read.
+        let mut magic = [0u8; 8];
+        let mut g = &f;
+        if g.read_exact(&mut magic).is_ok() && magic == PUBLIC_MAGIC {
+            return Err(KeyFileError::WrongKind {
+                expected: FileKind::Secret,
+                found: FileKind::Public,
+            })
+            .with_context(|| format!("{}", path.display()));
+        }
+        bail!(
+            "secret key file {} has mode {mode:04o}, which lets group or others access it; \
+             refusing to use it (chmod 600 it if it was not exposed, otherwise make a new key)",
+            path.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Opens `path` for reading, following symlinks (as Kubernetes mounts secrets), and
+/// checks through the opened descriptor (`fstat`, so a link cannot lend its target
+/// another file's mode) that it is a regular file; returns it with its permission bits
+/// for the caller's own check. The open is non-blocking, so a FIFO or a device is
+/// refused at once instead of waiting for a writer. `what` names the file in the error
+/// (`"a key file"`, `"a broker policy"`).
+pub fn open_regular_file(path: &Path, what: &str) -> anyhow::Result<(File, u32)> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -664,32 +693,11 @@ fn open_key_file(path: &Path, secret: bool) -> anyhow::Result<File> {
         .with_context(|| format!("fstat {}", path.display()))?;
     if !md.file_type().is_file() {
         bail!(
-            "{} is not a regular file (a key file must be one, or a symlink to one)",
+            "{} is not a regular file ({what} must be one, or a symlink to one)",
             path.display()
         );
     }
-    if secret {
-        let mode = md.mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            // A public key file passed by mistake deserves that diagnosis; its magic
-            // is not secret, and nothing past it is read.
-            let mut magic = [0u8; 8];
-            let mut g = &f;
-            if g.read_exact(&mut magic).is_ok() && magic == PUBLIC_MAGIC {
-                return Err(KeyFileError::WrongKind {
-                    expected: FileKind::Secret,
-                    found: FileKind::Public,
-                })
-                .with_context(|| format!("{}", path.display()));
-            }
-            bail!(
-                "secret key file {} has mode {mode:04o}, which lets group or others access it; \
-                 refusing to use it (chmod 600 it if it was not exposed, otherwise make a new key)",
-                path.display()
-            );
-        }
-    }
-    Ok(f)
+    Ok((f, md.mode() & 0o7777))
 }
 
 /// Reads and parses a secret key file, refusing one that group or others can access.

@@ -542,19 +542,7 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 
 fn read_private_file(path: &Path, what: &str, max: usize) -> Result<Zeroizing<Vec<u8>>> {
     use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("opening {what} {}", path.display()))?;
-    let md = f
-        .metadata()
-        .with_context(|| format!("fstat {what} {}", path.display()))?;
-    if !md.file_type().is_file() {
-        bail!("{what} {} is not a regular file", path.display());
-    }
-    let mode = md.mode() & 0o7777;
+    let (f, mode) = crate::keys::open_regular_file(path, &format!("a {what}"))?;
     if mode & 0o077 != 0 {
         bail!(
             "{what} {} has mode {mode:04o}, which lets group or others access it; refusing \
