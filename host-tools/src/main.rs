@@ -8,7 +8,11 @@ use pqcc_tools::{audit, keys, statements};
 
 /// pqcc host tools.
 #[derive(Debug, Parser)]
-#[command(name = "pqcc", version, about)]
+#[command(
+    name = "pqcc",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PQCC_COMMIT"), ")"),
+    about
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -67,6 +67,17 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn version_and_help() {
     let (out, _) = expect(&pqcc(&["--version"]), 0);
     assert!(out.starts_with("pqcc "), "{out}");
+    // It names the commit it was built from (issue 29), `unknown` outside a checkout.
+    let commit = out
+        .trim()
+        .strip_suffix(')')
+        .and_then(|s| s.split_once("(commit "))
+        .map(|(_, c)| c)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{out}"
+    );
     for sub in [
         &["sign", "--help"][..],
         &["sign", "driver", "--help"],
