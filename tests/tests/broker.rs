@@ -1206,3 +1206,38 @@ fn a_peers_strings_are_logged_inert() {
         "{err}"
     );
 }
+
+/// `pqcc bench broker` runs its own broker on a secret file it writes: that file must
+/// pass the broker's own checks (private, regular), so the bench runs to its end.
+#[test]
+fn bench_broker_runs() {
+    let out = pqcc()
+        .args([
+            "bench",
+            "broker",
+            "--iterations",
+            "3",
+            "--clients",
+            "2",
+            "--count",
+            "6",
+            "--seconds",
+            "5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!rows.is_empty(), "{stdout}");
+    assert!(rows.iter().all(|r| r["ok"] == true), "{stdout}");
+}

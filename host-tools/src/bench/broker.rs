@@ -123,7 +123,8 @@ pub fn run(o: &Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let cleanup = Cleanup(dir.clone());
-    std::fs::write(dir.join("secret"), SECRET)?;
+    // The broker releases only secret files that group and others cannot read.
+    crate::keys::write_file_atomic(&dir.join("secret"), SECRET, 0o600, false)?;
     let policy = Policy::parse(
         &format!(
             "max_concurrent = {}\n[secrets.k]\nfile = \"secret\"\n[[rule]]\nname = \"bench\"\n\
@@ -134,6 +135,7 @@ pub fn run(o: &Options) -> Result<()> {
         ),
         &dir,
     )?;
+    policy.check_files()?;
     let mut rng = OsRng.unwrap_err();
     let key = SigningKey::generate(&mut rng);
     let pk = key.public_key().to_vec();
