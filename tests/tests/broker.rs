@@ -106,14 +106,7 @@ fn start(tag: &str, policy_text: &str) -> Broker {
         .stderr(fs::File::create(d.join("broker.err")).unwrap())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "broker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_socket(&sock);
     let pk = pqcc_tools::keys::read_public_key(&d.join("broker.key.pub"))
         .unwrap()
         .as_bytes()

@@ -414,6 +414,32 @@ fn key_files_behind_symlinks() {
 // ---------------------------------------------------------------------------------
 // 4. One platform spelling, one JSON success key
 
+/// `pqcc evidence verify` of an SEV-SNP report with its VCEK, judged at `at`.
+fn snp_args<'a>(
+    platform: &'a str,
+    report: &'a str,
+    vcek: &'a str,
+    at: &'a str,
+    json: bool,
+) -> Vec<&'a str> {
+    let mut a = vec![
+        "evidence",
+        "verify",
+        "--platform",
+        platform,
+        "--report",
+        report,
+        "--vcek",
+        vcek,
+        "--at",
+        at,
+    ];
+    if json {
+        a.push("--json");
+    }
+    a
+}
+
 fn snp_report() -> PathBuf {
     shared_data().join("sev-snp/report_milan.bin")
 }
@@ -428,36 +454,13 @@ fn platform_is_printed_as_sev_snp_and_read_in_both_spellings() {
     let vcek = shared_data().join("sev-snp/vcek_milan.der");
     for spelling in ["snp", "sev-snp"] {
         let (out, _) = expect(
-            &[
-                "evidence",
-                "verify",
-                "--platform",
-                spelling,
-                "--report",
-                s(&snp_report()),
-                "--vcek",
-                s(&vcek),
-                "--at",
-                SNP_AT,
-                "--json",
-            ],
+            &snp_args(spelling, s(&snp_report()), s(&vcek), SNP_AT, true),
             0,
         );
         assert_eq!(json(&out)["platform"], "sev-snp", "{out}");
     }
     let (out, _) = expect(
-        &[
-            "evidence",
-            "verify",
-            "--platform",
-            "snp",
-            "--report",
-            s(&snp_report()),
-            "--vcek",
-            s(&vcek),
-            "--at",
-            SNP_AT,
-        ],
+        &snp_args("snp", s(&snp_report()), s(&vcek), SNP_AT, false),
         0,
     );
     assert!(out.contains("platform: sev-snp\n"), "{out}");
@@ -653,36 +656,12 @@ fn every_json_output_has_ok() {
     // Evidence.
     let vcek = shared_data().join("sev-snp/vcek_milan.der");
     let (out, _) = expect(
-        &[
-            "evidence",
-            "verify",
-            "--platform",
-            "snp",
-            "--report",
-            s(&snp_report()),
-            "--vcek",
-            s(&vcek),
-            "--at",
-            SNP_AT,
-            "--json",
-        ],
+        &snp_args("snp", s(&snp_report()), s(&vcek), SNP_AT, true),
         0,
     );
     has_ok(&out, true);
     let (out, _) = expect(
-        &[
-            "evidence",
-            "verify",
-            "--platform",
-            "snp",
-            "--report",
-            s(&snp_report()),
-            "--vcek",
-            s(&vcek),
-            "--at",
-            "1901474624",
-            "--json",
-        ],
+        &snp_args("snp", s(&snp_report()), s(&vcek), "1901474624", true),
         1,
     );
     has_ok(&out, false);
@@ -751,23 +730,7 @@ fn hex_samples_and_pem_vceks_are_accepted() {
     let vcek_pem = d.path().join("vcek.pem");
     fs::write(&vcek_pem, pem(&fs::read(&vcek_der).unwrap())).unwrap();
     let snp = |report: &Path, vcek: &Path| {
-        expect(
-            &[
-                "evidence",
-                "verify",
-                "--platform",
-                "snp",
-                "--report",
-                s(report),
-                "--vcek",
-                s(vcek),
-                "--at",
-                SNP_AT,
-                "--json",
-            ],
-            0,
-        )
-        .0
+        expect(&snp_args("snp", s(report), s(vcek), SNP_AT, true), 0).0
     };
     let want = json(&snp(&snp_report(), &vcek_der));
     for (report, vcek) in [
@@ -793,18 +756,7 @@ fn hex_samples_and_pem_vceks_are_accepted() {
     // Neither hex nor a report: refused with a named reason, not a panic.
     let junk = d.path().join("junk.hex");
     fs::write(&junk, "0x12 zz\n").unwrap();
-    let (c, out, err) = run(&[
-        "evidence",
-        "verify",
-        "--platform",
-        "snp",
-        "--report",
-        s(&junk),
-        "--vcek",
-        s(&vcek_pem),
-        "--at",
-        SNP_AT,
-    ]);
+    let (c, out, err) = run(&snp_args("snp", s(&junk), s(&vcek_pem), SNP_AT, false));
     assert!(c == 1 || c == 2, "{out}{err}");
 
     // TDX: a hex quote with its collateral verifies; the 0x-prefixed sample parses

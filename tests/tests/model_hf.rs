@@ -657,36 +657,12 @@ fn truncated_file_fails_is_never_taken_as_complete_and_a_rerun_succeeds() {
 
 #[test]
 fn a_file_with_the_wrong_sha256_is_discarded_and_fetched_again() {
-    let t = TempDir::new("hf-corrupt");
-    let (want_id, want_tar, _) = local_reference(&t);
-    let hf = t.path().join("hf");
-    let out = t.path().join("out");
-    {
-        let bad = FakeHub::with_faults(None, Some("model.safetensors"));
-        let r = run(online(&hf, &bad.endpoint())
-            .arg(REPO)
-            .arg("--out")
-            .arg(&out));
-        assert_eq!(r.code, 2, "{}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-        assert!(
-            r.stderr.contains("model.safetensors") && r.stderr.contains("SHA-256"),
-            "{}",
-            r.stderr
-        );
-        assert_eq!(tars(&out), Vec::<String>::new(), "an archive was left");
-    }
-    let snap = model_dir(&hf).join("snapshots").join(SHA);
-    assert!(fs::symlink_metadata(snap.join("model.safetensors")).is_err());
-    assert!(model_dir(&hf).join(".pqcc-incomplete").join(SHA).exists());
-    let good = FakeHub::start(None);
-    let r = run(online(&hf, &good.endpoint())
-        .arg(REPO)
-        .arg("--out")
-        .arg(&out));
-    let (id, archive) = line(&r);
-    assert_eq!(id, want_id);
-    assert!(fs::read(&archive).unwrap() == want_tar);
+    corrupted_file_is_refused_then_fetched_again(
+        "hf-corrupt",
+        "model.safetensors",
+        &["model.safetensors", "SHA-256"],
+        |_| {},
+    );
 }
 
 /// A fake that sends `etag` as every file's `ETag` and `X-Linked-Etag`, and `commit`
@@ -791,41 +767,55 @@ fn a_hostile_etag_or_commit_header_never_becomes_a_path() {
 fn a_non_lfs_file_is_checked_against_its_git_blob_sha1() {
     // Issue 29, finding 1: a small (non-LFS) file has no SHA-256 in the listing; the hub
     // declares its git blob SHA-1 (ETag, blobId). A body that differs is refused.
-    let t = TempDir::new("hf-git-sha1");
+    let good = git_blob_sha1_hex(br#"{"model_type":"tiny"}"#);
+    corrupted_file_is_refused_then_fetched_again(
+        "hf-git-sha1",
+        "config.json",
+        &["config.json", "git blob SHA-1", &good],
+        |md| {
+            // Every blob that was kept is named by its own hash (SHA-256 or git blob
+            // SHA-1).
+            for e in fs::read_dir(md.join("blobs")).unwrap().flatten() {
+                let name = e.file_name().into_string().unwrap();
+                let data = fs::read(e.path()).unwrap();
+                assert!(
+                    name == sha256_hex(&data) || name == git_blob_sha1_hex(&data),
+                    "blob {name} is not named by its content"
+                );
+            }
+        },
+    );
+}
+
+/// A hub that corrupts `file`: the build exits 2 with one line on stderr holding each of
+/// `want`, leaves no archive and no snapshot link for the file, and the download stays
+/// marked incomplete; `between` then checks the model's cache folder. A good hub
+/// afterwards: the file is fetched again and the archive equals the local reference.
+fn corrupted_file_is_refused_then_fetched_again(
+    tag: &str,
+    file: &str,
+    want: &[&str],
+    between: impl Fn(&Path),
+) {
+    let t = TempDir::new(tag);
     let (want_id, want_tar, _) = local_reference(&t);
     let hf = t.path().join("hf");
     let out = t.path().join("out");
     {
-        let bad = FakeHub::with_faults(None, Some("config.json"));
+        let bad = FakeHub::with_faults(None, Some(file));
         let r = run(online(&hf, &bad.endpoint())
             .arg(REPO)
             .arg("--out")
             .arg(&out));
         assert_eq!(r.code, 2, "{}", r.stderr);
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-        let good = git_blob_sha1_hex(br#"{"model_type":"tiny"}"#);
-        assert!(
-            r.stderr.contains("config.json")
-                && r.stderr.contains("git blob SHA-1")
-                && r.stderr.contains(&good),
-            "{}",
-            r.stderr
-        );
+        assert!(want.iter().all(|w| r.stderr.contains(w)), "{}", r.stderr);
         assert_eq!(tars(&out), Vec::<String>::new(), "an archive was left");
     }
     let md = model_dir(&hf);
-    assert!(fs::symlink_metadata(md.join("snapshots").join(SHA).join("config.json")).is_err());
+    assert!(fs::symlink_metadata(md.join("snapshots").join(SHA).join(file)).is_err());
     assert!(md.join(".pqcc-incomplete").join(SHA).exists());
-    // Every blob that was kept is named by its own hash (SHA-256 or git blob SHA-1).
-    for e in fs::read_dir(md.join("blobs")).unwrap().flatten() {
-        let name = e.file_name().into_string().unwrap();
-        let data = fs::read(e.path()).unwrap();
-        assert!(
-            name == sha256_hex(&data) || name == git_blob_sha1_hex(&data),
-            "blob {name} is not named by its content"
-        );
-    }
-    // A good endpoint: fetched again, right archive.
+    between(&md);
     let good = FakeHub::start(None);
     let r = run(online(&hf, &good.endpoint())
         .arg(REPO)
